@@ -1,0 +1,119 @@
+"""Scoring backends: a batch of token-id requests in, per-position figures out, in order.
+
+Every backend implements `ScoringBackend`. Backends are looked up lazily by name, so importing
+this package imports no torch, transformers or vllm; only `load_backend` does, for the one
+backend the run asks for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pytest
+
+from pytest_ilp.backends.devices import resolve_device, resolve_dtype
+from pytest_ilp.checkpoint import CheckpointInfo
+
+#: name -> "module:class"; a backend's module is imported only when it is chosen.
+BACKENDS = {
+    "hf": "pytest_ilp.backends.hf:HFBackend",
+}
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Score `input_ids[target_start:]` given everything before it (teacher forcing)."""
+
+    input_ids: tuple[int, ...]
+    target_start: int
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """Next-token figures at each target position, in nats.
+
+    Entry `t` is about predicting `input_ids[target_start + t]`: its log-probability, and the
+    best and runner-up tokens of the model's distribution there with their log-probabilities.
+    """
+
+    target_logprobs: tuple[float, ...]
+    top1_ids: tuple[int, ...]
+    top1_logprobs: tuple[float, ...]
+    top2_ids: tuple[int, ...]
+    top2_logprobs: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """Greedy continuation of `input_ids`: at most `max_new_tokens`, ending at a stop token."""
+
+    input_ids: tuple[int, ...]
+    max_new_tokens: int
+    stop_ids: frozenset[int]
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Settings every backend understands, plus backend-specific `args` passed through."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_tokens: int = 4096
+    trust_remote_code: bool = False
+    args: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+class ScoringBackend(Protocol):
+    """What the scoring pipeline needs from a model runtime."""
+
+    def score(
+        self, requests: Sequence[ScoreRequest], progress: Progress | None = None
+    ) -> list[TokenScores]:
+        """One teacher-forced pass per request; results in request order."""
+        ...
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[tuple[int, ...]]:
+        """Greedy new tokens per request (the stop token included when reached), in order."""
+        ...
+
+    def close(self) -> None:
+        """Free the model and any engine processes."""
+        ...
+
+
+def backend_names() -> list[str]:
+    return sorted(BACKENDS)
+
+
+def check_backend_name(name: str) -> None:
+    if name not in BACKENDS:
+        raise pytest.UsageError(
+            f"unknown ILP backend {name!r}; choose one of {', '.join(backend_names())}"
+        )
+
+
+def _backend_class(name: str) -> Any:
+    check_backend_name(name)
+    module_name, class_name = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def describe_backend(name: str, checkpoint: CheckpointInfo, options: BackendOptions) -> str:
+    """How the backend would run this checkpoint, e.g. "hf cpu float32", without loading it.
+
+    Part of the cache key: a verdict computed in bfloat16 on a GPU is not reused on a CPU.
+    """
+    check_backend_name(name)
+    device = resolve_device(options.device)
+    return f"{name} {device} {resolve_dtype(options.dtype, device, checkpoint)}"
+
+
+def load_backend(name: str, checkpoint: CheckpointInfo, options: BackendOptions) -> ScoringBackend:
+    """Import and build the backend called `name` on the checkpoint."""
+    backend: ScoringBackend = _backend_class(name)(checkpoint, options)
+    return backend

@@ -1,0 +1,208 @@
+"""The transformers backend: teacher-forced scoring in token-budget batches, on CPU or GPU.
+
+One forward pass per batch over `prompt + target` gives, at every target position, the
+log-probability of the target token and the best two tokens of the model's distribution. Only
+the positions that predict a target token go through the output layer (`logits_to_keep`), and
+the full-vocabulary log-softmax is never materialised: a logsumexp, a top-2 and a gather give
+everything the verdict needs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, GenerationConfig
+from transformers.utils import logging as hf_logging
+
+from pytest_ilp.backends import (
+    BackendOptions,
+    GenerateRequest,
+    Progress,
+    ScoreRequest,
+    TokenScores,
+)
+from pytest_ilp.backends.devices import resolve_device, resolve_dtype
+from pytest_ilp.checkpoint import CheckpointInfo
+
+#: unlearned samples continued together in one `generate` call.
+GENERATE_BATCH = 32
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No "Loading weights" progress bar in the middle of pytest's output."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    message = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in message or "can't allocate memory" in message
+    )
+
+
+class HFBackend:
+    """`AutoModelForCausalLM.from_pretrained` on the checkpoint folder."""
+
+    def __init__(self, checkpoint: CheckpointInfo, options: BackendOptions) -> None:
+        self.device = resolve_device(options.device)
+        self.dtype = resolve_dtype(options.dtype, self.device, checkpoint)
+        self.batch_tokens = options.batch_tokens
+        try:
+            with quiet_loading():
+                self.model: Any = AutoModelForCausalLM.from_pretrained(
+                    checkpoint.folder,
+                    dtype=getattr(torch, self.dtype),
+                    trust_remote_code=options.trust_remote_code,
+                    **options.args,
+                )
+        except Exception as exc:  # transformers raises OSError, ValueError, KeyError...
+            raise pytest.UsageError(
+                f"transformers could not load a causal language model from {checkpoint.folder}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        self.model.to(self.device).eval()
+        config = self.model.config
+        self.pad_id = int(config.pad_token_id if config.pad_token_id is not None else 0)
+
+    def close(self) -> None:
+        del self.model
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def score(
+        self, requests: Sequence[ScoreRequest], progress: Progress | None = None
+    ) -> list[TokenScores]:
+        results: list[TokenScores | None] = [None] * len(requests)
+        pending = deque(self._batches(requests))
+        while pending:
+            batch = pending.popleft()
+            try:
+                scored = self._score_batch([requests[i] for i in batch])
+            except (RuntimeError, torch.OutOfMemoryError) as exc:
+                if not _is_out_of_memory(exc):
+                    raise
+                if len(batch) == 1:
+                    raise pytest.UsageError(
+                        f"out of memory scoring one sequence of {len(requests[batch[0]].input_ids)}"
+                        " tokens; use a device with more memory or --ilp-dtype=bfloat16"
+                    ) from exc
+                if self.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                half = len(batch) // 2
+                pending.extendleft([batch[half:], batch[:half]])
+                continue
+            for index, scores in zip(batch, scored):
+                results[index] = scores
+            if progress is not None:
+                progress(len(batch))
+        return cast(list[TokenScores], results)  # every index was filled above
+
+    def _batches(self, requests: Sequence[ScoreRequest]) -> list[list[int]]:
+        """Longest first (out-of-memory shows at once), each batch within the token budget."""
+        order = sorted(range(len(requests)), key=lambda i: -len(requests[i].input_ids))
+        batches: list[list[int]] = []
+        width = 0
+        for index in order:
+            if batches and (len(batches[-1]) + 1) * width <= self.batch_tokens:
+                batches[-1].append(index)
+            else:
+                batches.append([index])
+                width = len(requests[index].input_ids)
+        return batches
+
+    def _score_batch(self, requests: Sequence[ScoreRequest]) -> list[TokenScores]:
+        width = max(len(r.input_ids) for r in requests)
+        input_ids = torch.full((len(requests), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(requests), width), dtype=torch.long)
+        for row, request in enumerate(requests):
+            input_ids[row, : len(request.input_ids)] = torch.tensor(request.input_ids)
+            attention[row, : len(request.input_ids)] = 1
+        # Position p predicts token p + 1: keep the positions from the earliest target's
+        # predecessor to the second-to-last token.
+        first = min(r.target_start for r in requests) - 1
+        keep = torch.arange(first, width - 1, device=self.device)
+        logits = self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention.to(self.device),
+            logits_to_keep=keep,
+            use_cache=False,
+        ).logits.float()  # [batch, kept positions, vocab]
+        log_z = torch.logsumexp(logits, dim=-1)  # [batch, kept]
+        top_logits, top_ids = logits.topk(2, dim=-1)  # [batch, kept, 2]
+        next_tokens = input_ids[:, first + 1 : width].to(self.device)  # [batch, kept]
+        target_lp = logits.gather(-1, next_tokens.unsqueeze(-1)).squeeze(-1) - log_z
+        top_lp = top_logits - log_z.unsqueeze(-1)
+        target_lp_rows = target_lp.cpu().tolist()
+        top_lp_rows = top_lp.cpu().tolist()
+        top_id_rows = top_ids.cpu().tolist()
+        scores = []
+        for row, request in enumerate(requests):
+            span = slice(request.target_start - 1 - first, len(request.input_ids) - 1 - first)
+            tops, top_values = top_id_rows[row][span], top_lp_rows[row][span]
+            scores.append(
+                TokenScores(
+                    target_logprobs=tuple(target_lp_rows[row][span]),
+                    top1_ids=tuple(t[0] for t in tops),
+                    top1_logprobs=tuple(v[0] for v in top_values),
+                    top2_ids=tuple(t[1] for t in tops),
+                    top2_logprobs=tuple(v[1] for v in top_values),
+                )
+            )
+        return scores
+
+    # -- generation for failing samples -------------------------------------------------------
+
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[tuple[int, ...]]:
+        """Greedy decoding with the KV cache, batched with left padding (similar lengths)."""
+        results: list[tuple[int, ...]] = [()] * len(requests)
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i].input_ids))
+        for start in range(0, len(order), GENERATE_BATCH):
+            chunk = order[start : start + GENERATE_BATCH]
+            width = max(len(requests[i].input_ids) for i in chunk)
+            prefix = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+            attention = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, index in enumerate(chunk):
+                ids = requests[index].input_ids
+                prefix[row, width - len(ids) :] = torch.tensor(ids)
+                attention[row, width - len(ids) :] = 1
+            stop_ids = frozenset().union(*(requests[i].stop_ids for i in chunk))
+            config = GenerationConfig(
+                do_sample=False,
+                max_new_tokens=max(requests[i].max_new_tokens for i in chunk),
+                eos_token_id=sorted(stop_ids),
+                pad_token_id=self.pad_id,
+            )
+            output = self.model.generate(
+                input_ids=prefix.to(self.device),
+                attention_mask=attention.to(self.device),
+                generation_config=config,
+            )
+            for index, row in zip(chunk, output[:, width:].cpu().tolist()):
+                request = requests[index]
+                results[index] = _until_stop(row[: request.max_new_tokens], request.stop_ids)
+        return results
+
+
+def _until_stop(tokens: list[int], stop_ids: frozenset[int]) -> tuple[int, ...]:
+    for position, token in enumerate(tokens):
+        if token in stop_ids:
+            return tuple(tokens[: position + 1])
+    return tuple(tokens)

@@ -1,0 +1,201 @@
+"""pytest hooks of pytest-ilp: options, markers, collection, scoring, reports. Wiring only.
+
+Registered through the `pytest11` entry point, so pytest loads this module on every run of every
+project that has pytest-ilp installed: it imports no torch, transformers or vllm, and without a
+checkpoint configured every hook returns at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_ilp import settings
+from pytest_ilp.checks import record_properties, running
+from pytest_ilp.items import (
+    IlpDataFile,
+    IlpDatasetDir,
+    ilp_failure_text,
+    is_must_learn,
+    parametrize_samples,
+    sample_of,
+)
+from pytest_ilp.report import (
+    json_report,
+    relative,
+    summarize,
+    summary_lines,
+    timing_line,
+)
+from pytest_ilp.samples import Sample
+from pytest_ilp.session import STATE_KEY, IlpSession, progress_reporter
+from pytest_ilp.verdicts import Verdict
+
+MARKERS = (
+    "ilp: a pytest-ilp sample test (set on every sample item)",
+    "must_learn: the sample(s) of this test must be learned; an unlearned one always fails",
+    "ilp_dataset(*paths): parametrize this test's ilp_sample fixture over the samples of these "
+    "data files or folders (relative to the test file)",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    settings.add_options(parser)
+
+
+@pytest.hookimpl(trylast=True)  # after conftest hooks, which may build the checkpoint first
+def pytest_configure(config: pytest.Config) -> None:
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+    resolved = settings.resolve(config)
+    if resolved is None:
+        return
+    cache = getattr(config, "cache", None)
+    cache_root = cache.mkdir("ilp") if cache is not None else None
+    session = IlpSession.create(resolved, config.rootpath, cache_root)
+    config.stash[STATE_KEY] = session
+    _add_data_to_args(config, session.data_files)
+
+
+def _add_data_to_args(config: pytest.Config, data_files: list[Path]) -> None:
+    """Configured data joins the run even when it lies outside the collected folders."""
+    base = config.invocation_params.dir
+    covered = [(base / arg.split("::")[0]).resolve() for arg in config.args]
+    for path in data_files:
+        if not any(path == c or c in path.parents for c in covered):
+            config.args.append(str(path))
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    if STATE_KEY not in config.stash:
+        return None
+    session = config.stash[STATE_KEY]
+    root = config.rootpath
+    data = ", ".join(relative(p, root) for p in session.data_files) or "none configured"
+    cache = "on" if session.cache is not None else "off"
+    return [
+        f"ilp: checkpoint {relative(session.settings.checkpoint, root)}, "
+        f"backend {session.settings.backend}, cache {cache}",
+        f"ilp: data {data}",
+    ]
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    session = parent.config.stash.get(STATE_KEY, None)
+    if session is not None and file_path.resolve() in session.data_files:
+        return IlpDataFile.from_parent(parent, path=file_path)
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    session = parent.config.stash.get(STATE_KEY, None)
+    if session is not None and path.resolve() in session.data_files:
+        return IlpDatasetDir.from_parent(parent, path=path)
+    return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    session = metafunc.config.stash.get(STATE_KEY, None)
+    if session is not None and "ilp_sample" in metafunc.fixturenames:
+        parametrize_samples(metafunc, session)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Score every selected sample in one batched pass, before the first test runs."""
+    config = session.config
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or config.option.collectonly:
+        return
+    if session.testsfailed and not config.option.continue_on_collection_errors:
+        return
+    scope = [(s, is_must_learn(item)) for item in session.items if (s := sample_of(item))]
+    if not scope:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def log(message: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"ilp: {message}")
+
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
+        state.score(scope, log, progress_reporter(log))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    with running(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if call.excinfo is not None:
+        text = ilp_failure_text(item, call.excinfo.value)
+        if text is not None:
+            report.longrepr = text
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or state.result is None:
+        return
+    result = state.result
+    lines = summary_lines(
+        summarize(state.outcomes(), state.settings.fragile_margin),
+        checkpoint=relative(state.settings.checkpoint, config.rootpath),
+        backend=result.backend,
+        timing=timing_line(result.computed, result.cached, result.seconds),
+        fragile_margin=state.settings.fragile_margin,
+    )
+    terminalreporter.write_sep("=", "pytest-ilp")
+    for line in lines:
+        terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(STATE_KEY, None)
+    if state is None or state.settings.report is None:
+        return
+    outcomes = state.outcomes() if state.result is not None else []
+    document = json_report(
+        outcomes,
+        summarize(outcomes, state.settings.fragile_margin),
+        checkpoint=state.settings.checkpoint,
+        backend=state.result.backend if state.result is not None else state.settings.backend,
+        fragile_margin=state.settings.fragile_margin,
+        root=session.config.rootpath,
+    )
+    path = state.settings.report
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+@pytest.fixture
+def ilp_sample(request: pytest.FixtureRequest) -> Sample:
+    """The SFT sample this test is parametrized with (see `@pytest.mark.ilp_dataset`)."""
+    if STATE_KEY not in request.config.stash:
+        pytest.skip("pytest-ilp is not active: pass --ilp-checkpoint (or set it in ilp.yaml)")
+    sample: Sample = request.param
+    request.config.stash[STATE_KEY].outcome(sample)  # an unscorable sample errors here
+    return sample
+
+
+@pytest.fixture
+def ilp_verdict(request: pytest.FixtureRequest, ilp_sample: Sample) -> Verdict:
+    """The checkpoint's verdict on this test's `ilp_sample` (scored before the tests ran)."""
+    outcome = request.config.stash[STATE_KEY].outcome(ilp_sample)
+    record_properties(request.node, outcome)
+    assert outcome.verdict is not None
+    return outcome.verdict

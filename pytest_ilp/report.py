@@ -1,0 +1,267 @@
+"""Everything pytest-ilp shows a person or a CI system, built by pure functions.
+
+The failure text of one sample, the terminal summary, the JUnit properties of an item and the
+JSON report all come from here; the plugin only writes out what these functions return.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from pytest_ilp.samples import Sample
+from pytest_ilp.verdicts import Verdict
+
+REPORT_SCHEMA = 1
+#: characters of a prompt or target shown in a failure report before the middle is elided.
+SHOWN_CHARS = 300
+#: sample ids listed per line of the summary before "+N more".
+LISTED_IDS = 10
+
+
+@dataclass(frozen=True)
+class SampleOutcome:
+    """One sample in scope: its verdict, or the problem that kept it from being scored."""
+
+    sample: Sample
+    must_learn: bool
+    verdict: Verdict | None = None
+    problem: str | None = None
+
+    @property
+    def unlearned(self) -> bool:
+        return self.verdict is not None and not self.verdict.learned
+
+
+@dataclass(frozen=True)
+class Summary:
+    samples: int
+    learned: int
+    unlearned: int
+    must_learn: int
+    must_learn_unlearned: tuple[str, ...]
+    fragile: tuple[str, ...]
+    invalid: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "learned": self.learned,
+            "unlearned": self.unlearned,
+            "learned_share": self.learned / self.samples if self.samples else None,
+            "must_learn": self.must_learn,
+            "must_learn_unlearned": list(self.must_learn_unlearned),
+            "fragile": list(self.fragile),
+            "invalid": list(self.invalid),
+        }
+
+
+def summarize(outcomes: Sequence[SampleOutcome], fragile_margin: float) -> Summary:
+    return Summary(
+        samples=len(outcomes),
+        learned=sum(1 for o in outcomes if o.verdict is not None and o.verdict.learned),
+        unlearned=sum(1 for o in outcomes if o.unlearned),
+        must_learn=sum(1 for o in outcomes if o.must_learn),
+        must_learn_unlearned=tuple(o.sample.id for o in outcomes if o.must_learn and o.unlearned),
+        fragile=tuple(
+            o.sample.id
+            for o in outcomes
+            if o.verdict is not None and o.verdict.is_fragile(fragile_margin)
+        ),
+        invalid=tuple(o.sample.id for o in outcomes if o.problem is not None),
+    )
+
+
+def relative(path: Path, root: Path) -> str:
+    try:
+        return os.path.relpath(path, root)
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+def location(sample: Sample, root: Path) -> str:
+    return sample.location.replace(str(sample.source), relative(sample.source, root), 1)
+
+
+# -- terminal ----------------------------------------------------------------------------------
+
+
+def summary_lines(
+    summary: Summary, checkpoint: str, backend: str, timing: str, fragile_margin: float
+) -> list[str]:
+    """The pytest-ilp section of the terminal summary."""
+    table = tabulate(
+        [
+            [
+                summary.samples,
+                summary.learned,
+                summary.unlearned,
+                f"{len(summary.must_learn_unlearned)} of {summary.must_learn}",
+                len(summary.fragile),
+                len(summary.invalid),
+            ]
+        ],
+        headers=["samples", "learned", "unlearned", "must-learn unlearned", "fragile", "invalid"],
+        tablefmt="simple",
+    )
+    lines = [f"checkpoint {checkpoint} ({backend})", *table.splitlines()]
+    if summary.must_learn_unlearned:
+        lines.append("must-learn samples not learned: " + _ids(summary.must_learn_unlearned))
+    if summary.fragile:
+        lines.append(
+            f"fragile (learned, margin < {fragile_margin:g} nats): " + _ids(summary.fragile)
+        )
+    if summary.invalid:
+        lines.append("invalid samples (see their errors): " + _ids(summary.invalid))
+    lines.append(timing)
+    return lines
+
+
+def _ids(ids: Sequence[str]) -> str:
+    shown = ", ".join(ids[:LISTED_IDS])
+    return shown + (f" (+{len(ids) - LISTED_IDS} more)" if len(ids) > LISTED_IDS else "")
+
+
+def timing_line(computed: int, cached: int, seconds: float) -> str:
+    rate = f", {computed / seconds:.1f} samples/s" if computed and seconds > 0 else ""
+    return f"scored {computed} samples in {seconds:.1f} s{rate}; {cached} from cache"
+
+
+# -- one sample --------------------------------------------------------------------------------
+
+
+def failure_text(outcome: SampleOutcome, root: Path) -> str:
+    """What a person needs to act on an unlearned sample: no traceback, just the evidence."""
+    sample, verdict = outcome.sample, outcome.verdict
+    assert verdict is not None and verdict.first_divergence is not None
+    divergence = verdict.first_divergence
+    tag = " [must-learn]" if outcome.must_learn else ""
+    ending = " + EOS" if verdict.produced_stopped else " (no EOS within the generation budget)"
+    lines = [
+        f"sample {sample.id} ({location(sample, root)}) was not learned{tag}",
+        f"  prompt:    {prompt_text(sample)}",
+        f"  expected:  {_quote(sample.target)} + EOS",
+        f"  produced:  {_quote(verdict.produced or '')}{ending}",
+        f"  diverged at target token {divergence.position + 1} of {verdict.target_tokens}: "
+        f"expected {_quote(divergence.expected, 40)} (p={divergence.expected_prob:.3f}), "
+        f"predicted {_quote(divergence.predicted, 40)} (p={divergence.predicted_prob:.3f})",
+        f"  token accuracy {verdict.token_accuracy:.2f} ({verdict.matched}/{verdict.target_tokens})"
+        f"   mean NLL {verdict.nll:.3f} nats/token   margin {verdict.margin:+.3f} nats",
+    ]
+    if verdict.note:
+        lines.append(f"  note: {verdict.note}")
+    return "\n".join(lines)
+
+
+def problem_text(sample: Sample, problem: str, root: Path) -> str:
+    return f"sample {sample.id} ({location(sample, root)}) cannot be checked: {problem}"
+
+
+def prompt_text(sample: Sample) -> str:
+    if sample.messages is None:
+        return _quote(sample.prompt or "")
+    last = sample.messages[-1]
+    earlier = len(sample.messages) - 1
+    before = f" (after {earlier} earlier turn{'s' if earlier != 1 else ''})" if earlier else ""
+    return f"{last['role']}: {_quote(str(last['content']))}{before}"
+
+
+def _quote(text: str, limit: int = SHOWN_CHARS) -> str:
+    if len(text) > limit:
+        keep = limit // 2
+        text = f"{text[:keep]} … {text[-keep:]}"
+    return json.dumps(text, ensure_ascii=False)
+
+
+def item_properties(outcome: SampleOutcome) -> list[tuple[str, object]]:
+    """Per-item figures for `user_properties`, so JUnit XML (and xdist) carry them."""
+    properties: list[tuple[str, object]] = [
+        ("ilp_sample_id", outcome.sample.id),
+        ("ilp_must_learn", outcome.must_learn),
+    ]
+    verdict = outcome.verdict
+    if verdict is None:
+        return properties
+    properties += [
+        ("ilp_learned", verdict.learned),
+        ("ilp_token_accuracy", round(verdict.token_accuracy, 4)),
+        ("ilp_nll", round(verdict.nll, 4)),
+        ("ilp_margin", round(verdict.margin, 4)),
+    ]
+    if verdict.first_divergence is not None:
+        properties.append(("ilp_first_divergence", verdict.first_divergence.position))
+    return properties
+
+
+# -- JSON report -------------------------------------------------------------------------------
+
+
+def json_report(
+    outcomes: Sequence[SampleOutcome],
+    summary: Summary,
+    checkpoint: Path,
+    backend: str,
+    fragile_margin: float,
+    root: Path,
+) -> dict[str, Any]:
+    """The `--ilp-report` document (schema 1, documented in the README)."""
+    return {
+        "schema": REPORT_SCHEMA,
+        "checkpoint": str(checkpoint),
+        "backend": backend,
+        "fragile_margin": fragile_margin,
+        "samples": [_sample_record(o, fragile_margin, root) for o in outcomes],
+        "summary": summary.as_dict(),
+    }
+
+
+def _sample_record(outcome: SampleOutcome, fragile_margin: float, root: Path) -> dict[str, Any]:
+    sample, verdict = outcome.sample, outcome.verdict
+    record: dict[str, Any] = {
+        "id": sample.id,
+        "source": location(sample, root),
+        "stage": sample.stage,
+        "tags": list(sample.tags),
+        "must_learn": outcome.must_learn,
+        "learned": verdict.learned if verdict else None,
+        "token_accuracy": None,
+        "target_tokens": None,
+        "first_divergence": None,
+        "nll": None,
+        "margin": None,
+        "fragile": False,
+        "produced": None,
+        "cause": None,
+        "error": outcome.problem,
+    }
+    if verdict is not None:
+        divergence = verdict.first_divergence
+        record.update(
+            token_accuracy=verdict.token_accuracy,
+            target_tokens=verdict.target_tokens,
+            first_divergence=None
+            if divergence is None
+            else {
+                "position": divergence.position,
+                "expected": divergence.expected,
+                "predicted": divergence.predicted,
+                "expected_prob": divergence.expected_prob,
+                "predicted_prob": divergence.predicted_prob,
+            },
+            nll=verdict.nll,
+            margin=_finite(verdict.margin),
+            fragile=verdict.is_fragile(fragile_margin),
+            produced=verdict.produced,
+        )
+    return record
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None

@@ -1,0 +1,391 @@
+"""Every pytest-ilp setting, declared once, resolved once into a frozen `Settings`.
+
+A setting can come from the command line, from `ilp.yaml`, or from the pytest ini file
+(`[pytest]` / `[tool.pytest.ini_options]`); the first of these that sets it wins:
+
+    command line  >  ilp.yaml  >  ini file  >  default
+
+Relative paths are resolved against where they were written: the invocation folder for the
+command line, the folder of ilp.yaml, the folder of the ini file.
+
+Without a checkpoint from any of them the plugin stays out of the way (`resolve` returns None).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pytest_ilp.backends import BackendOptions, backend_names
+from pytest_ilp.render import RENDER_MODES, RenderSettings
+from pytest_ilp.samples import MustLearnSelector
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEFAULT_CONFIG_NAME = "ilp.yaml"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One scalar setting: its ilp.yaml key, command-line flag, ini key and type."""
+
+    key: str
+    help: str
+    kind: str  # "path", "paths", "str", "int", "float", "bool"
+    default: Any = None
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--ilp-" + self.key.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return "ilp_" + self.key
+
+
+SETTINGS = (
+    Setting(
+        "checkpoint",
+        "checkpoint folder (save_pretrained) to test; enables the plugin",
+        "path",
+        metavar="DIR",
+    ),
+    Setting(
+        "data",
+        "SFT data file or folder (JSONL, JSON, YAML, Parquet, saved dataset); repeatable",
+        "paths",
+        default=(),
+        metavar="PATH",
+    ),
+    Setting("report", "write the JSON report to this path", "path", metavar="PATH"),
+    Setting("backend", "scoring backend", "str", default="hf", choices=tuple(backend_names())),
+    Setting("device", "auto, cpu, cuda or cuda:N", "str", default="auto"),
+    Setting(
+        "dtype",
+        "model dtype; auto is float32 on CPU and the saved dtype on a GPU",
+        "str",
+        default="auto",
+        choices=DTYPES,
+    ),
+    Setting(
+        "batch_tokens",
+        "token budget of one scoring batch (padded tokens)",
+        "int",
+        default=4096,
+        metavar="N",
+    ),
+    Setting("cache", "reuse verdicts from pytest's cache folder", "bool", default=True),
+    Setting(
+        "render",
+        "how samples become tokens: auto (chat records use the chat template), raw or chat",
+        "str",
+        default="auto",
+        choices=RENDER_MODES,
+    ),
+    Setting(
+        "fragile_margin",
+        "a learned sample whose greedy token leads the runner-up by less "
+        "than this many nats somewhere is reported as fragile",
+        "float",
+        default=0.1,
+        metavar="NATS",
+    ),
+    Setting(
+        "generate_max_tokens",
+        "at most this many tokens are generated to show what an unlearned sample produces",
+        "int",
+        default=64,
+        metavar="N",
+    ),
+    Setting(
+        "trust_remote_code",
+        "let transformers run code shipped with the checkpoint",
+        "bool",
+        default=False,
+    ),
+)
+BY_KEY = {s.key: s for s in SETTINGS}
+#: keys ilp.yaml accepts: the scalar settings, and the structured ones below.
+YAML_KEYS = (*tuple(BY_KEY), "must_learn")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved configuration of one run. Paths are absolute."""
+
+    checkpoint: Path
+    data: tuple[Path, ...] = ()
+    report: Path | None = None
+    backend: str = "hf"
+    backend_options: BackendOptions = field(default_factory=BackendOptions)
+    use_cache: bool = True
+    render: RenderSettings = field(default_factory=RenderSettings)
+    fragile_margin: float = 0.1
+    generate_max_tokens: int = 64
+    must_learn: MustLearnSelector = field(default_factory=MustLearnSelector)
+    config_file: Path | None = None
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ilp", "pytest-ilp: test that a checkpoint learned its SFT data")
+    for setting in SETTINGS:
+        help_text = setting.help
+        if setting.kind == "bool":
+            negative = setting.default is True
+            flag = "--ilp-no-" + setting.key.replace("_", "-") if negative else setting.flag
+            group.addoption(
+                flag,
+                action="store_const",
+                const=not negative,
+                default=None,
+                dest="ilp_" + setting.key,
+                help=("do not " if negative else "") + help_text,
+            )
+        else:
+            group.addoption(
+                setting.flag,
+                action="append" if setting.kind == "paths" else "store",
+                dest="ilp_" + setting.key,
+                default=None,
+                metavar=setting.metavar or setting.key.upper(),
+                choices=setting.choices or None,
+                help=help_text + (f" (default: {setting.default})" if setting.default else ""),
+            )
+        ini_type = {"path": "paths", "paths": "paths", "bool": "bool"}.get(setting.kind, "string")
+        parser.addini(setting.ini, help_text, type=ini_type, default=None)  # type: ignore[arg-type]
+    group.addoption(
+        "--ilp-config",
+        dest="ilp_config",
+        default=None,
+        metavar="PATH",
+        help=f"ilp.yaml with the settings above and more (default: {DEFAULT_CONFIG_NAME} in "
+        "the rootdir, if present)",
+    )
+    parser.addini("ilp_config", "path of ilp.yaml", type="paths", default=None)
+
+
+def resolve(config: pytest.Config) -> Settings | None:
+    """Merge command line, ilp.yaml and ini into `Settings`; None when no checkpoint is set."""
+    config_file, yaml_values = _load_yaml(config)
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        value = _from_cli(config, setting)
+        if value is None and setting.key in yaml_values:
+            value = _from_yaml(setting, yaml_values[setting.key], config_file)
+        if value is None:
+            value = _from_ini(config, setting)
+        values[setting.key] = setting.default if value is None else value
+    if values["checkpoint"] is None:
+        return None
+    return Settings(
+        checkpoint=values["checkpoint"],
+        data=tuple(values["data"]),
+        report=values["report"],
+        backend=values["backend"],
+        backend_options=BackendOptions(
+            device=_check_device(values["device"]),
+            dtype=values["dtype"],
+            batch_tokens=_positive(values["batch_tokens"], "batch_tokens"),
+            trust_remote_code=values["trust_remote_code"],
+            args=_backend_args(yaml_values.get("backend"), config_file),
+        ),
+        use_cache=values["cache"],
+        render=_render_settings(values["render"], yaml_values.get("render"), config_file),
+        fragile_margin=_non_negative(values["fragile_margin"], "fragile_margin"),
+        generate_max_tokens=_positive(values["generate_max_tokens"], "generate_max_tokens"),
+        must_learn=_must_learn(yaml_values.get("must_learn"), config_file),
+        config_file=config_file,
+    )
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+
+def _load_yaml(config: pytest.Config) -> tuple[Path | None, dict[str, Any]]:
+    path: Path | None = None
+    if config.option.ilp_config:
+        path = config.invocation_params.dir / config.option.ilp_config
+        if not path.is_file():
+            raise pytest.UsageError(f"--ilp-config: {path} does not exist")
+    elif config.getini("ilp_config"):
+        path = config.getini("ilp_config")[0]
+        if not path.is_file():
+            raise pytest.UsageError(f"ilp_config in {config.inipath}: {path} does not exist")
+    elif (config.rootpath / DEFAULT_CONFIG_NAME).is_file():
+        path = config.rootpath / DEFAULT_CONFIG_NAME
+    if path is None:
+        return None, {}
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise pytest.UsageError(f"{path}: not valid YAML: {exc}") from None
+    if loaded is None:
+        return path, {}
+    if not isinstance(loaded, dict):
+        raise pytest.UsageError(f"{path}: expected a mapping of settings at the top level")
+    unknown = sorted(set(loaded) - set(YAML_KEYS))
+    if unknown:
+        raise pytest.UsageError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(YAML_KEYS)}"
+        )
+    return path, loaded
+
+
+def _from_cli(config: pytest.Config, setting: Setting) -> Any:
+    raw = getattr(config.option, "ilp_" + setting.key)
+    if raw is None:
+        return None
+    base = config.invocation_params.dir
+    where = setting.flag
+    if setting.kind == "paths":
+        return [base / p for p in raw]
+    if setting.kind == "path":
+        return base / raw
+    return _convert(setting, raw, where)
+
+
+def _from_yaml(setting: Setting, raw: Any, config_file: Path | None) -> Any:
+    assert config_file is not None
+    base = config_file.parent
+    where = f"{config_file}: {setting.key}"
+    if setting.key in ("render", "backend") and isinstance(raw, Mapping):
+        raw = raw.get("mode" if setting.key == "render" else "name")
+        if raw is None:
+            return None
+    if setting.kind == "paths":
+        items = [raw] if isinstance(raw, str) else raw
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise pytest.UsageError(f"{where}: expected a path or a list of paths")
+        return [base / i for i in items]
+    if setting.kind == "path":
+        if not isinstance(raw, str):
+            raise pytest.UsageError(f"{where}: expected a path")
+        return base / raw
+    return _convert(setting, raw, where)
+
+
+def _from_ini(config: pytest.Config, setting: Setting) -> Any:
+    raw = config.getini(setting.ini)
+    if raw is None or raw == [] or raw == "":
+        return None
+    where = f"{setting.ini} in {config.inipath}"
+    if setting.kind == "path":
+        return raw[0]
+    if setting.kind == "paths":
+        return list(raw)
+    return _convert(setting, raw, where)
+
+
+def _convert(setting: Setting, raw: Any, where: str) -> Any:
+    try:
+        if setting.kind == "bool":
+            value: Any = _boolean(raw)
+        elif setting.kind == "int":
+            if isinstance(raw, (bool, float)):
+                raise ValueError
+            value = int(raw)
+        elif setting.kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(raw)
+        else:
+            value = str(raw)
+    except (TypeError, ValueError):
+        raise pytest.UsageError(
+            f"{where}: expected {_KIND_NAMES[setting.kind]}, got {raw!r}"
+        ) from None
+    if setting.choices and value not in setting.choices:
+        raise pytest.UsageError(f"{where}: {value!r} is not one of {', '.join(setting.choices)}")
+    return value
+
+
+_KIND_NAMES = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "text"}
+
+
+def _boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+# -- structured and checked values -------------------------------------------------------------
+
+
+def _check_device(device: str) -> str:
+    if device in ("auto", "cpu", "cuda", "mps") or (
+        device.startswith("cuda:") and device[5:].isdigit()
+    ):
+        return device
+    raise pytest.UsageError(f"--ilp-device: {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+
+
+def _positive(value: int, key: str) -> int:
+    if value <= 0:
+        raise pytest.UsageError(f"{BY_KEY[key].flag}: must be a positive integer, got {value}")
+    return value
+
+
+def _non_negative(value: float, key: str) -> float:
+    if value < 0:
+        raise pytest.UsageError(f"{BY_KEY[key].flag}: must not be negative, got {value}")
+    return value
+
+
+def _render_settings(mode: str, raw: Any, config_file: Path | None) -> RenderSettings:
+    if not isinstance(raw, Mapping):
+        return RenderSettings(mode=mode)
+    known = {"mode", "append_eos", "add_special_tokens"}
+    _reject_unknown(raw, known, f"{config_file}: render")
+    flags = {}
+    for key in ("append_eos", "add_special_tokens"):
+        if key in raw:
+            if not isinstance(raw[key], bool):
+                raise pytest.UsageError(f"{config_file}: render.{key} must be true or false")
+            flags[key] = raw[key]
+    return RenderSettings(mode=mode, **flags)
+
+
+def _backend_args(raw: Any, config_file: Path | None) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        return {}
+    _reject_unknown(raw, {"name", "args"}, f"{config_file}: backend")
+    args = raw.get("args") or {}
+    if not isinstance(args, Mapping):
+        raise pytest.UsageError(f"{config_file}: backend.args must be a mapping")
+    return dict(args)
+
+
+def _must_learn(raw: Any, config_file: Path | None) -> MustLearnSelector:
+    if raw is None:
+        return MustLearnSelector()
+    where = f"{config_file}: must_learn"
+    if not isinstance(raw, Mapping):
+        raise pytest.UsageError(f"{where}: expected a mapping like {{tags: [safety], ids: [...]}}")
+    _reject_unknown(raw, {"tags", "ids"}, where)
+    selected = {}
+    for key in ("tags", "ids"):
+        values = raw.get(key) or []
+        if not isinstance(values, list):
+            raise pytest.UsageError(f"{where}.{key}: expected a list")
+        selected[key] = frozenset(str(v) for v in values)
+    return MustLearnSelector(tags=selected["tags"], ids=selected["ids"])
+
+
+def _reject_unknown(raw: Mapping[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise pytest.UsageError(
+            f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
+            f"known: {', '.join(sorted(known))}"
+        )

@@ -1,0 +1,144 @@
+"""From per-position token figures to a `Verdict`: learned or not, where it diverged, how surely.
+
+The rule (see DESIGN.md, "the key performance idea"): greedy decoding from the prompt yields
+exactly `target + EOS` iff, in one teacher-forced pass over `prompt + target + EOS`, the argmax
+at every target position is the next target token. At a position whose target is a stop token,
+any stop token counts (generation ends on either), so a model that ends with another of its EOS
+ids still reproduces the sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from pytest_ilp.backends import TokenScores
+from pytest_ilp.render import Rendered
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """The first target position where greedy decoding leaves the target."""
+
+    #: 0-based index into the target tokens.
+    position: int
+    expected: str
+    predicted: str
+    expected_id: int
+    predicted_id: int
+    expected_prob: float
+    predicted_prob: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a checkpoint reproduces one sample, with the figures behind the answer.
+
+    `nll` is the mean negative log-likelihood of the target tokens (nats per token). `margin` is
+    the smallest lead, over target positions, of the greedy token over the runner-up (in nats):
+    positive when learned, and then a small value means fragile (a near-tie that another dtype,
+    batch shape or device may flip); negative when not learned. `produced` is what greedy
+    decoding from the prompt actually gives (only for unlearned samples), without its stop token.
+    """
+
+    sample_id: str
+    learned: bool
+    target_ids: tuple[int, ...]
+    matched: int
+    first_divergence: Divergence | None
+    nll: float
+    margin: float
+    produced: str | None = None
+    #: whether `produced` ended in a stop token within the generation budget.
+    produced_stopped: bool = False
+    note: str | None = None
+
+    @property
+    def target_tokens(self) -> int:
+        return len(self.target_ids)
+
+    @property
+    def token_accuracy(self) -> float:
+        return self.matched / len(self.target_ids)
+
+    def is_fragile(self, threshold: float) -> bool:
+        return self.learned and self.margin < threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["sample_id"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], sample_id: str) -> Verdict:
+        divergence = data.get("first_divergence")
+        return cls(
+            **{
+                **data,
+                "sample_id": sample_id,
+                "target_ids": tuple(data["target_ids"]),
+                "first_divergence": Divergence(**divergence) if divergence else None,
+            }
+        )
+
+
+def judge(
+    rendered: Rendered,
+    scores: TokenScores,
+    stop_ids: frozenset[int],
+    decode: Callable[[list[int]], str],
+) -> Verdict:
+    """The verdict of one teacher-forced pass (`produced` is filled in later, if unlearned)."""
+    target = rendered.target_ids
+    matched = 0
+    margin = math.inf
+    divergence: Divergence | None = None
+    for t, expected in enumerate(target):
+        top1 = scores.top1_ids[t]
+        hit = top1 == expected or (expected in stop_ids and top1 in stop_ids)
+        if hit:
+            matched += 1
+            lead = scores.top1_logprobs[t] - scores.top2_logprobs[t]
+        else:
+            lead = scores.target_logprobs[t] - scores.top1_logprobs[t]
+            if divergence is None:
+                divergence = Divergence(
+                    position=t,
+                    expected=decode([expected]),
+                    predicted=decode([top1]),
+                    expected_id=expected,
+                    predicted_id=top1,
+                    expected_prob=math.exp(scores.target_logprobs[t]),
+                    predicted_prob=math.exp(scores.top1_logprobs[t]),
+                )
+        margin = min(margin, lead)
+    nll = -sum(scores.target_logprobs) / len(target)
+    return Verdict(
+        sample_id=rendered.sample_id,
+        learned=divergence is None,
+        target_ids=target,
+        matched=matched,
+        first_divergence=divergence,
+        nll=nll,
+        margin=margin,
+        note=rendered.note,
+    )
+
+
+def with_production(
+    verdict: Verdict,
+    generated: tuple[int, ...],
+    stop_ids: frozenset[int],
+    decode: Callable[[list[int]], str],
+) -> Verdict:
+    """Attach the greedy output: the target up to the divergence, the token predicted there,
+    then what the model generated after it."""
+    divergence = verdict.first_divergence
+    assert divergence is not None
+    tokens = [*verdict.target_ids[: divergence.position], divergence.predicted_id, *generated]
+    stopped = bool(tokens) and tokens[-1] in stop_ids
+    if stopped:
+        tokens = tokens[:-1]
+    return replace(verdict, produced=decode(tokens), produced_stopped=stopped)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from world import World, build_world
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """The tiny trained world, built once per test session (about 20 s on 2 cores)."""
+    return build_world(tmp_path_factory.mktemp("world"))
+
+
+def write_jsonl(path: Path, records: Sequence[Any]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def truth(world: World) -> dict[str, bool]:
+    """Ground truth for the first 100 raw records (50 never trained on, 50 trained on):
+    does greedy `model.generate` from the prompt reproduce the completion, then EOS?"""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(world.checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(world.checkpoint, dtype=torch.float32).eval()
+    answers = {}
+    for record in world.raw_records[:100]:
+        prompt = tokenizer(record["prompt"], return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            output = model.generate(
+                input_ids=prompt,
+                max_new_tokens=40,
+                do_sample=False,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        text = tokenizer.decode(output[0, prompt.shape[1] :], skip_special_tokens=False)
+        answers[record["id"]] = text.startswith(record["completion"] + tokenizer.eos_token)
+    return answers
