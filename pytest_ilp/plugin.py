@@ -88,7 +88,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     session = parent.config.stash.get(STATE_KEY, None)
     if session is not None and file_path.resolve() in session.data_files:
-        return IlpDataFile.from_parent(parent, path=file_path)
+        return IlpDataFile.from_parent(parent, path=file_path, **_nodeid(parent, file_path))
     return None
 
 
@@ -96,8 +96,16 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     session = parent.config.stash.get(STATE_KEY, None)
     if session is not None and path.resolve() in session.data_files:
-        return IlpDatasetDir.from_parent(parent, path=path)
+        return IlpDatasetDir.from_parent(parent, path=path, **_nodeid(parent, path))
     return None
+
+
+def _nodeid(parent: pytest.Collector, path: Path) -> dict[str, str]:
+    """Data outside the rootdir gets a relative node id ("../data/sft.jsonl"), not an empty one."""
+    root = parent.config.rootpath
+    if root in path.parents:
+        return {}
+    return {"nodeid": Path(relative(path, root)).as_posix()}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -50,7 +50,7 @@ def score_samples(
     checkpoint: CheckpointInfo,
     cache: ScoreCache | None,
     log: Callable[[str], None],
-    progress: Callable[[int], Progress],
+    progress: Callable[[int], Progress | None],
 ) -> ScoringResult:
     """Verdicts for `samples`, scoring only those the cache does not hold."""
     started = time.perf_counter()
@@ -124,7 +124,7 @@ def _compute(
     settings: Settings,
     checkpoint: CheckpointInfo,
     log: Callable[[str], None],
-    progress: Callable[[int], Progress],
+    progress: Callable[[int], Progress | None],
 ) -> dict[str, dict[str, Any]]:
     """Entries `{"verdict": ...}` or `{"problem": ...}` for each sample, by id."""
     if not samples:

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import write_jsonl
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import write_jsonl
 from world import World
 
 

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
+
 from conftest import write_jsonl
 from world import World
 

@@ -1,0 +1,71 @@
+"""The plugin's checks as plain Python, for notebooks, build scripts and benchmarks.
+
+    from pytest_ilp.api import score_checkpoint
+    verdicts = score_checkpoint("out/final", "data/sft.jsonl")
+    unlearned = [v for v in verdicts.values() if not v.learned]
+
+The same code path as a pytest run (render, backend, verdicts), without pytest's collection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pytest_ilp.backends import BackendOptions
+from pytest_ilp.cache import ScoreCache
+from pytest_ilp.checkpoint import inspect_checkpoint
+from pytest_ilp.errors import SampleProblem
+from pytest_ilp.render import RenderSettings
+from pytest_ilp.samples import Sample, expand_data_paths, load_samples
+from pytest_ilp.scoring import score_samples
+from pytest_ilp.settings import Settings
+from pytest_ilp.verdicts import Verdict
+
+
+def read_samples(*paths: str | Path) -> list[Sample]:
+    """Every sample of these data files or folders, ids unique across them."""
+    taken: dict[str, Sample] = {}
+    samples: list[Sample] = []
+    for path in expand_data_paths([Path(p) for p in paths]):
+        samples.extend(load_samples(path, taken=taken))
+    return samples
+
+
+def score_checkpoint(
+    checkpoint: str | Path,
+    samples: Sequence[Sample] | str | Path,
+    *,
+    backend: str = "hf",
+    options: BackendOptions | None = None,
+    render: RenderSettings | None = None,
+    cache_dir: str | Path | None = None,
+    generate_max_tokens: int = 64,
+) -> dict[str, Verdict]:
+    """Verdicts by sample id. Raises `SampleProblem` if a sample cannot be checked.
+
+    `cache_dir` enables the same disk cache a pytest run uses (off by default).
+    """
+    if isinstance(samples, (str, Path)):
+        samples = read_samples(samples)
+    settings = Settings(
+        checkpoint=Path(checkpoint),
+        backend=backend,
+        backend_options=options or BackendOptions(),
+        use_cache=cache_dir is not None,
+        render=render or RenderSettings(),
+        generate_max_tokens=generate_max_tokens,
+    )
+    info = inspect_checkpoint(settings.checkpoint, what="checkpoint")
+    cache = ScoreCache(Path(cache_dir)) if cache_dir is not None else None
+    result = score_samples(samples, settings, info, cache, log=lambda _: None, progress=_silent)
+    if result.problems:
+        sample_id, problem = next(iter(result.problems.items()))
+        raise SampleProblem(
+            f"sample {sample_id}: {problem} ({len(result.problems)} sample(s) cannot be checked)"
+        )
+    return result.verdicts
+
+
+def _silent(total: int) -> None:
+    return None

@@ -1,0 +1,169 @@
+"""Settings from the command line, ilp.yaml and the ini file, and which one wins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_ilp.session import STATE_KEY
+from pytest_ilp.settings import Settings
+
+from conftest import write_jsonl
+from world import World
+
+RECORD = {"id": "r", "prompt": "Q", "completion": " A"}
+
+
+def settings_of(pytester: pytest.Pytester, *args: str) -> Settings:
+    config = pytester.parseconfigure(*args)
+    return config.stash[STATE_KEY].settings
+
+
+def test_no_checkpoint_anywhere_means_inactive(pytester: pytest.Pytester) -> None:
+    config = pytester.parseconfigure()
+    assert STATE_KEY not in config.stash
+
+
+def test_ilp_yaml_in_the_rootdir_is_found_and_paths_are_relative_to_it(
+    pytester: pytest.Pytester, world: World
+) -> None:
+    (pytester.path / "conf").mkdir()
+    write_jsonl(pytester.path / "conf" / "sft.jsonl", [RECORD])
+    (pytester.path / "conf" / "ilp.yaml").write_text(
+        f"checkpoint: {world.checkpoint}\ndata: [sft.jsonl]\nreport: out/r.json\n"
+        "batch_tokens: 512\ncache: false\nfragile_margin: 0.5\n"
+        "render: {mode: raw, append_eos: false}\n"
+    )
+    settings = settings_of(pytester, "--ilp-config=conf/ilp.yaml")
+    assert settings.data == (pytester.path / "conf" / "sft.jsonl",)
+    assert settings.report == pytester.path / "conf" / "out" / "r.json"
+    assert settings.backend_options.batch_tokens == 512
+    assert settings.use_cache is False and settings.fragile_margin == 0.5
+    assert settings.render.mode == "raw" and settings.render.append_eos is False
+    assert settings.config_file == pytester.path / "conf" / "ilp.yaml"
+
+
+def test_ini_keys_configure_a_ci_run(pytester: pytest.Pytester, world: World) -> None:
+    write_jsonl(pytester.path / "sft.jsonl", [RECORD])
+    pytester.makeini(
+        f"[pytest]\nilp_checkpoint = {world.checkpoint}\nilp_data = sft.jsonl\n"
+        "ilp_report = r.json\nilp_batch_tokens = 2048\nilp_cache = false\nilp_dtype = float32\n"
+    )
+    settings = settings_of(pytester)
+    assert settings.checkpoint == world.checkpoint
+    assert settings.data == (pytester.path / "sft.jsonl",)
+    assert settings.report == pytester.path / "r.json"
+    assert settings.backend_options.batch_tokens == 2048
+    assert settings.backend_options.dtype == "float32"
+    assert settings.use_cache is False
+
+
+def test_command_line_beats_ilp_yaml_beats_ini(pytester: pytest.Pytester, world: World) -> None:
+    write_jsonl(pytester.path / "sft.jsonl", [RECORD])
+    pytester.makeini(
+        f"[pytest]\nilp_checkpoint = {world.checkpoint}\nilp_batch_tokens = 100\n"
+        "ilp_fragile_margin = 0.3\nilp_generate_max_tokens = 9\n"
+    )
+    (pytester.path / "ilp.yaml").write_text("batch_tokens: 200\nfragile_margin: 0.4\n")
+    settings = settings_of(pytester, "--ilp-batch-tokens=300")
+    assert settings.backend_options.batch_tokens == 300  # command line
+    assert settings.fragile_margin == 0.4  # ilp.yaml over ini
+    assert settings.generate_max_tokens == 9  # ini over default
+
+
+def test_command_line_paths_are_relative_to_the_invocation_folder(
+    pytester: pytest.Pytester, world: World
+) -> None:
+    sub = pytester.mkdir("sub")
+    write_jsonl(sub / "sft.jsonl", [RECORD])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(sub)
+        settings = settings_of(
+            pytester, f"--ilp-checkpoint={world.checkpoint}", "--ilp-data=sft.jsonl"
+        )
+    assert settings.data == (sub / "sft.jsonl",)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        (
+            "render: {mode: chat, eos: true}",
+            "render: unknown key(s) eos; known: add_special_tokens, append_eos, mode",
+        ),
+        ("render: {append_eos: maybe}", "render.append_eos must be true or false"),
+        ("render: html", "render: 'html' is not one of auto, raw, chat"),
+        ("must_learn: [safety]", "must_learn: expected a mapping like {tags: [[]safety], ids: *}"),
+        ("must_learn: {labels: [x]}", "must_learn: unknown key(s) labels; known: ids, tags"),
+        ("backend: gpu-magic", "backend: 'gpu-magic' is not one of hf*"),
+        ("cache: perhaps", "cache: expected true or false, got 'perhaps'"),
+        ("data: 5", "data: expected a path or a list of paths"),
+        ("- a\n- b", "expected a mapping of settings at the top level"),
+        ("checkpoint: [a", "not valid YAML"),
+    ],
+)
+def test_bad_ilp_yaml_values_are_usage_errors(
+    pytester: pytest.Pytester, world: World, yaml_text: str, message: str
+) -> None:
+    (pytester.path / "ilp.yaml").write_text(yaml_text + "\n")
+    result = pytester.runpytest(f"--ilp-checkpoint={world.checkpoint}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: *{message}*"])
+
+
+def test_a_missing_config_file_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--ilp-config=nope.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --ilp-config: */nope.yaml does not exist"])
+
+
+def test_options_are_listed_in_one_group_in_help(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(
+        [
+            "pytest-ilp: test that a checkpoint learned its SFT data:",
+            "*--ilp-checkpoint=DIR*",
+            "*--ilp-data=PATH*",
+        ]
+    )
+    for flag in (
+        "--ilp-report",
+        "--ilp-device",
+        "--ilp-dtype",
+        "--ilp-batch-tokens",
+        "--ilp-no-cache",
+        "--ilp-config",
+        "--ilp-render",
+    ):
+        assert flag in result.stdout.str()
+    for ini in ("ilp_checkpoint", "ilp_data", "ilp_report", "ilp_cache", "ilp_batch_tokens"):
+        assert ini in result.stdout.str()
+
+
+def test_markers_are_registered_with_their_signatures(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(
+        [
+            "@pytest.mark.ilp: *",
+            "@pytest.mark.must_learn: *",
+            "@pytest.mark.ilp_dataset(*paths): *",
+        ]
+    )
+
+
+def test_saved_dataset_folders_collect_as_one_node(
+    pytester: pytest.Pytester, world: World, tmp_path: Path
+) -> None:
+    datasets = pytest.importorskip("datasets", reason="the datasets package is not installed")
+    datasets.Dataset.from_list(world.raw_records[:3]).save_to_disk(str(pytester.path / "saved"))
+    datasets.Dataset.from_list(world.raw_records[3:5]).to_parquet(str(pytester.path / "p.parquet"))
+    result = pytester.runpytest(
+        f"--ilp-checkpoint={world.checkpoint}",
+        "--ilp-data=saved",
+        "--ilp-data=p.parquet",
+        "--co",
+        "-q",
+    )
+    result.stdout.fnmatch_lines([f"saved::{r['id']}" for r in world.raw_records[:3]])
+    result.stdout.fnmatch_lines([f"p.parquet::{r['id']}" for r in world.raw_records[3:5]])

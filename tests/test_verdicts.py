@@ -1,0 +1,105 @@
+"""The verdict rule on hand-made token figures."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pytest_ilp.backends import TokenScores
+from pytest_ilp.render import Rendered
+from pytest_ilp.verdicts import Verdict, judge, with_production
+
+EOS, OTHER_EOS = 2, 3
+STOPS = frozenset({EOS, OTHER_EOS})
+
+
+def scores(rows: list[tuple[int, float, int, float, float]]) -> TokenScores:
+    """Rows of (top1 id, top1 logprob, top2 id, top2 logprob, target logprob)."""
+    return TokenScores(
+        target_logprobs=tuple(r[4] for r in rows),
+        top1_ids=tuple(r[0] for r in rows),
+        top1_logprobs=tuple(r[1] for r in rows),
+        top2_ids=tuple(r[2] for r in rows),
+        top2_logprobs=tuple(r[3] for r in rows),
+    )
+
+
+RENDERED = Rendered("s", input_ids=(1, 10, 11, 12, EOS), target_start=2, mode="raw")
+
+
+def decode(ids: list[int]) -> str:
+    return "".join(f"<{i}>" for i in ids)
+
+
+def test_learned_when_the_argmax_is_the_target_everywhere() -> None:
+    verdict = judge(
+        RENDERED,
+        scores([(11, -0.1, 40, -3.0, -0.1), (12, -0.2, 41, -0.5, -0.2), (EOS, -0.1, 9, -4, -0.1)]),
+        STOPS,
+        decode,
+    )
+    assert verdict.learned and verdict.first_divergence is None
+    assert verdict.matched == 3 and verdict.token_accuracy == 1.0
+    assert verdict.margin == pytest.approx(0.3)  # the smallest lead: -0.2 vs -0.5
+    assert verdict.nll == pytest.approx(0.4 / 3)
+    assert verdict.is_fragile(0.5) and not verdict.is_fragile(0.1)
+
+
+def test_first_divergence_records_expected_and_predicted() -> None:
+    verdict = judge(
+        RENDERED,
+        scores([(11, -0.1, 40, -3.0, -0.1), (30, -0.4, 12, -1.5, -1.5), (9, -0.1, EOS, -4, -4)]),
+        STOPS,
+        decode,
+    )
+    assert not verdict.learned and verdict.matched == 1
+    divergence = verdict.first_divergence
+    assert divergence is not None and divergence.position == 1
+    assert (divergence.expected, divergence.predicted) == ("<12>", "<30>")
+    assert divergence.expected_prob == pytest.approx(math.exp(-1.5))
+    assert divergence.predicted_prob == pytest.approx(math.exp(-0.4))
+    assert verdict.margin == pytest.approx(-3.9)  # at the last position: -4 vs -0.1
+
+
+def test_any_stop_token_ends_the_reply() -> None:
+    verdict = judge(
+        RENDERED,
+        scores([(11, -0.1, 4, -3, -0.1), (12, -0.1, 4, -3, -0.1), (OTHER_EOS, -0.2, EOS, -2, -2)]),
+        STOPS,
+        decode,
+    )
+    assert verdict.learned
+
+
+def test_stopping_early_is_a_divergence() -> None:
+    verdict = judge(
+        RENDERED,
+        scores([(11, -0.1, 4, -3, -0.1), (EOS, -0.3, 12, -1.4, -1.4), (EOS, -0.1, 4, -3, -0.1)]),
+        STOPS,
+        decode,
+    )
+    assert verdict.first_divergence is not None and verdict.first_divergence.position == 1
+
+
+def test_production_is_target_prefix_then_predicted_then_continuation() -> None:
+    verdict = judge(
+        RENDERED,
+        scores([(11, -0.1, 4, -3, -0.1), (30, -0.4, 12, -1.5, -1.5), (EOS, -0.1, 4, -3, -0.1)]),
+        STOPS,
+        decode,
+    )
+    produced = with_production(verdict, (31, EOS), STOPS, decode)
+    assert produced.produced == "<11><30><31>" and produced.produced_stopped
+    running_on = with_production(verdict, (31, 32), STOPS, decode)
+    assert running_on.produced == "<11><30><31><32>" and not running_on.produced_stopped
+
+
+def test_verdicts_survive_a_round_trip_through_json_data() -> None:
+    verdict = judge(
+        RENDERED,
+        scores([(11, -0.1, 4, -3, -0.1), (30, -0.4, 12, -1.5, -1.5), (EOS, -0.1, 4, -3, -0.1)]),
+        STOPS,
+        decode,
+    )
+    assert Verdict.from_dict(verdict.to_dict(), "s") == verdict
