@@ -104,6 +104,13 @@ SETTINGS = (
         metavar="N",
     ),
     Setting(
+        "adapter_base",
+        "model folder a LoRA/PEFT adapter checkpoint applies to (default: the adapter's "
+        "base_model_name_or_path)",
+        "path",
+        metavar="DIR",
+    ),
+    Setting(
         "trust_remote_code",
         "let transformers run code shipped with the checkpoint",
         "bool",
@@ -193,6 +200,7 @@ def resolve(config: pytest.Config) -> Settings | None:
             dtype=values["dtype"],
             batch_tokens=_positive(values["batch_tokens"], "batch_tokens"),
             trust_remote_code=values["trust_remote_code"],
+            adapter_base=values["adapter_base"],
             args=_backend_args(yaml_values.get("backend"), config_file),
         ),
         use_cache=values["cache"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -65,6 +66,9 @@ class BackendOptions:
     dtype: str = "auto"
     batch_tokens: int = 4096
     trust_remote_code: bool = False
+    #: the model a LoRA/PEFT adapter checkpoint is applied to; None: the adapter config's
+    #: `base_model_name_or_path`.
+    adapter_base: Path | None = None
     args: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 

@@ -10,14 +10,12 @@ everything the verdict needs.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, cast
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GenerationConfig
-from transformers.utils import logging as hf_logging
+from transformers import GenerationConfig
 
 from pytest_ilp.backends import (
     BackendOptions,
@@ -27,22 +25,11 @@ from pytest_ilp.backends import (
     TokenScores,
 )
 from pytest_ilp.backends.devices import resolve_device, resolve_dtype
+from pytest_ilp.backends.loading import load_causal_lm
 from pytest_ilp.checkpoint import CheckpointInfo
 
 #: unlearned samples continued together in one `generate` call.
 GENERATE_BATCH = 32
-
-
-@contextmanager
-def quiet_loading() -> Iterator[None]:
-    """No "Loading weights" progress bar in the middle of pytest's output."""
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -61,20 +48,7 @@ class HFBackend:
         self.device = resolve_device(options.device)
         self.dtype = resolve_dtype(options.dtype, self.device, checkpoint)
         self.batch_tokens = options.batch_tokens
-        try:
-            with quiet_loading():
-                self.model: Any = AutoModelForCausalLM.from_pretrained(
-                    checkpoint.folder,
-                    dtype=getattr(torch, self.dtype),
-                    trust_remote_code=options.trust_remote_code,
-                    **options.args,
-                )
-        except Exception as exc:  # transformers raises OSError, ValueError, KeyError...
-            raise pytest.UsageError(
-                f"transformers could not load a causal language model from {checkpoint.folder}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        self.model.to(self.device).eval()
+        self.model: Any = load_causal_lm(checkpoint, options, self.dtype).to(self.device)
         config = self.model.config
         self.pad_id = int(config.pad_token_id if config.pad_token_id is not None else 0)
 
