@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -8,6 +9,11 @@ from typing import Any
 import pytest
 
 from world import World, build_world
+
+# Imported once for the whole session: pytester's in-process runs unload modules first
+# imported inside them, and pyarrow refuses to register datasets' types a second time.
+with contextlib.suppress(ImportError):
+    import datasets  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -31,8 +31,8 @@ def ilp(pytester: pytest.Pytester, world: World, *args: str) -> pytest.RunResult
 
 def test_plugin_is_inert_without_a_checkpoint(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        test_plain="def test_ok():\n    assert True\n",
-        test_samples="def test_sample(ilp_sample):\n    pass\n",
+        test_inert_plain="def test_ok():\n    assert True\n",
+        test_inert_samples="def test_sample(ilp_sample):\n    pass\n",
     )
     write_jsonl(pytester.path / "data.jsonl", [{"prompt": "a", "completion": "b"}])
     result = pytester.runpytest("-rs")
