@@ -18,7 +18,7 @@ from pytest_ilp.checkpoint import inspect_checkpoint
 from pytest_ilp.errors import SampleProblem
 from pytest_ilp.render import RenderSettings
 from pytest_ilp.samples import Sample, expand_data_paths, load_samples
-from pytest_ilp.scoring import score_samples
+from pytest_ilp.scoring import Job, score_samples
 from pytest_ilp.settings import Settings
 from pytest_ilp.verdicts import Verdict
 
@@ -56,9 +56,12 @@ def score_checkpoint(
         render=render or RenderSettings(),
         generate_max_tokens=generate_max_tokens,
     )
-    info = inspect_checkpoint(settings.checkpoint, what="checkpoint")
+    info = inspect_checkpoint(
+        settings.checkpoint, "checkpoint", settings.backend_options.adapter_base
+    )
     cache = ScoreCache(Path(cache_dir)) if cache_dir is not None else None
-    result = score_samples(samples, settings, info, cache, log=lambda _: None, progress=_silent)
+    job = Job(info, info)
+    result = score_samples(samples, settings, job, cache, log=lambda _: None, progress=_silent)
     if result.problems:
         sample_id, problem = next(iter(result.problems.items()))
         raise SampleProblem(

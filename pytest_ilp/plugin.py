@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp import settings
+from pytest_ilp import hooks, settings
 from pytest_ilp.checks import record_properties, running
+from pytest_ilp.diagnosis import Diagnosis, diagnose
 from pytest_ilp.items import (
     IlpDataFile,
     IlpDatasetDir,
@@ -34,6 +35,7 @@ from pytest_ilp.report import (
 )
 from pytest_ilp.samples import Sample
 from pytest_ilp.session import STATE_KEY, IlpSession, progress_reporter
+from pytest_ilp.signals import Signals
 from pytest_ilp.verdicts import Verdict
 
 MARKERS = (
@@ -46,6 +48,18 @@ MARKERS = (
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     settings.add_options(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hooks)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_ilp_diagnose(
+    sample: Sample, verdict: Verdict, signals: Signals, config: pytest.Config
+) -> Diagnosis:
+    """The built-in rules, tried after any conftest's own."""
+    return diagnose(sample, verdict, signals, config.stash[STATE_KEY].settings.diagnosis)
 
 
 @pytest.hookimpl(trylast=True)  # after conftest hooks, which may build the checkpoint first
@@ -88,7 +102,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     session = parent.config.stash.get(STATE_KEY, None)
     if session is not None and file_path.resolve() in session.data_files:
-        return IlpDataFile.from_parent(parent, path=file_path, **_nodeid(parent, file_path))
+        return IlpDataFile.from_parent(parent, path=file_path, nodeid=_nodeid(parent, file_path))
     return None
 
 
@@ -96,16 +110,17 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     session = parent.config.stash.get(STATE_KEY, None)
     if session is not None and path.resolve() in session.data_files:
-        return IlpDatasetDir.from_parent(parent, path=path, **_nodeid(parent, path))
+        return IlpDatasetDir.from_parent(parent, path=path, nodeid=_nodeid(parent, path))
     return None
 
 
-def _nodeid(parent: pytest.Collector, path: Path) -> dict[str, str]:
-    """Data outside the rootdir gets a relative node id ("../data/sft.jsonl"), not an empty one."""
+def _nodeid(parent: pytest.Collector, path: Path) -> str | None:
+    """Data outside the rootdir gets a relative node id ("../data/sft.jsonl"), not an empty one;
+    None keeps pytest's own."""
     root = parent.config.rootpath
     if root in path.parents:
-        return {}
-    return {"nodeid": Path(relative(path, root)).as_posix()}
+        return None
+    return Path(relative(path, root)).as_posix()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -133,8 +148,15 @@ def pytest_runtestloop(session: pytest.Session) -> None:
             reporter.write_line(f"ilp: {message}")
 
     capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def diagnoser(sample: Sample, verdict: Verdict, signals: Signals) -> Diagnosis:
+        diagnosis: Diagnosis = config.hook.pytest_ilp_diagnose(
+            sample=sample, verdict=verdict, signals=signals, config=config
+        )
+        return diagnosis
+
     with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
-        state.score(scope, log, progress_reporter(log))
+        state.score(scope, log, progress_reporter(log), diagnoser)
 
 
 @pytest.hookimpl(wrapper=True)

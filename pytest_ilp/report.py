@@ -9,14 +9,18 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
+from pytest_ilp.causes import CAUSES
+from pytest_ilp.diagnosis import Diagnosis
 from pytest_ilp.samples import Sample
+from pytest_ilp.signals import Signals
 from pytest_ilp.verdicts import Verdict
 
 REPORT_SCHEMA = 1
@@ -28,12 +32,19 @@ LISTED_IDS = 10
 
 @dataclass(frozen=True)
 class SampleOutcome:
-    """One sample in scope: its verdict, or the problem that kept it from being scored."""
+    """One sample in scope: its verdict, or the problem that kept it from being scored, and
+    for an unlearned sample its diagnosis and the signals behind it."""
 
     sample: Sample
     must_learn: bool
     verdict: Verdict | None = None
     problem: str | None = None
+    diagnosis: Diagnosis | None = None
+    signals: Signals | None = None
+
+    @property
+    def cause(self) -> str | None:
+        return self.diagnosis.cause if self.diagnosis is not None else None
 
     @property
     def unlearned(self) -> bool:
@@ -49,6 +60,8 @@ class Summary:
     must_learn_unlearned: tuple[str, ...]
     fragile: tuple[str, ...]
     invalid: tuple[str, ...]
+    #: unlearned samples per diagnosed cause (empty when nothing was diagnosed).
+    causes: Mapping[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +73,7 @@ class Summary:
             "must_learn_unlearned": list(self.must_learn_unlearned),
             "fragile": list(self.fragile),
             "invalid": list(self.invalid),
+            "causes": dict(self.causes),
         }
 
 
@@ -76,7 +90,15 @@ def summarize(outcomes: Sequence[SampleOutcome], fragile_margin: float) -> Summa
             if o.verdict is not None and o.verdict.is_fragile(fragile_margin)
         ),
         invalid=tuple(o.sample.id for o in outcomes if o.problem is not None),
+        causes=_count_causes(outcomes),
     )
+
+
+def _count_causes(outcomes: Sequence[SampleOutcome]) -> dict[str, int]:
+    counts = Counter(o.cause for o in outcomes if o.unlearned and o.cause is not None)
+    known = [c for c in CAUSES if c in counts]
+    custom = sorted(c for c in counts if c not in CAUSES)
+    return {cause: counts[cause] for cause in [*known, *custom]}
 
 
 def relative(path: Path, root: Path) -> str:
@@ -112,6 +134,12 @@ def summary_lines(
         tablefmt="simple",
     )
     lines = [f"checkpoint {checkpoint} ({backend})", *table.splitlines()]
+    if summary.causes:
+        rows = [
+            [cause, count, f"{count / summary.samples:.1%}"]
+            for cause, count in summary.causes.items()
+        ]
+        lines += ["", *tabulate(rows, headers=["cause", "unlearned", "share"]).splitlines(), ""]
     if summary.must_learn_unlearned:
         lines.append("must-learn samples not learned: " + _ids(summary.must_learn_unlearned))
     if summary.fragile:
@@ -155,6 +183,13 @@ def failure_text(outcome: SampleOutcome, root: Path) -> str:
         f"  token accuracy {verdict.token_accuracy:.2f} ({verdict.matched}/{verdict.target_tokens})"
         f"   mean NLL {verdict.nll:.3f} nats/token   margin {verdict.margin:+.3f} nats",
     ]
+    diagnosis = outcome.diagnosis
+    if diagnosis is not None:
+        lines.append(f"  cause:     {diagnosis.cause}: {diagnosis.evidence}")
+        others = [c for c in diagnosis.causes if c != diagnosis.cause]
+        if others:
+            lines.append(f"  also:      {', '.join(others)}")
+        lines.append(f"  fix:       {diagnosis.suggestion}")
     if verdict.note:
         lines.append(f"  note: {verdict.note}")
     return "\n".join(lines)
@@ -197,6 +232,13 @@ def item_properties(outcome: SampleOutcome) -> list[tuple[str, object]]:
     ]
     if verdict.first_divergence is not None:
         properties.append(("ilp_first_divergence", verdict.first_divergence.position))
+    if outcome.diagnosis is not None:
+        properties += [
+            ("ilp_cause", outcome.diagnosis.cause),
+            ("ilp_causes", ",".join(outcome.diagnosis.causes)),
+            ("ilp_evidence", outcome.diagnosis.evidence),
+            ("ilp_suggestion", outcome.diagnosis.suggestion),
+        ]
     return properties
 
 
@@ -239,6 +281,10 @@ def _sample_record(outcome: SampleOutcome, fragile_margin: float, root: Path) ->
         "fragile": False,
         "produced": None,
         "cause": None,
+        "causes": [],
+        "evidence": None,
+        "suggestion": None,
+        "signals": None,
         "error": outcome.problem,
     }
     if verdict is not None:
@@ -260,7 +306,29 @@ def _sample_record(outcome: SampleOutcome, fragile_margin: float, root: Path) ->
             fragile=verdict.is_fragile(fragile_margin),
             produced=verdict.produced,
         )
+    if outcome.diagnosis is not None:
+        record.update(outcome.diagnosis.to_dict())
+    if outcome.signals is not None:
+        record["signals"] = signals_record(outcome.signals)
     return record
+
+
+def signals_record(signals: Signals) -> dict[str, Any]:
+    """The figures behind a diagnosis, so causes can be recomputed offline."""
+    data = asdict(signals)
+    data["missing"] = dict(signals.missing or {})
+    safe: dict[str, Any] = _json_safe(data)
+    return safe
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _finite(value: float) -> float | None:

@@ -1,14 +1,19 @@
-"""Score a set of samples once: cache lookup, render, one batched pass, generation for failures.
+"""Score a set of samples on one checkpoint: cache lookup, render, one batched pass, generation.
 
-This is the only place that sequences samples -> render -> backend -> verdicts. Everything it
-returns is plain data, so a fully cached run imports no model runtime beyond resolving the
-device (torch) and loads neither tokenizer nor model.
+This is the only place that sequences samples -> render -> backend -> verdicts. It serves the
+checkpoint under test and the checkpoints that give diagnosis its evidence (base model, earlier
+stages) alike, so they share batching and the cache, and cost grows linearly with their number.
+Everything it returns is plain data: a fully cached run loads neither tokenizer nor model.
+
+Samples are always rendered with the tokenizer of the checkpoint under test (`renderer`), so
+every checkpoint scores exactly the same token ids.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +23,7 @@ from pytest_ilp.backends import (
     GenerateRequest,
     Progress,
     ScoreRequest,
+    TokenScores,
     describe_backend,
     load_backend,
 )
@@ -32,43 +38,83 @@ from pytest_ilp.verdicts import Verdict, judge, with_production
 GENERATE_PAST_TARGET = 8
 
 
+class IncompatibleTokenizer(Exception):
+    """A base or history checkpoint whose tokenizer does not match the one under test."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a checkpoint does at one target position (where the checkpoint under test diverged).
+
+    `continuation` is its greedy output from the prompt and the target's first `position`
+    tokens: its own answer at the point where the fine-tuned model left the target.
+    """
+
+    position: int
+    top_id: int
+    top_token: str
+    top_prob: float
+    target_prob: float
+    continuation: str = ""
+    stopped: bool = False
+
+
 @dataclass
 class ScoringResult:
     """Verdicts (or the reason a sample could not be scored) for every sample asked about."""
 
+    checkpoint: CheckpointInfo
     backend: str
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
+    probes: dict[str, Probe] = field(default_factory=dict)
     computed: int = 0
     cached: int = 0
     seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class Job:
+    """One checkpoint to score: what to compute beyond the verdicts."""
+
+    checkpoint: CheckpointInfo
+    #: the checkpoint whose tokenizer renders the samples (the one under test).
+    renderer: CheckpointInfo
+    #: generate what each unlearned sample produces (for the checkpoint under test).
+    produce: bool = True
+    #: sample id -> target position to probe (the divergence of the checkpoint under test).
+    probe_at: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def is_renderer(self) -> bool:
+        return self.checkpoint.folder == self.renderer.folder
+
+
 def score_samples(
     samples: Sequence[Sample],
     settings: Settings,
-    checkpoint: CheckpointInfo,
+    job: Job,
     cache: ScoreCache | None,
     log: Callable[[str], None],
     progress: Callable[[int], Progress | None],
 ) -> ScoringResult:
-    """Verdicts for `samples`, scoring only those the cache does not hold."""
+    """Verdicts for `samples` on `job.checkpoint`, scoring only what the cache does not hold."""
     started = time.perf_counter()
-    description = describe_backend(settings.backend, checkpoint, settings.backend_options)
-    result = ScoringResult(backend=description)
+    description = describe_backend(settings.backend, job.checkpoint, settings.backend_options)
+    result = ScoringResult(checkpoint=job.checkpoint, backend=description)
     checkable = []
     for sample in samples:
         if sample.problem is not None:
             result.problems[sample.id] = sample.problem
         else:
             checkable.append(sample)
-    keys = {s.id: sample_key(s) for s in checkable}
+    keys = {s.id: _entry_key(s, job) for s in checkable}
 
     if cache is None:
-        entries = _compute(checkable, settings, checkpoint, log, progress)
+        entries = _compute(checkable, settings, job, log, progress)
         result.computed = len(checkable)
     else:
-        run_key = _run_key(settings, checkpoint, cache, description)
+        run_key = _run_key(settings, job, cache, description)
         entries = _lookup(cache.load(run_key), checkable, keys)
         missing = [s for s in checkable if s.id not in entries]
         if missing:
@@ -78,7 +124,7 @@ def score_samples(
                 entries.update(_lookup(cache.load(run_key), missing, keys))
                 missing = [s for s in missing if s.id not in entries]
                 if missing:
-                    fresh = _compute(missing, settings, checkpoint, log, progress)
+                    fresh = _compute(missing, settings, job, log, progress)
                     cache.append(run_key, {keys[i]: entry for i, entry in fresh.items()})
                     entries.update(fresh)
         result.computed = len(missing)
@@ -88,8 +134,10 @@ def score_samples(
         entry = entries[sample.id]
         if "problem" in entry:
             result.problems[sample.id] = entry["problem"]
-        else:
-            result.verdicts[sample.id] = Verdict.from_dict(entry["verdict"], sample.id)
+            continue
+        result.verdicts[sample.id] = Verdict.from_dict(entry["verdict"], sample.id)
+        if "probe" in entry:
+            result.probes[sample.id] = Probe(**entry["probe"])
     result.seconds = time.perf_counter() - started
     return result
 
@@ -98,16 +146,29 @@ def sample_key(sample: Sample) -> str:
     return stable_hash(sample.content_key())
 
 
-def _run_key(
-    settings: Settings, checkpoint: CheckpointInfo, cache: ScoreCache, description: str
-) -> str:
+def _entry_key(sample: Sample, job: Job) -> str:
+    key = sample_key(sample)
+    position = job.probe_at.get(sample.id)
+    return key if position is None else f"{key}@{position}"
+
+
+def _run_key(settings: Settings, job: Job, cache: ScoreCache, description: str) -> str:
     return stable_hash(
         {
             "schema": CACHE_SCHEMA,
-            "checkpoint": cache.folder_digest(checkpoint.folder),
+            "checkpoint": cache.folder_digest(job.checkpoint.folder),
+            # An adapter's verdicts depend on the base model it is applied to as well.
+            "adapter_base": (
+                None
+                if job.checkpoint.base_folder is None
+                else cache.folder_digest(job.checkpoint.base_folder)
+            ),
+            # The token ids come from the renderer's tokenizer.
+            "renderer": None if job.is_renderer else cache.folder_digest(job.renderer.folder),
             "backend": description,
             "backend_args": dict(settings.backend_options.args),
             "render": asdict(settings.render),
+            "produce": job.produce,
             "generate_max_tokens": settings.generate_max_tokens,
         }
     )
@@ -122,105 +183,163 @@ def _lookup(
 def _compute(
     samples: Sequence[Sample],
     settings: Settings,
-    checkpoint: CheckpointInfo,
+    job: Job,
     log: Callable[[str], None],
     progress: Callable[[int], Progress | None],
 ) -> dict[str, dict[str, Any]]:
-    """Entries `{"verdict": ...}` or `{"problem": ...}` for each sample, by id."""
+    """Entries `{"verdict": ..., "probe": ...}` or `{"problem": ...}` for each sample, by id."""
     if not samples:
         return {}
-    tokenizer = load_tokenizer(checkpoint, settings.backend_options.trust_remote_code)
-    stop_ids = frozenset({tokenizer.eos_token_id, *checkpoint.generation_stop_ids()} - {None})
-    rendered = render_samples(samples, tokenizer, settings.render, stop_ids, checkpoint.max_length)
+    trust = settings.backend_options.trust_remote_code
+    tokenizer = load_tokenizer(job.renderer, trust)
+    if not job.is_renderer:
+        _check_same_tokenizer(tokenizer, load_tokenizer(job.checkpoint, trust), job)
+    stop_ids = frozenset({tokenizer.eos_token_id, *job.checkpoint.generation_stop_ids()} - {None})
+    rendered = render_samples(
+        samples, tokenizer, settings.render, stop_ids, job.checkpoint.max_length
+    )
     entries: dict[str, dict[str, Any]] = {}
     ready: list[Rendered] = []
     for sample, item in zip(samples, rendered):
         if isinstance(item, str):
             entries[sample.id] = {"problem": item}
+        elif (problem := _vocabulary_problem(item, job)) is not None:
+            entries[sample.id] = {"problem": problem}
         else:
             ready.append(item)
     if not ready:
         return entries
-    _check_vocabulary(ready, checkpoint)
 
     def decode(ids: list[int]) -> str:
         text: str = tokenizer.decode(ids, skip_special_tokens=False)
         return text
 
     log(
-        f"scoring {len(ready)} samples "
-        f"({sum(len(r.input_ids) for r in ready)} tokens) with {settings.backend}"
+        f"scoring {len(ready)} samples ({sum(len(r.input_ids) for r in ready)} tokens) "
+        f"on {job.checkpoint.folder.name} with {settings.backend}"
     )
-    backend = load_backend(settings.backend, checkpoint, settings.backend_options)
+    backend = load_backend(settings.backend, job.checkpoint, settings.backend_options)
     try:
         scores = backend.score(
             [ScoreRequest(r.input_ids, r.target_start) for r in ready], progress(len(ready))
         )
         verdicts = [judge(r, s, stop_ids, decode) for r, s in zip(ready, scores)]
-        # Greedy decoding agrees with the target up to the divergence and picks the predicted
-        # token there; only what follows is generated (nothing, if that token ends the reply).
-        failing = [
-            (r, v)
-            for r, v in zip(ready, verdicts)
-            if v.first_divergence is not None and v.first_divergence.predicted_id not in stop_ids
-        ]
-        generated = backend.generate(
-            [
-                _continuation_request(r, v, stop_ids, settings.generate_max_tokens)
-                for r, v in failing
-            ]
+        # Where greedy decoding leaves the target, and with which token, is known from the
+        # pass: only what follows that token is generated (nothing, if it ends the reply).
+        starts: dict[str, tuple[Rendered, int, int]] = {}
+        for r, s, v in zip(ready, scores, verdicts):
+            if job.produce and v.first_divergence is not None:
+                starts[r.sample_id] = (
+                    r,
+                    v.first_divergence.position,
+                    v.first_divergence.predicted_id,
+                )
+            if r.sample_id in job.probe_at:
+                position = job.probe_at[r.sample_id]
+                starts[f"probe:{r.sample_id}"] = (r, position, s.top1_ids[position])
+        wanted = {k: v for k, v in starts.items() if v[2] not in stop_ids}
+        generated = dict(
+            zip(
+                wanted,
+                backend.generate(
+                    [
+                        _continuation_request(r, position, token, stop_ids, settings)
+                        for r, position, token in wanted.values()
+                    ]
+                ),
+            )
         )
     finally:
         backend.close()
-    continuations = {v.sample_id: tokens for (_, v), tokens in zip(failing, generated)}
-    produced = {
-        v.sample_id: with_production(v, continuations.get(v.sample_id, ()), stop_ids, decode)
-        for v in verdicts
-        if not v.learned
-    }
-    for verdict in verdicts:
-        final = produced.get(verdict.sample_id, verdict)
-        entries[verdict.sample_id] = {"verdict": final.to_dict()}
+    for rendered_sample, token_scores, verdict in zip(ready, scores, verdicts):
+        sample_id = rendered_sample.sample_id
+        if job.produce and verdict.first_divergence is not None:
+            verdict = with_production(verdict, generated.get(sample_id, ()), stop_ids, decode)
+        entry: dict[str, Any] = {"verdict": verdict.to_dict()}
+        if sample_id in job.probe_at:
+            entry["probe"] = asdict(
+                _probe(
+                    rendered_sample,
+                    token_scores,
+                    job.probe_at[sample_id],
+                    generated.get(f"probe:{sample_id}", ()),
+                    stop_ids,
+                    decode,
+                )
+            )
+        entries[sample_id] = entry
     return entries
 
 
 def _continuation_request(
-    rendered: Rendered, verdict: Verdict, stop_ids: frozenset[int], budget: int
+    rendered: Rendered, position: int, token: int, stop_ids: frozenset[int], settings: Settings
 ) -> GenerateRequest:
-    """Continue after the divergent token: the target's remaining length, a little more."""
-    divergence = verdict.first_divergence
-    assert divergence is not None
-    remaining = len(rendered.target_ids) - divergence.position - 1
+    """Continue after `token` at target `position`: the target's remaining length, and a bit."""
+    remaining = len(rendered.target_ids) - position - 1
     return GenerateRequest(
-        input_ids=(
-            *rendered.input_ids[: rendered.target_start + divergence.position],
-            divergence.predicted_id,
-        ),
-        max_new_tokens=max(1, min(budget, remaining + GENERATE_PAST_TARGET)),
+        input_ids=(*rendered.input_ids[: rendered.target_start + position], token),
+        max_new_tokens=max(1, min(settings.generate_max_tokens, remaining + GENERATE_PAST_TARGET)),
         stop_ids=stop_ids,
+    )
+
+
+def _probe(
+    rendered: Rendered,
+    scores: TokenScores,
+    position: int,
+    generated: tuple[int, ...],
+    stop_ids: frozenset[int],
+    decode: Callable[[list[int]], str],
+) -> Probe:
+    top = scores.top1_ids[position]
+    tokens = [top, *generated]
+    stopped = tokens[-1] in stop_ids
+    return Probe(
+        position=position,
+        top_id=top,
+        top_token=decode([top]),
+        top_prob=math.exp(scores.top1_logprobs[position]),
+        target_prob=math.exp(scores.target_logprobs[position]),
+        continuation=decode(tokens[:-1] if stopped else tokens),
+        stopped=stopped,
     )
 
 
 def load_tokenizer(checkpoint: CheckpointInfo, trust_remote_code: bool) -> Any:
     from transformers import AutoTokenizer
 
+    folder = checkpoint.tokenizer_folder  # an adapter's own, else its base model's
     try:
-        return AutoTokenizer.from_pretrained(checkpoint.folder, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except Exception as exc:  # OSError, ValueError... from transformers
         raise pytest.UsageError(
-            f"transformers could not load a tokenizer from {checkpoint.folder}: "
+            f"transformers could not load a tokenizer from {folder}: "
             f"{type(exc).__name__}: {exc}; save one with tokenizer.save_pretrained(...)"
         ) from exc
 
 
-def _check_vocabulary(rendered: Sequence[Rendered], checkpoint: CheckpointInfo) -> None:
-    vocab = checkpoint.config.get("vocab_size")
-    if not isinstance(vocab, int):
-        return
-    largest = max(max(r.input_ids) for r in rendered)
-    if largest >= vocab:
-        raise pytest.UsageError(
-            f"{checkpoint.folder}: the tokenizer produced token id {largest} but the model's "
-            f"vocabulary has {vocab} entries: the tokenizer and the weights do not belong "
-            "together (save the tokenizer the model was trained with into the checkpoint)"
+def _check_same_tokenizer(renderer: Any, own: Any, job: Job) -> None:
+    """The other checkpoint must read the rendered ids as the same tokens (it may know fewer)."""
+    rendering = renderer.get_vocab()
+    differing = [t for t, i in own.get_vocab().items() if rendering.get(t, i) != i]
+    if differing:
+        raise IncompatibleTokenizer(
+            f"{job.checkpoint.folder} has another tokenizer than {job.renderer.folder} "
+            f"({len(differing)} tokens have other ids, e.g. {differing[0]!r})"
         )
+
+
+def _vocabulary_problem(rendered: Rendered, job: Job) -> str | None:
+    vocab = job.checkpoint.config.get("vocab_size")
+    if not isinstance(vocab, int):
+        return None
+    largest = max(rendered.input_ids)
+    if largest < vocab:
+        return None
+    if not job.is_renderer:
+        return f"uses token id {largest}, which {job.checkpoint.folder.name} has no embedding for"
+    raise pytest.UsageError(
+        f"{job.checkpoint.folder}: the tokenizer produced token id {largest} but the model's "
+        f"vocabulary has {vocab} entries: the tokenizer and the weights do not belong "
+        "together (save the tokenizer the model was trained with into the checkpoint)"
+    )

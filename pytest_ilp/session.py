@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,14 +14,35 @@ import pytest
 from pytest_ilp.backends import Progress
 from pytest_ilp.cache import ScoreCache
 from pytest_ilp.checkpoint import CheckpointInfo, inspect_checkpoint
+from pytest_ilp.diagnosis import Diagnosis
 from pytest_ilp.errors import IlpDataError, SampleProblem
 from pytest_ilp.report import SampleOutcome
 from pytest_ilp.samples import Sample, expand_data_paths, load_samples
-from pytest_ilp.scoring import ScoringResult, score_samples
-from pytest_ilp.settings import Settings
+from pytest_ilp.scoring import IncompatibleTokenizer, Job, ScoringResult, score_samples
+from pytest_ilp.settings import Settings, Stage
+from pytest_ilp.signals import (
+    BaseSignals,
+    CheckpointVerdict,
+    HistorySignals,
+    Signals,
+    TargetStatistics,
+    dataset_signals,
+    find_siblings,
+    knowledge,
+    read_train_log,
+    training_signals,
+)
+from pytest_ilp.verdicts import Verdict
 
 #: a line of progress in a log that is not a terminal, at most this often (seconds).
 LOG_PROGRESS_EVERY = 30.0
+
+
+class IlpWarning(pytest.PytestWarning):
+    """A pytest-ilp signal could not be computed; the run goes on without it."""
+
+
+Diagnoser = Callable[[Sample, Verdict, Signals], Diagnosis]
 
 
 @dataclass
@@ -32,21 +54,46 @@ class IlpSession:
     rootpath: Path
     cache: ScoreCache | None
     data_files: list[Path] = field(default_factory=list)
+    base: CheckpointInfo | None = None
+    history: list[tuple[Stage, CheckpointInfo]] = field(default_factory=list)
+    train_log: dict[str, list[tuple[float, float]]] | None = None
     samples: dict[str, Sample] = field(default_factory=dict)
     _by_path: dict[Path, list[Sample]] = field(default_factory=dict)
     result: ScoringResult | None = None
+    #: every scoring pass of the run: the checkpoint under test, then history, then base.
+    passes: list[ScoringResult] = field(default_factory=list)
+    signals: dict[str, Signals] = field(default_factory=dict)
+    diagnoses: dict[str, Diagnosis] = field(default_factory=dict)
     #: samples of the selected items, in item order, with their must-learn flag.
     in_scope: dict[str, bool] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: Settings, rootpath: Path, cache_root: Path | None) -> IlpSession:
-        checkpoint = inspect_checkpoint(settings.checkpoint)
+        checkpoint = inspect_checkpoint(
+            settings.checkpoint, adapter_base=settings.backend_options.adapter_base
+        )
         try:
             data_files = expand_data_paths(settings.data)
         except IlpDataError as exc:
             raise pytest.UsageError(f"--ilp-data: {exc}") from None
+        try:
+            train_log = read_train_log(settings.train_log) if settings.train_log else None
+        except IlpDataError as exc:
+            raise pytest.UsageError(f"--ilp-train-log: {exc}") from None
         cache = ScoreCache(cache_root) if settings.use_cache and cache_root else None
-        return cls(settings, checkpoint, rootpath, cache, [p.resolve() for p in data_files])
+        return cls(
+            settings,
+            checkpoint,
+            rootpath,
+            cache,
+            [p.resolve() for p in data_files],
+            base=inspect_checkpoint(settings.base, "--ilp-base") if settings.base else None,
+            history=[
+                (stage, inspect_checkpoint(stage.checkpoint, "--ilp-history"))
+                for stage in settings.history
+            ],
+            train_log=train_log,
+        )
 
     def samples_of(self, path: Path) -> list[Sample]:
         """The samples of one data file, loaded once; ids stay unique across all files."""
@@ -60,14 +107,113 @@ class IlpSession:
         scope: Sequence[tuple[Sample, bool]],
         log: Callable[[str], None],
         progress: Callable[[int], Progress],
+        diagnoser: Diagnoser,
     ) -> None:
-        """Score every sample in scope (deduplicated), once per session."""
+        """Score every sample in scope (deduplicated) once per session, then diagnose the
+        unlearned ones: the checkpoint under test, each history checkpoint, the base model."""
         for sample, must_learn in scope:
             self.in_scope[sample.id] = self.in_scope.get(sample.id, False) or must_learn
         samples = [self.samples[i] for i in self.in_scope]
-        self.result = score_samples(
-            samples, self.settings, self.checkpoint, self.cache, log, progress
+
+        def run(job: Job) -> ScoringResult:
+            result = score_samples(samples, self.settings, job, self.cache, log, progress)
+            self.passes.append(result)
+            return result
+
+        self.result = final = run(Job(self.checkpoint, self.checkpoint))
+        unlearned = {i: v for i, v in final.verdicts.items() if v.first_divergence is not None}
+        if not unlearned:
+            return
+        missing: dict[str, str] = {}
+        history = []
+        for stage, info in self.history:
+            try:
+                history.append((stage, run(Job(info, self.checkpoint, produce=False))))
+            except IncompatibleTokenizer as exc:
+                missing["history"] = f"history signals skipped: {exc}"
+                warnings.warn(IlpWarning(missing["history"]), stacklevel=1)
+                history = []
+                break
+        if not self.history:
+            missing["history"] = "needs --ilp-history to tell forgetting"
+        base = None
+        if self.base is not None:
+            probe_at = {
+                i: v.first_divergence.position
+                for i, v in unlearned.items()
+                if v.first_divergence is not None
+            }
+            try:
+                base = run(Job(self.base, self.checkpoint, produce=False, probe_at=probe_at))
+            except IncompatibleTokenizer as exc:
+                missing["base"] = f"base signals skipped: {exc}"
+                warnings.warn(IlpWarning(missing["base"]), stacklevel=1)
+        else:
+            missing["base"] = "needs --ilp-base to tell missing knowledge and knowledge conflicts"
+        self._diagnose(unlearned, history, base, missing, diagnoser)
+
+    def _diagnose(
+        self,
+        unlearned: dict[str, Verdict],
+        history: list[tuple[Stage, ScoringResult]],
+        base: ScoringResult | None,
+        missing: dict[str, str],
+        diagnoser: Diagnoser,
+    ) -> None:
+        assert self.result is not None
+        verdicts = self.result.verdicts
+        siblings = find_siblings(
+            list(self.samples.values()), unlearned, self.settings.diagnosis.near_duplicate
         )
+        stats = TargetStatistics.of(verdicts.values())
+        for sample_id, verdict in unlearned.items():
+            sample = self.samples[sample_id]
+            signals = Signals(
+                dataset=dataset_signals(
+                    verdict, siblings.get(sample_id, []), self.samples, verdicts, stats
+                ),
+                base=self._base_signals(sample_id, base),
+                history=self._history_signals(sample, history),
+                training=(
+                    training_signals(self.train_log[sample_id])
+                    if self.train_log and sample_id in self.train_log
+                    else None
+                ),
+                missing=missing,
+            )
+            self.signals[sample_id] = signals
+            self.diagnoses[sample_id] = diagnoser(sample, verdict, signals)
+
+    def _base_signals(self, sample_id: str, base: ScoringResult | None) -> BaseSignals | None:
+        if base is None or sample_id not in base.probes:
+            return None
+        verdict, probe = base.verdicts[sample_id], base.probes[sample_id]
+        return BaseSignals(
+            checkpoint=base.checkpoint.folder.name,
+            learned=verdict.learned,
+            nll=verdict.nll,
+            probe=probe,
+            knowledge=knowledge(verdict.learned, probe, self.settings.diagnosis.weakly_known_prob),
+        )
+
+    def _history_signals(
+        self, sample: Sample, history: list[tuple[Stage, ScoringResult]]
+    ) -> HistorySignals | None:
+        assert self.result is not None
+        trajectory = []
+        for stage, result in [*history, (Stage("final", self.checkpoint.folder), self.result)]:
+            verdict = result.verdicts.get(sample.id)
+            if verdict is None:
+                return None
+            trajectory.append(
+                CheckpointVerdict(stage.label, verdict.learned, verdict.nll, verdict.margin)
+            )
+        if len(trajectory) < 2:
+            return None
+        own = next(
+            (s.label for s, _ in history if s.name is not None and s.name == sample.stage), None
+        )
+        return HistorySignals(tuple(trajectory), own_stage=own)
 
     def outcome(self, sample: Sample) -> SampleOutcome:
         """The verdict of a sample; raises `SampleProblem` when it could not be scored."""
@@ -82,6 +228,7 @@ class IlpSession:
             sample,
             must_learn=self.in_scope.get(sample.id, sample.must_learn),
             verdict=self.result.verdicts[sample.id],
+            diagnosis=self.diagnoses.get(sample.id),
         )
 
     def outcomes(self) -> list[SampleOutcome]:
@@ -93,6 +240,8 @@ class IlpSession:
                 must_learn=must_learn,
                 verdict=self.result.verdicts.get(sample_id),
                 problem=self.result.problems.get(sample_id),
+                diagnosis=self.diagnoses.get(sample_id),
+                signals=self.signals.get(sample_id),
             )
             for sample_id, must_learn in self.in_scope.items()
         ]

@@ -14,7 +14,7 @@ Without a checkpoint from any of them the plugin stays out of the way (`resolve`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from pytest_ilp.backends import BackendOptions, backend_names
+from pytest_ilp.diagnosis import Thresholds
 from pytest_ilp.render import RENDER_MODES, RenderSettings
 from pytest_ilp.samples import MustLearnSelector
 
@@ -35,7 +36,7 @@ class Setting:
 
     key: str
     help: str
-    kind: str  # "path", "paths", "str", "int", "float", "bool"
+    kind: str  # "path", "paths", "history", "str", "int", "float", "bool"
     default: Any = None
     choices: tuple[str, ...] = ()
     metavar: str | None = None
@@ -104,6 +105,27 @@ SETTINGS = (
         metavar="N",
     ),
     Setting(
+        "base",
+        "the model fine-tuning started from: gives diagnosis its knowledge signals",
+        "path",
+        metavar="DIR",
+    ),
+    Setting(
+        "history",
+        "earlier checkpoints of sequential fine-tuning, oldest first, comma-separated (or "
+        "repeated): gives diagnosis its forgetting and trend signals",
+        "history",
+        default=(),
+        metavar="DIR,DIR",
+    ),
+    Setting(
+        "train_log",
+        "JSONL of {id, step or epoch, loss} per sample from training: adds training-dynamics "
+        "evidence (dataset cartography)",
+        "path",
+        metavar="PATH",
+    ),
+    Setting(
         "adapter_base",
         "model folder a LoRA/PEFT adapter checkpoint applies to (default: the adapter's "
         "base_model_name_or_path)",
@@ -119,7 +141,19 @@ SETTINGS = (
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 #: keys ilp.yaml accepts: the scalar settings, and the structured ones below.
-YAML_KEYS = (*tuple(BY_KEY), "must_learn")
+YAML_KEYS = (*tuple(BY_KEY), "must_learn", "diagnosis")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A checkpoint of sequential fine-tuning; `name` is the data's `stage` value it ended."""
+
+    name: str | None
+    checkpoint: Path
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name is not None else self.checkpoint.name
 
 
 @dataclass(frozen=True)
@@ -136,6 +170,10 @@ class Settings:
     fragile_margin: float = 0.1
     generate_max_tokens: int = 64
     must_learn: MustLearnSelector = field(default_factory=MustLearnSelector)
+    base: Path | None = None
+    history: tuple[Stage, ...] = ()
+    train_log: Path | None = None
+    diagnosis: Thresholds = field(default_factory=Thresholds)
     config_file: Path | None = None
 
 
@@ -157,14 +195,16 @@ def add_options(parser: pytest.Parser) -> None:
         else:
             group.addoption(
                 setting.flag,
-                action="append" if setting.kind == "paths" else "store",
+                action="append" if setting.kind in ("paths", "history") else "store",
                 dest="ilp_" + setting.key,
                 default=None,
                 metavar=setting.metavar or setting.key.upper(),
                 choices=setting.choices or None,
                 help=help_text + (f" (default: {setting.default})" if setting.default else ""),
             )
-        ini_type = {"path": "paths", "paths": "paths", "bool": "bool"}.get(setting.kind, "string")
+        ini_type = {"path": "paths", "paths": "paths", "history": "paths", "bool": "bool"}.get(
+            setting.kind, "string"
+        )
         parser.addini(setting.ini, help_text, type=ini_type, default=None)  # type: ignore[arg-type]
     group.addoption(
         "--ilp-config",
@@ -208,6 +248,10 @@ def resolve(config: pytest.Config) -> Settings | None:
         fragile_margin=_non_negative(values["fragile_margin"], "fragile_margin"),
         generate_max_tokens=_positive(values["generate_max_tokens"], "generate_max_tokens"),
         must_learn=_must_learn(yaml_values.get("must_learn"), config_file),
+        base=values["base"],
+        history=tuple(values["history"]),
+        train_log=values["train_log"],
+        diagnosis=_thresholds(yaml_values.get("diagnosis"), config_file),
         config_file=config_file,
     )
 
@@ -253,6 +297,8 @@ def _from_cli(config: pytest.Config, setting: Setting) -> Any:
     where = setting.flag
     if setting.kind == "paths":
         return [base / p for p in raw]
+    if setting.kind == "history":
+        return [Stage(None, base / p) for value in raw for p in value.split(",") if p]
     if setting.kind == "path":
         return base / raw
     return _convert(setting, raw, where)
@@ -271,6 +317,8 @@ def _from_yaml(setting: Setting, raw: Any, config_file: Path | None) -> Any:
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             raise pytest.UsageError(f"{where}: expected a path or a list of paths")
         return [base / i for i in items]
+    if setting.kind == "history":
+        return _history_from_yaml(raw, base, where)
     if setting.kind == "path":
         if not isinstance(raw, str):
             raise pytest.UsageError(f"{where}: expected a path")
@@ -287,7 +335,23 @@ def _from_ini(config: pytest.Config, setting: Setting) -> Any:
         return raw[0]
     if setting.kind == "paths":
         return list(raw)
+    if setting.kind == "history":
+        return [Stage(None, p) for p in raw]
     return _convert(setting, raw, where)
+
+
+def _history_from_yaml(raw: Any, base: Path, where: str) -> list[Stage]:
+    """A list of checkpoints, or a mapping from the data's `stage` values to checkpoints."""
+    if isinstance(raw, str):
+        raw = [raw]
+    if isinstance(raw, list) and all(isinstance(i, str) for i in raw):
+        return [Stage(None, base / i) for i in raw]
+    if isinstance(raw, Mapping) and all(isinstance(v, str) for v in raw.values()):
+        return [Stage(str(name), base / path) for name, path in raw.items()]
+    raise pytest.UsageError(
+        f"{where}: expected a list of checkpoint folders, oldest first, or a mapping from the "
+        "data's stage names to the checkpoint that ended each stage"
+    )
 
 
 def _convert(setting: Setting, raw: Any, where: str) -> Any:
@@ -388,6 +452,26 @@ def _must_learn(raw: Any, config_file: Path | None) -> MustLearnSelector:
             raise pytest.UsageError(f"{where}.{key}: expected a list")
         selected[key] = frozenset(str(v) for v in values)
     return MustLearnSelector(tags=selected["tags"], ids=selected["ids"])
+
+
+def _thresholds(raw: Any, config_file: Path | None) -> Thresholds:
+    if raw is None:
+        return Thresholds()
+    where = f"{config_file}: diagnosis"
+    if not isinstance(raw, Mapping):
+        raise pytest.UsageError(f"{where}: expected a mapping of thresholds")
+    defaults = Thresholds()
+    known = {f.name for f in fields(Thresholds)}
+    _reject_unknown(raw, known, where)
+    values = {}
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise pytest.UsageError(
+                f"{where}.{key}: expected a non-negative number (default "
+                f"{getattr(defaults, key)}), got {value!r}"
+            )
+        values[key] = type(getattr(defaults, key))(value)
+    return replace(defaults, **values)
 
 
 def _reject_unknown(raw: Mapping[str, Any], known: set[str], where: str) -> None:

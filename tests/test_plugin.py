@@ -126,14 +126,17 @@ def test_json_report_holds_every_sample_and_the_summary(
     for sample in report["samples"]:
         assert sample["learned"] is truth[sample["id"]]
         assert sample["source"].startswith("data.jsonl:")
-        assert sample["cause"] is None and sample["error"] is None
+        assert sample["error"] is None
         assert 0.0 <= sample["token_accuracy"] <= 1.0 and sample["nll"] >= 0.0
         if sample["learned"]:
             assert sample["first_divergence"] is None and sample["margin"] > 0
-            assert sample["produced"] is None
+            assert sample["produced"] is None and sample["cause"] is None
         else:
             assert sample["first_divergence"]["position"] >= 0 and sample["margin"] < 0
             assert isinstance(sample["produced"], str)
+            # Neither --ilp-base nor --ilp-history: diagnosis says what would decide it.
+            assert sample["cause"] == "undiagnosed"
+            assert "needs --ilp-base" in sample["evidence"]
     assert report["summary"] == {
         "samples": 12,
         "learned": 6,
@@ -143,6 +146,7 @@ def test_json_report_holds_every_sample_and_the_summary(
         "must_learn_unlearned": [],
         "fragile": report["summary"]["fragile"],
         "invalid": [],
+        "causes": {"undiagnosed": 6},
     }
 
 

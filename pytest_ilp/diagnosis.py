@@ -1,0 +1,276 @@
+"""Why was a sample not learned? Ordered, documented rules over the signals.
+
+The rules are tried in this order; the first that matches is the sample's `cause`, and every
+rule that matches is listed in `causes`:
+
+1. forgetting: an earlier checkpoint (`--ilp-history`) reproduced the sample; the one under
+   test does not.
+2. data_inconsistency: a near-duplicate prompt in the data has another target, and the model
+   produces that sibling's target (or the prompts are identical).
+3. knowledge_conflict: at the divergence the base model (`--ilp-base`) confidently prefers
+   another token (p >= conflict_confidence) and the fine-tuned model picks that same token.
+4. under_optimization: the target is long or made of rare tokens (at or above the given
+   percentiles of the data) and the base model does not already hold a confident alternative.
+5. missing_knowledge: the base model gives the target's token little probability at the
+   divergence (< unknown_target_prob) and has no confident alternative (SliCK "unknown").
+6. under_optimization: none of the above, and the target's NLL was still falling between the
+   last two checkpoints, or its training loss was still falling.
+7. undiagnosed: nothing matched; the evidence says which missing input would decide it.
+
+Every threshold is a field of `Thresholds`, set in ilp.yaml under `diagnosis:`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pytest_ilp.causes import (
+    CAUSES,
+    DATA_INCONSISTENCY,
+    FORGETTING,
+    KNOWLEDGE_CONFLICT,
+    MISSING_KNOWLEDGE,
+    UNDER_OPTIMIZATION,
+    UNDIAGNOSED,
+)
+
+if TYPE_CHECKING:
+    from pytest_ilp.samples import Sample
+    from pytest_ilp.signals import Signals
+    from pytest_ilp.verdicts import Verdict
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The numbers the rules compare against (ilp.yaml `diagnosis:`)."""
+
+    #: base p(its own token) at the divergence from which it holds a confident alternative.
+    conflict_confidence: float = 0.5
+    #: base p(target token) at the divergence under which the base does not know the target.
+    unknown_target_prob: float = 0.1
+    #: p(target token) from which the base "weakly knows" it (SliCK category, evidence only).
+    weakly_known_prob: float = 0.01
+    #: Jaccard similarity of prompts' character 5-grams from which two prompts are near-duplicates.
+    near_duplicate: float = 0.7
+    #: percentile (0..1) of target length in the data from which a target is long.
+    long_target_percentile: float = 0.9
+    #: percentile (0..1) of target token rarity in the data from which a target is rare.
+    rare_target_percentile: float = 0.9
+    #: NLL drop (nats/token) between the last two checkpoints that counts as still falling.
+    nll_falling: float = 0.05
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The cause of one unlearned sample, why we think so, and what to do about it."""
+
+    cause: str
+    evidence: str
+    suggestion: str
+    #: every cause whose rule matched, the first one first.
+    causes: tuple[str, ...] = ()
+    #: the figures that decided it, for the JSON report.
+    figures: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cause": self.cause,
+            "causes": list(self.causes or (self.cause,)),
+            "evidence": self.evidence,
+            "suggestion": self.suggestion,
+            "figures": dict(self.figures),
+        }
+
+
+@dataclass(frozen=True)
+class Match:
+    cause: str
+    evidence: str
+    figures: Mapping[str, Any] = field(default_factory=dict)
+
+
+Rule = Callable[["Verdict", "Signals", Thresholds], "Match | None"]
+
+
+def diagnose(sample: Sample, verdict: Verdict, signals: Signals, limits: Thresholds) -> Diagnosis:
+    """Apply the rules in order (see the module docstring)."""
+    matches: list[Match] = []
+    for rule in RULES:
+        match = rule(verdict, signals, limits)
+        if match is not None and match.cause not in {m.cause for m in matches}:
+            matches.append(match)
+    if not matches:
+        return _undiagnosed(signals)
+    first = matches[0]
+    figures = {k: v for m in reversed(matches) for k, v in m.figures.items()}
+    return Diagnosis(
+        cause=first.cause,
+        evidence=first.evidence,
+        suggestion=CAUSES[first.cause].suggestion,
+        causes=tuple(m.cause for m in matches),
+        figures=figures,
+    )
+
+
+def _undiagnosed(signals: Signals) -> Diagnosis:
+    needs = dict(signals.missing or {})
+    if needs:
+        evidence = "no rule matched; " + "; ".join(needs.values())
+    else:
+        evidence = "no rule matched the signals"
+    return Diagnosis(
+        cause=UNDIAGNOSED,
+        evidence=evidence,
+        suggestion=CAUSES[UNDIAGNOSED].suggestion,
+        causes=(UNDIAGNOSED,),
+        figures={"needs": sorted(needs)},
+    )
+
+
+# -- the rules, in order -----------------------------------------------------------------------
+
+
+def forgetting(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+    history = signals.history
+    if history is None:
+        return None
+    learned = history.learned_earlier
+    if learned is None:
+        return None
+    final = history.trajectory[-1]
+    return Match(
+        FORGETTING,
+        f"learned at {learned.label} (margin {learned.margin:+.2f} nats) but not at the final "
+        f"checkpoint; NLL {learned.nll:.3f} -> {final.nll:.3f} nats/token",
+        {"learned_at": learned.label, "nll_then": learned.nll, "nll_now": final.nll},
+    )
+
+
+def data_inconsistency(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+    dataset = signals.dataset
+    if not dataset.siblings:
+        return None
+    produced = dataset.produces_sibling
+    identical = [s for s in dataset.siblings if s.similarity >= 1.0]
+    if produced is None and not identical:
+        return None
+    sibling = next(s for s in dataset.siblings if s.id == produced) if produced else identical[0]
+    how = (
+        f"and the model produces {sibling.id}'s target {sibling.target!r}"
+        if produced
+        else "with the identical prompt"
+    )
+    return Match(
+        DATA_INCONSISTENCY,
+        f"{len(dataset.siblings)} near-duplicate prompt(s) with another target, e.g. "
+        f"{sibling.id} (similarity {sibling.similarity:.2f}), {how}",
+        {
+            "siblings": [s.id for s in dataset.siblings],
+            "produces_sibling": produced,
+            "similarity": sibling.similarity,
+        },
+    )
+
+
+def knowledge_conflict(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+    base, divergence = signals.base, verdict.first_divergence
+    if base is None or divergence is None:
+        return None
+    probe = base.probe
+    confident_elsewhere = probe.top_id != divergence.expected_id and (
+        probe.top_prob >= limits.conflict_confidence
+    )
+    if not confident_elsewhere or probe.top_id != divergence.predicted_id:
+        return None
+    return Match(
+        KNOWLEDGE_CONFLICT,
+        f"at target token {divergence.position + 1} the base model prefers "
+        f"{probe.top_token!r} (p={probe.top_prob:.2f}) over {divergence.expected!r} "
+        f"(p={probe.target_prob:.3f}), and the fine-tuned model produces it; the base says "
+        f"{probe.continuation!r}",
+        {"base_top_prob": probe.top_prob, "base_target_prob": probe.target_prob},
+    )
+
+
+def _holds_alternative(signals: Signals, limits: Thresholds) -> bool:
+    return signals.base is not None and signals.base.probe.top_prob >= limits.conflict_confidence
+
+
+def long_or_rare(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+    dataset = signals.dataset
+    long = dataset.length_percentile >= limits.long_target_percentile
+    rare = dataset.rarity_percentile >= limits.rare_target_percentile
+    if not (long or rare) or _holds_alternative(signals, limits):
+        return None
+    what = " and ".join(w for w, on in (("long", long), ("made of rare tokens", rare)) if on)
+    return Match(
+        UNDER_OPTIMIZATION,
+        f"the target is {what}: {dataset.target_tokens} tokens (longer than "
+        f"{dataset.length_percentile:.0%} of the data), rarity {dataset.rarity:.2f} (rarer than "
+        f"{dataset.rarity_percentile:.0%})" + _trend_text(signals),
+        {
+            "length_percentile": dataset.length_percentile,
+            "rarity_percentile": dataset.rarity_percentile,
+        },
+    )
+
+
+def missing_knowledge(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+    base, divergence = signals.base, verdict.first_divergence
+    if base is None or divergence is None:
+        return None
+    probe = base.probe
+    if probe.target_prob >= limits.unknown_target_prob or _holds_alternative(signals, limits):
+        return None
+    return Match(
+        MISSING_KNOWLEDGE,
+        f"the base model does not know it: at target token {divergence.position + 1} it gives "
+        f"{divergence.expected!r} p={probe.target_prob:.3f} and has no confident alternative "
+        f"(its best, {probe.top_token!r}, p={probe.top_prob:.2f}; SliCK: {base.knowledge})",
+        {
+            "base_target_prob": probe.target_prob,
+            "base_top_prob": probe.top_prob,
+            "knowledge": base.knowledge,
+        },
+    )
+
+
+def still_falling(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+    history_trend = signals.history.nll_trend if signals.history else None
+    training_trend = signals.training.loss_trend if signals.training else None
+    falling = (history_trend is not None and history_trend <= -limits.nll_falling) or (
+        training_trend is not None and training_trend < 0
+    )
+    if not falling:
+        return None
+    return Match(
+        UNDER_OPTIMIZATION,
+        "still being learned when training stopped" + _trend_text(signals),
+        {"nll_trend": history_trend, "loss_trend": training_trend},
+    )
+
+
+def _trend_text(signals: Signals) -> str:
+    parts = []
+    if signals.history is not None and signals.history.nll_trend is not None:
+        previous, final = signals.history.trajectory[-2:]
+        parts.append(f"NLL {previous.nll:.3f} at {previous.label} -> {final.nll:.3f}")
+    if signals.training is not None:
+        training = signals.training
+        parts.append(
+            f"training confidence {training.confidence:.2f}, variability "
+            f"{training.variability:.2f} over {training.points} points"
+        )
+    return "; " + "; ".join(parts) if parts else ""
+
+
+RULES: tuple[Rule, ...] = (
+    forgetting,
+    data_inconsistency,
+    knowledge_conflict,
+    long_or_rare,
+    missing_knowledge,
+    still_falling,
+)

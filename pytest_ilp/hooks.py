@@ -1,0 +1,43 @@
+"""Hook specifications pytest-ilp adds to pytest (registered through `pytest_addhooks`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_ilp.diagnosis import Diagnosis
+    from pytest_ilp.samples import Sample
+    from pytest_ilp.signals import Signals
+    from pytest_ilp.verdicts import Verdict
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_ilp_diagnose(
+    sample: Sample, verdict: Verdict, signals: Signals, config: pytest.Config
+) -> Diagnosis | None:
+    """Say why `sample` was not learned, or return None to leave it to the next implementation.
+
+    Called once per unlearned sample, after scoring and before the first test runs. The first
+    non-None result wins; pytest-ilp's built-in rules (`pytest_ilp.diagnosis.diagnose`) are a
+    `trylast` implementation, so a conftest's implementation runs first and can add causes of
+    its own::
+
+        from pytest_ilp.diagnosis import Diagnosis
+
+        def pytest_ilp_diagnose(sample, verdict, signals):
+            if "math" in sample.tags and verdict.first_divergence.expected.strip().isdigit():
+                return Diagnosis(
+                    cause="arithmetic",
+                    evidence=f"wrong digit at token {verdict.first_divergence.position + 1}",
+                    suggestion="add worked arithmetic examples",
+                )
+            return None  # let the built-in rules decide
+
+    :param sample: the sample (`pytest_ilp.Sample`).
+    :param verdict: its verdict on the checkpoint under test (`pytest_ilp.Verdict`).
+    :param signals: the evidence (`pytest_ilp.signals.Signals`): base model, history,
+        near-duplicates, rarity, training log; parts are None when their input is missing.
+    :param config: the pytest config.
+    """
