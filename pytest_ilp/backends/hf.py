@@ -2,9 +2,10 @@
 
 One forward pass per batch over `prompt + target` gives, at every target position, the
 log-probability of the target token and the best two tokens of the model's distribution. Only
-the positions that predict a target token go through the output layer (`logits_to_keep`), and
-the full-vocabulary log-softmax is never materialised: a logsumexp, a top-2 and a gather give
-everything the verdict needs.
+the positions that predict a target token go through the output layer (a pre-hook gathers their
+hidden states, so a sample whose prompt is longer than its neighbours' costs no output-layer
+work for it), and the full-vocabulary log-softmax is never materialised: a logsumexp, a top-2
+and a gather give everything the verdict needs.
 """
 
 from __future__ import annotations
@@ -108,31 +109,38 @@ class HFBackend:
         for row, request in enumerate(requests):
             input_ids[row, : len(request.input_ids)] = torch.tensor(request.input_ids)
             attention[row, : len(request.input_ids)] = 1
-        # Position p predicts token p + 1: keep the positions from the earliest target's
-        # predecessor to the second-to-last token.
-        first = min(r.target_start for r in requests) - 1
-        keep = torch.arange(first, width - 1, device=self.device)
-        logits = self.model(
-            input_ids=input_ids.to(self.device),
-            attention_mask=attention.to(self.device),
-            logits_to_keep=keep,
-            use_cache=False,
-        ).logits.float()  # [batch, kept positions, vocab]
-        log_z = torch.logsumexp(logits, dim=-1)  # [batch, kept]
-        top_logits, top_ids = logits.topk(2, dim=-1)  # [batch, kept, 2]
-        next_tokens = input_ids[:, first + 1 : width].to(self.device)  # [batch, kept]
-        target_lp = logits.gather(-1, next_tokens.unsqueeze(-1)).squeeze(-1) - log_z
-        top_lp = top_logits - log_z.unsqueeze(-1)
-        target_lp_rows = target_lp.cpu().tolist()
-        top_lp_rows = top_lp.cpu().tolist()
-        top_id_rows = top_ids.cpu().tolist()
+        # Position p predicts token p + 1: the positions that predict a target token, as
+        # flat (row, column) pairs over the batch, and the tokens they must predict.
+        rows = torch.cat(
+            [
+                torch.full((len(r.input_ids) - r.target_start,), row, dtype=torch.long)
+                for row, r in enumerate(requests)
+            ]
+        )
+        columns = torch.cat(
+            [torch.arange(r.target_start - 1, len(r.input_ids) - 1) for r in requests]
+        )
+        next_tokens = input_ids[rows, columns + 1].to(self.device)  # [targets]
+        logits = self._target_logits(
+            input_ids.to(self.device),
+            attention.to(self.device),
+            rows.to(self.device),
+            columns.to(self.device),
+        )  # [targets, vocab]
+        log_z = torch.logsumexp(logits, dim=-1)  # [targets]
+        top_logits, top_ids = logits.topk(2, dim=-1)  # [targets, 2]
+        target_lp = (logits.gather(-1, next_tokens.unsqueeze(-1)).squeeze(-1) - log_z).tolist()
+        top_lp = (top_logits - log_z.unsqueeze(-1)).tolist()
+        top_id = top_ids.tolist()
         scores = []
-        for row, request in enumerate(requests):
-            span = slice(request.target_start - 1 - first, len(request.input_ids) - 1 - first)
-            tops, top_values = top_id_rows[row][span], top_lp_rows[row][span]
+        start = 0
+        for request in requests:
+            span = slice(start, start + len(request.input_ids) - request.target_start)
+            start = span.stop
+            tops, top_values = top_id[span], top_lp[span]
             scores.append(
                 TokenScores(
-                    target_logprobs=tuple(target_lp_rows[row][span]),
+                    target_logprobs=tuple(target_lp[span]),
                     top1_ids=tuple(t[0] for t in tops),
                     top1_logprobs=tuple(v[0] for v in top_values),
                     top2_ids=tuple(t[1] for t in tops),
@@ -140,6 +148,53 @@ class HFBackend:
                 )
             )
         return scores
+
+    def _target_logits(
+        self,
+        input_ids: torch.Tensor,
+        attention: torch.Tensor,
+        rows: torch.Tensor,
+        columns: torch.Tensor,
+    ) -> torch.Tensor:
+        """Float logits [targets, vocab] at the (row, column) positions only.
+
+        The output layer is the largest matmul of a model with a realistic vocabulary, and most
+        positions are prompt: a pre-hook hands it the hidden states of the target positions
+        alone, as one [1, targets, hidden] sequence. Whatever the model does to its logits after
+        the output layer (soft-capping, scaling) is elementwise and still applies. A model whose
+        output layer sees other shapes (or that has none to hook) gets its logits computed for
+        every position and gathered afterwards.
+        """
+        batch, width = input_ids.shape
+        head = self.model.get_output_embeddings()
+        gathered = False
+
+        def only_targets(module: Any, inputs: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            nonlocal gathered
+            hidden = inputs[0] if inputs else None
+            if not isinstance(hidden, torch.Tensor) or gathered:
+                return None
+            if tuple(hidden.shape[:2]) != (batch, width):
+                return None
+            gathered = True
+            return (hidden[rows, columns].unsqueeze(0), *inputs[1:])  # [1, targets, hidden]
+
+        hook = head.register_forward_pre_hook(only_targets) if head is not None else None
+        try:
+            logits: torch.Tensor = self.model(
+                input_ids=input_ids, attention_mask=attention, use_cache=False
+            ).logits
+        finally:
+            if hook is not None:
+                hook.remove()
+        if not gathered:
+            return logits[rows, columns].float()
+        if logits.shape[:2] != (1, len(rows)):
+            raise RuntimeError(
+                f"{type(self.model).__name__} reshaped its output layer's result to "
+                f"{tuple(logits.shape)}; pytest-ilp's hf backend cannot score this model"
+            )
+        return logits[0].float()
 
     # -- generation for failing samples -------------------------------------------------------
 
