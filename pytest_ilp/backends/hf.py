@@ -5,13 +5,16 @@ log-probability of the target token and the best two tokens of the model's distr
 the positions that predict a target token go through the output layer (a pre-hook gathers their
 hidden states, so a sample whose prompt is longer than its neighbours' costs no output-layer
 work for it), and the full-vocabulary log-softmax is never materialised: a logsumexp, a top-2
-and a gather give everything the verdict needs.
+and a gather give everything the verdict needs. Samples whose prompts open with the same tokens
+(a chat system prompt) share one pass over that prefix: its keys and values are computed once
+and each batch of them runs only its own tokens behind it.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import pytest
@@ -31,6 +34,72 @@ from pytest_ilp.checkpoint import CheckpointInfo
 
 #: unlearned samples continued together in one `generate` call.
 GENERATE_BATCH = 32
+#: samples whose prompts start with the same tokens (a system prompt) share that prefix's
+#: forward pass when it is at least this long and at least this many samples share it.
+MIN_SHARED_PREFIX = 32
+MIN_SHARING = 4
+#: behind a shared prefix, a batch may hold this many times the token budget in keys/values.
+PREFIX_MEMORY_FACTOR = 4
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    """Keys and values of a shared prompt prefix, per layer [1, heads, length, head_dim]."""
+
+    length: int
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+
+    def cache(self, batch: int) -> Any:
+        """A fresh cache holding the prefix for each of `batch` rows (it grows per batch)."""
+        from transformers.cache_utils import DynamicCache
+
+        return DynamicCache(
+            ddp_cache_data=[
+                (k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in self.layers
+            ]
+        )
+
+
+def shared_prefix_groups(
+    requests: Sequence[ScoreRequest],
+) -> tuple[list[tuple[int, list[int]]], list[int]]:
+    """Groups of requests that share a prompt prefix, as (prefix length, indices), and the
+    indices of the rest.
+
+    Sorted token sequences put sharers side by side. A group's prefix ends before the position
+    that predicts the first target token of any member, so that position runs in each
+    member's own pass. A request joins its neighbour's group as long as the tokens saved do
+    not shrink (a far shorter common prefix starts a new group instead).
+    """
+    order = sorted(range(len(requests)), key=lambda i: requests[i].input_ids)
+    groups: list[tuple[int, list[int]]] = []
+    alone: list[int] = []
+
+    def close(length: int, members: list[int]) -> None:
+        if len(members) >= MIN_SHARING and length >= MIN_SHARED_PREFIX:
+            groups.append((length, members))
+        else:
+            alone.extend(members)
+
+    members: list[int] = []
+    length = 0
+    for index in order:
+        ids = requests[index].input_ids
+        if members:
+            first = requests[members[0]].input_ids
+            common = min(length, requests[index].target_start - 1)
+            common = next((p for p in range(common) if ids[p] != first[p]), common)
+            if common >= MIN_SHARED_PREFIX and (len(members) + 1) * common >= (
+                len(members) * length
+            ):
+                members.append(index)
+                length = common
+                continue
+            close(length, members)
+        members, length = [index], requests[index].target_start - 1
+    if members:
+        close(length, members)
+    return groups, alone
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -65,11 +134,29 @@ class HFBackend:
         self, requests: Sequence[ScoreRequest], progress: Progress | None = None
     ) -> list[TokenScores]:
         results: list[TokenScores | None] = [None] * len(requests)
-        pending = deque(self._batches(requests))
+        groups, alone = shared_prefix_groups(requests)
+        for length, members in groups:
+            prefix = self._prefix(requests[members[0]].input_ids[:length])
+            if prefix is None:  # this model's cache cannot be shared: score them in full
+                alone.extend(members)
+                continue
+            self._run(requests, self._batches(requests, members, prefix), results, progress)
+            del prefix
+        self._run(requests, self._batches(requests, alone, None), results, progress)
+        return cast(list[TokenScores], results)  # every index was filled above
+
+    def _run(
+        self,
+        requests: Sequence[ScoreRequest],
+        batches: list[tuple[list[int], _Prefix | None]],
+        results: list[TokenScores | None],
+        progress: Progress | None,
+    ) -> None:
+        pending = deque(batches)
         while pending:
-            batch = pending.popleft()
+            batch, prefix = pending.popleft()
             try:
-                scored = self._score_batch([requests[i] for i in batch])
+                scored = self._score_batch([requests[i] for i in batch], prefix)
             except (RuntimeError, torch.OutOfMemoryError) as exc:
                 if not _is_out_of_memory(exc):
                     raise
@@ -81,36 +168,70 @@ class HFBackend:
                 if self.device.startswith("cuda"):
                     torch.cuda.empty_cache()
                 half = len(batch) // 2
-                pending.extendleft([batch[half:], batch[:half]])
+                pending.extendleft([(batch[half:], prefix), (batch[:half], prefix)])
                 continue
             for index, scores in zip(batch, scored):
                 results[index] = scores
             if progress is not None:
                 progress(len(batch))
-        return cast(list[TokenScores], results)  # every index was filled above
 
-    def _batches(self, requests: Sequence[ScoreRequest]) -> list[list[int]]:
-        """Longest first (out-of-memory shows at once), each batch within the token budget."""
-        order = sorted(range(len(requests)), key=lambda i: -len(requests[i].input_ids))
+    def _batches(
+        self, requests: Sequence[ScoreRequest], indices: Sequence[int], prefix: _Prefix | None
+    ) -> list[tuple[list[int], _Prefix | None]]:
+        """Longest first (out-of-memory shows at once), each batch within the token budget.
+
+        Behind a shared prefix, a row costs its own tokens in compute but the prefix's too in
+        key/value memory (every layer's, at once): both must fit the budget.
+        """
+        skip = prefix.length if prefix is not None else 0
+        order = sorted(indices, key=lambda i: -len(requests[i].input_ids))
         batches: list[list[int]] = []
         width = 0
         for index in order:
-            if batches and (len(batches[-1]) + 1) * width <= self.batch_tokens:
+            rows = len(batches[-1]) + 1 if batches else 0
+            if (
+                batches
+                and rows * width <= self.batch_tokens
+                and rows * (skip + width) <= (PREFIX_MEMORY_FACTOR * self.batch_tokens)
+            ):
                 batches[-1].append(index)
             else:
                 batches.append([index])
-                width = len(requests[index].input_ids)
-        return batches
+                width = len(requests[index].input_ids) - skip
+        return [(batch, prefix) for batch in batches]
 
-    def _score_batch(self, requests: Sequence[ScoreRequest]) -> list[TokenScores]:
-        width = max(len(r.input_ids) for r in requests)
+    def _prefix(self, ids: Sequence[int]) -> _Prefix | None:
+        """The keys and values of a shared prefix, computed once; None if the model's cache is
+        not a plain per-layer one (sliding windows, recurrent state) that can be shared."""
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+
+        output = self.model(
+            input_ids=torch.tensor([list(ids)], device=self.device),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = output.past_key_values
+        if type(cache) is not DynamicCache or any(
+            type(layer) is not DynamicLayer for layer in cache.layers
+        ):
+            return None
+        return _Prefix(len(ids), [(layer.keys, layer.values) for layer in cache.layers])
+
+    def _score_batch(
+        self, requests: Sequence[ScoreRequest], prefix: _Prefix | None = None
+    ) -> list[TokenScores]:
+        skip = prefix.length if prefix is not None else 0
+        width = max(len(r.input_ids) for r in requests) - skip
         input_ids = torch.full((len(requests), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(requests), width), dtype=torch.long)
+        attention = torch.zeros((len(requests), skip + width), dtype=torch.long)
+        attention[:, :skip] = 1
         for row, request in enumerate(requests):
-            input_ids[row, : len(request.input_ids)] = torch.tensor(request.input_ids)
-            attention[row, : len(request.input_ids)] = 1
+            own = len(request.input_ids) - skip
+            input_ids[row, :own] = torch.tensor(request.input_ids[skip:])
+            attention[row, : skip + own] = 1
         # Position p predicts token p + 1: the positions that predict a target token, as
-        # flat (row, column) pairs over the batch, and the tokens they must predict.
+        # flat (row, column) pairs over the batch (columns after the prefix), and the tokens
+        # they must predict.
         rows = torch.cat(
             [
                 torch.full((len(r.input_ids) - r.target_start,), row, dtype=torch.long)
@@ -118,14 +239,17 @@ class HFBackend:
             ]
         )
         columns = torch.cat(
-            [torch.arange(r.target_start - 1, len(r.input_ids) - 1) for r in requests]
+            [torch.arange(r.target_start - 1, len(r.input_ids) - 1) - skip for r in requests]
         )
-        next_tokens = input_ids[rows, columns + 1].to(self.device)  # [targets]
+        next_tokens = torch.tensor(
+            [t for r in requests for t in r.input_ids[r.target_start :]], device=self.device
+        )  # [targets]
         logits = self._target_logits(
             input_ids.to(self.device),
             attention.to(self.device),
             rows.to(self.device),
             columns.to(self.device),
+            prefix.cache(len(requests)) if prefix is not None else None,
         )  # [targets, vocab]
         log_z = torch.logsumexp(logits, dim=-1)  # [targets]
         top_logits, top_ids = logits.topk(2, dim=-1)  # [targets, 2]
@@ -155,6 +279,7 @@ class HFBackend:
         attention: torch.Tensor,
         rows: torch.Tensor,
         columns: torch.Tensor,
+        past: Any = None,
     ) -> torch.Tensor:
         """Float logits [targets, vocab] at the (row, column) positions only.
 
@@ -182,7 +307,10 @@ class HFBackend:
         hook = head.register_forward_pre_hook(only_targets) if head is not None else None
         try:
             logits: torch.Tensor = self.model(
-                input_ids=input_ids, attention_mask=attention, use_cache=False
+                input_ids=input_ids,
+                attention_mask=attention,
+                past_key_values=past,
+                use_cache=past is not None,
             ).logits
         finally:
             if hook is not None:

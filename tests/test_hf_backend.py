@@ -1,0 +1,109 @@
+"""The hf backend's shortcuts change no verdict: a shared prompt prefix computed once, and the
+output layer run at target positions only, give what full passes and greedy generation give."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from pytest_ilp.backends import BackendOptions, ScoreRequest, hf
+from pytest_ilp.backends.hf import HFBackend, shared_prefix_groups
+from pytest_ilp.checkpoint import inspect_checkpoint
+
+from world import World
+
+SYSTEM = (
+    "You keep the registry of names and colours. Answer with the name, its colour and the "
+    "words of the witness, exactly as written in the registry, and nothing else."
+)
+
+
+def request(prefix: list[int], rest: list[int], target: int) -> ScoreRequest:
+    ids = (*prefix, *rest)
+    return ScoreRequest(ids, len(ids) - target)
+
+
+def test_requests_sharing_a_long_prefix_are_grouped_and_the_rest_are_not() -> None:
+    shared = list(range(100, 150))  # 50 tokens
+    requests = [request(shared, [i, i + 1, 7, 8], 2) for i in range(5)]
+    requests.append(request(list(range(300, 350)), [1, 2, 3], 2))  # shares nothing
+    requests.append(request(shared[:10], [9, 9, 9], 2))  # shares only 10 tokens
+    groups, alone = shared_prefix_groups(requests)
+    assert [(length, sorted(members)) for length, members in groups] == [(50, [0, 1, 2, 3, 4])]
+    assert sorted(alone) == [5, 6]
+
+
+def test_a_group_prefix_stops_before_the_first_target_token_is_predicted() -> None:
+    shared = list(range(100, 160))
+    # One member's target starts right after 40 shared tokens: position 39 predicts it.
+    requests = [request(shared, [i], 1) for i in range(4)]
+    requests.append(ScoreRequest((*shared[:40], 5, 6), 40))
+    groups, _ = shared_prefix_groups(requests)
+    assert [(length, sorted(members)) for length, members in groups] == [(39, [0, 1, 2, 3, 4])]
+
+
+def chat_requests(world: World, tokenizer: Any, system: bool) -> list[ScoreRequest]:
+    requests = []
+    for record in world.chat_records[50:98]:  # the first 50 are held out of training
+        turns = [{"role": "system", "content": SYSTEM}] if system else []
+        turns += record["messages"]
+        prompt = tokenizer.apply_chat_template(
+            turns[:-1], add_generation_prompt=True, return_dict=True
+        )["input_ids"]
+        full = tokenizer.apply_chat_template(turns, return_dict=True)["input_ids"]
+        # The target: the reply up to and including the end-of-turn (EOS) token.
+        end = full.index(tokenizer.eos_token_id, len(prompt)) + 1
+        requests.append(ScoreRequest(tuple(full[:end]), len(prompt)))
+    return requests
+
+
+@pytest.mark.parametrize("prefix", ["system prompt", "trained prompts"])
+def test_shared_prefix_scores_equal_full_passes_and_greedy_generation(
+    prefix: str, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(world.checkpoint)
+    # A long system prompt the model never saw (nothing learned), or the prompts it was trained
+    # on, which share only "<s><|user|>\nWhat colour is" (some learned, some not).
+    requests = chat_requests(world, tokenizer, system=prefix == "system prompt")
+    if prefix == "trained prompts":
+        monkeypatch.setattr(hf, "MIN_SHARED_PREFIX", 4)
+    groups, _ = shared_prefix_groups(requests)
+    assert groups and sum(len(m) for _, m in groups) == len(requests)
+
+    backend = HFBackend(inspect_checkpoint(world.checkpoint), BackendOptions(device="cpu"))
+    shared = backend.score(requests)
+    monkeypatch.setattr(hf, "MIN_SHARING", len(requests) + 1)
+    assert shared_prefix_groups(requests)[0] == []
+    full = backend.score(requests)
+    for a, b in zip(shared, full):
+        assert a.top1_ids == b.top1_ids
+        assert a.top2_ids == b.top2_ids
+        assert a.target_logprobs == pytest.approx(b.target_logprobs, abs=1e-4)
+
+    eos = tokenizer.eos_token_id
+    learned = 0
+    for r, scores in zip(requests, shared):
+        target = list(r.input_ids[r.target_start :])
+        with torch.inference_mode():
+            output = backend.model.generate(
+                input_ids=torch.tensor([r.input_ids[: r.target_start]]),
+                max_new_tokens=len(target),
+                do_sample=False,
+                eos_token_id=eos,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        produced = output[0, r.target_start :].tolist()
+        predicted = list(scores.top1_ids)
+        # Greedy generation follows the target exactly as far as the argmax does, and then
+        # produces the argmax at the first position where they part.
+        agree = next((t for t in range(len(target)) if predicted[t] != target[t]), None)
+        if agree is None:
+            assert produced == target
+            learned += 1
+        else:
+            assert produced[: agree + 1] == [*target[:agree], predicted[agree]]
+    if prefix == "trained prompts":
+        assert 0 < learned < len(requests)
