@@ -2,6 +2,10 @@
 
 The failure text of one sample, the terminal summary, the JUnit properties of an item and the
 JSON report all come from here; the plugin only writes out what these functions return.
+
+The JSON report is also what travels between processes: an xdist worker sends it to the
+controller, and `python -m pytest_ilp merge` reads shard reports. So the terminal summary is
+always built from a report (`summary_of`, `gate_of`), whichever process prints it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,16 @@ from tabulate import tabulate
 
 from pytest_ilp.causes import CAUSES
 from pytest_ilp.diagnosis import Diagnosis
+from pytest_ilp.gate import (
+    Budget,
+    Decision,
+    GateResult,
+    GateSample,
+    Row,
+    Scope,
+    evaluate,
+    verdict_line,
+)
 from pytest_ilp.samples import Sample
 from pytest_ilp.signals import Signals
 from pytest_ilp.verdicts import Verdict
@@ -41,6 +55,8 @@ class SampleOutcome:
     problem: str | None = None
     diagnosis: Diagnosis | None = None
     signals: Signals | None = None
+    #: against the baseline report: "known", "regression", "fixed" or None.
+    baseline: str | None = None
 
     @property
     def cause(self) -> str | None:
@@ -62,6 +78,19 @@ class Summary:
     invalid: tuple[str, ...]
     #: unlearned samples per diagnosed cause (empty when nothing was diagnosed).
     causes: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Summary:
+        return cls(
+            samples=data["samples"],
+            learned=data["learned"],
+            unlearned=data["unlearned"],
+            must_learn=data["must_learn"],
+            must_learn_unlearned=tuple(data["must_learn_unlearned"]),
+            fragile=tuple(data["fragile"]),
+            invalid=tuple(data["invalid"]),
+            causes=dict(data.get("causes") or {}),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -116,9 +145,16 @@ def location(sample: Sample, root: Path) -> str:
 
 
 def summary_lines(
-    summary: Summary, checkpoint: str, backend: str, timing: str, fragile_margin: float
+    summary: Summary,
+    checkpoint: str,
+    backend: str,
+    timing: str,
+    fragile_margin: float,
+    gate: GateResult | None = None,
+    exitstatus: int = 0,
 ) -> list[str]:
-    """The pytest-ilp section of the terminal summary."""
+    """The pytest-ilp section of the terminal summary; with a gate, it ends in its verdict
+    line, which says where a non-zero exit status comes from when the gate passed."""
     table = tabulate(
         [
             [
@@ -134,7 +170,9 @@ def summary_lines(
         tablefmt="simple",
     )
     lines = [f"checkpoint {checkpoint} ({backend})", *table.splitlines()]
-    if summary.causes:
+    if gate is not None:
+        lines += gate_lines(gate)
+    elif summary.causes:
         rows = [
             [cause, count, f"{count / summary.samples:.1%}"]
             for cause, count in summary.causes.items()
@@ -149,7 +187,59 @@ def summary_lines(
     if summary.invalid:
         lines.append("invalid samples (see their errors): " + _ids(summary.invalid))
     lines.append(timing)
+    if gate is not None:
+        verdict = verdict_line(gate)
+        if gate.passed and exitstatus:
+            verdict += f" (exit status {exitstatus} comes from outside the gate)"
+        lines.append(verdict)
     return lines
+
+
+def gate_lines(gate: GateResult) -> list[str]:
+    """The per-cause table of each scope (count, share, budget, status) and the baseline."""
+    lines: list[str] = []
+    headed = len(gate.scopes) > 1 or any(r.scope.key for r in gate.scopes)
+    for result in gate.scopes:
+        if not gate.unlearned and not result.scope.budgets:
+            continue
+        if headed:
+            lines += ["", f"budgets of {result.scope.label}:"]
+        lines += ["", *gate_table(result.rows, gate.baseline is not None, "simple").splitlines()]
+    if lines:
+        lines.append("")
+    if gate.baseline is not None:
+        lines.append(
+            f"baseline {gate.baseline}: {len(gate.known)} known, "
+            f"{len(gate.regressions)} regressed, {len(gate.fixed)} fixed"
+        )
+        for label, ids in (
+            ("regressions (learned in the baseline, not now)", gate.regressions),
+            ("fixed (unlearned in the baseline, learned now)", gate.fixed),
+            ("known (unlearned in the baseline too, tolerated)", gate.known),
+        ):
+            if ids:
+                lines.append(f"{label}: {_ids(ids)}")
+    return lines
+
+
+def gate_table(rows: Sequence[Row], with_known: bool, tablefmt: str) -> str:
+    headers = ["cause", "unlearned", "share", "budget", "status"]
+    if with_known:
+        headers.insert(2, "known")
+    body = []
+    for row in rows:
+        cells: list[Any] = [row.name, row.count, f"{row.share:.1%}", row.budget_text, row.status]
+        if with_known:
+            cells.insert(2, row.known)
+        body.append(cells)
+    return tabulate(body, headers=headers, tablefmt=tablefmt, colalign=_colalign(with_known))
+
+
+def _colalign(with_known: bool) -> tuple[str, ...]:
+    columns = ["left", "right", "right", "left", "left"]
+    if with_known:
+        columns.insert(2, "right")
+    return tuple(columns)
 
 
 def _ids(ids: Sequence[str]) -> str:
@@ -165,8 +255,9 @@ def timing_line(computed: int, cached: int, seconds: float) -> str:
 # -- one sample --------------------------------------------------------------------------------
 
 
-def failure_text(outcome: SampleOutcome, root: Path) -> str:
-    """What a person needs to act on an unlearned sample: no traceback, just the evidence."""
+def failure_text(outcome: SampleOutcome, root: Path, decision: Decision | None = None) -> str:
+    """What a person needs to act on an unlearned sample: no traceback, just the evidence, and
+    why the gate fails it."""
     sample, verdict = outcome.sample, outcome.verdict
     assert verdict is not None and verdict.first_divergence is not None
     divergence = verdict.first_divergence
@@ -190,6 +281,8 @@ def failure_text(outcome: SampleOutcome, root: Path) -> str:
         if others:
             lines.append(f"  also:      {', '.join(others)}")
         lines.append(f"  fix:       {diagnosis.suggestion}")
+    if decision is not None and decision.reason:
+        lines.append(f"  gate:      {decision.reason}")
     if verdict.note:
         lines.append(f"  note: {verdict.note}")
     return "\n".join(lines)
@@ -215,8 +308,11 @@ def _quote(text: str, limit: int = SHOWN_CHARS) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def item_properties(outcome: SampleOutcome) -> list[tuple[str, object]]:
-    """Per-item figures for `user_properties`, so JUnit XML (and xdist) carry them."""
+def item_properties(
+    outcome: SampleOutcome, decision: Decision | None = None, row: Row | None = None
+) -> list[tuple[str, object]]:
+    """Per-item figures for `user_properties`, so JUnit XML (and xdist) carry them: the verdict,
+    the diagnosis, the gate's decision and the figures of the cause's budget."""
     properties: list[tuple[str, object]] = [
         ("ilp_sample_id", outcome.sample.id),
         ("ilp_must_learn", outcome.must_learn),
@@ -239,6 +335,18 @@ def item_properties(outcome: SampleOutcome) -> list[tuple[str, object]]:
             ("ilp_evidence", outcome.diagnosis.evidence),
             ("ilp_suggestion", outcome.diagnosis.suggestion),
         ]
+    if decision is not None:
+        properties.append(("ilp_gate", decision.outcome))
+        if decision.reason:
+            properties.append(("ilp_gate_reason", decision.reason))
+    if row is not None and not verdict.learned:
+        properties += [
+            ("ilp_cause_unlearned", row.count),
+            ("ilp_cause_share", round(row.share, 4)),
+            ("ilp_cause_budget", row.budget_text),
+        ]
+    if outcome.baseline is not None:
+        properties.append(("ilp_baseline", outcome.baseline))
     return properties
 
 
@@ -252,19 +360,27 @@ def json_report(
     backend: str,
     fragile_margin: float,
     root: Path,
+    gate: GateResult | None = None,
+    shard: str | None = None,
 ) -> dict[str, Any]:
     """The `--ilp-report` document (schema 1, documented in the README)."""
-    return {
+    document = {
         "schema": REPORT_SCHEMA,
         "checkpoint": str(checkpoint),
         "backend": backend,
         "fragile_margin": fragile_margin,
-        "samples": [_sample_record(o, fragile_margin, root) for o in outcomes],
+        "samples": [_sample_record(o, fragile_margin, root, gate) for o in outcomes],
         "summary": summary.as_dict(),
+        "shard": shard,
     }
+    if gate is not None:
+        document["gate"] = gate.to_dict()
+    return document
 
 
-def _sample_record(outcome: SampleOutcome, fragile_margin: float, root: Path) -> dict[str, Any]:
+def _sample_record(
+    outcome: SampleOutcome, fragile_margin: float, root: Path, gate: GateResult | None
+) -> dict[str, Any]:
     sample, verdict = outcome.sample, outcome.verdict
     record: dict[str, Any] = {
         "id": sample.id,
@@ -310,7 +426,52 @@ def _sample_record(outcome: SampleOutcome, fragile_margin: float, root: Path) ->
         record.update(outcome.diagnosis.to_dict())
     if outcome.signals is not None:
         record["signals"] = signals_record(outcome.signals)
+    if gate is not None:
+        decision = gate.decision(sample.id)
+        record.update(
+            gate=decision.outcome,
+            gate_reason=decision.reason or None,
+            gate_scopes=gate.scopes_of(sample.id),
+            baseline=outcome.baseline,
+        )
     return record
+
+
+# -- reading reports back ----------------------------------------------------------------------
+
+
+def summary_of(document: Mapping[str, Any]) -> Summary:
+    return Summary.from_dict(document["summary"])
+
+
+def gate_of(document: Mapping[str, Any]) -> GateResult | None:
+    """Evaluate the gate again from a report: its samples' verdicts, causes, must-learn flags,
+    baseline comparisons and scopes, and its scopes' budgets. None for a report without a gate
+    (written by a pytest-ilp without one)."""
+    recorded = document.get("gate")
+    if recorded is None:
+        return None
+    samples: dict[str, GateSample] = {}
+    members: dict[str, list[str]] = {s["scope"]: [] for s in recorded["scopes"]}
+    for record in document["samples"]:
+        samples[record["id"]] = GateSample(
+            id=record["id"],
+            learned=record["learned"],
+            cause=record.get("cause"),
+            must_learn=bool(record.get("must_learn")),
+            baseline=record.get("baseline"),
+        )
+        for key in record.get("gate_scopes") or []:
+            members.setdefault(key, []).append(record["id"])
+    scopes = [
+        Scope(
+            key=s["scope"],
+            budgets={name: Budget.from_dict(b) for name, b in s["budgets"].items()},
+            sample_ids=tuple(members[s["scope"]]),
+        )
+        for s in recorded["scopes"]
+    ]
+    return evaluate(samples, scopes, strict=bool(recorded["strict"]), baseline=recorded["baseline"])
 
 
 def signals_record(signals: Signals) -> dict[str, Any]:
