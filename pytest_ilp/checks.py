@@ -9,8 +9,10 @@ from contextvars import ContextVar
 import pytest
 
 from pytest_ilp.errors import NotLearned
+from pytest_ilp.gate import Decision, Row
 from pytest_ilp.report import SampleOutcome, item_properties
 from pytest_ilp.samples import Sample
+from pytest_ilp.scopes import threshold_scope
 from pytest_ilp.session import STATE_KEY
 from pytest_ilp.verdicts import Verdict
 
@@ -31,7 +33,32 @@ def running(item: pytest.Item) -> Iterator[None]:
 def record_properties(item: pytest.Item, outcome: SampleOutcome) -> None:
     """Put the sample's figures on the item's report (JUnit XML properties), once."""
     if not any(name == "ilp_sample_id" for name, _ in item.user_properties):
-        item.user_properties.extend(item_properties(outcome))
+        decision, row = gate_decision(item, outcome)
+        item.user_properties.extend(item_properties(outcome, decision, row))
+
+
+def gate_decision(item: pytest.Item, outcome: SampleOutcome) -> tuple[Decision | None, Row | None]:
+    """The gate's decision on the item's sample within the item's scope, and its cause's row."""
+    gate = item.config.stash[STATE_KEY].gate
+    if gate is None:
+        return None, None
+    scope, _ = threshold_scope(item)
+    row = gate.row(scope, outcome.cause) if outcome.cause is not None else None
+    return gate.decision(outcome.sample.id, scope), row
+
+
+def enforce(item: pytest.Item, outcome: SampleOutcome) -> None:
+    """Fail the item when its sample is unlearned and the gate fails it; when the gate tolerates
+    it, report the item as xfailed (imperatively, so `xfail_strict` does not turn it into a
+    failure) with the cause, the count and the budget as the reason."""
+    verdict = outcome.verdict
+    assert verdict is not None
+    if verdict.learned:
+        return
+    decision, _ = gate_decision(item, outcome)
+    if decision is not None and decision.tolerated:
+        pytest.xfail(decision.reason)
+    raise NotLearned(verdict)
 
 
 def assert_learned(sample: Sample | Verdict) -> Verdict:
@@ -43,20 +70,32 @@ def assert_learned(sample: Sample | Verdict) -> Verdict:
         def test_learned_with_room(ilp_sample):
             verdict = pytest_ilp.assert_learned(ilp_sample)
             assert verdict.margin > 1.0
+
+    Inside a pytest-ilp run it applies the CI gate: an unlearned sample whose cause is within
+    its budget makes the test xfail instead of fail (see the README, "CI gate").
     """
+    item = _running.get()
+    state = item.config.stash.get(STATE_KEY, None) if item is not None else None
     if isinstance(sample, Verdict):
         verdict = sample
+        outcome = None
+        # The session's own verdict (the ilp_verdict fixture's) goes through the gate.
+        session_verdicts = state.result.verdicts if state and state.result else {}
+        if session_verdicts.get(verdict.sample_id) == verdict:
+            assert state is not None
+            outcome = state.outcome(state.samples[verdict.sample_id])
     else:
-        item = _running.get()
-        if item is None or STATE_KEY not in item.config.stash:
+        if item is None or state is None:
             raise RuntimeError(
                 "assert_learned(sample) works inside a test run with --ilp-checkpoint; "
                 "pass the test's ilp_verdict instead to use it elsewhere"
             )
-        outcome = item.config.stash[STATE_KEY].outcome(sample)
+        outcome = state.outcome(sample)
         assert outcome.verdict is not None
         verdict = outcome.verdict
+    if item is not None and outcome is not None:
         record_properties(item, outcome)
-    if not verdict.learned:
+        enforce(item, outcome)
+    elif not verdict.learned:
         raise NotLearned(verdict)
     return verdict

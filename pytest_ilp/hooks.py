@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from pytest_ilp.diagnosis import Diagnosis
     from pytest_ilp.samples import Sample
     from pytest_ilp.signals import Signals
@@ -40,4 +42,18 @@ def pytest_ilp_diagnose(
     :param signals: the evidence (`pytest_ilp.signals.Signals`): base model, history,
         near-duplicates, rarity, training log; parts are None when their input is missing.
     :param config: the pytest config.
+    """
+
+
+@pytest.hookspec
+def pytest_ilp_causes(config: pytest.Config) -> Sequence[str] | None:
+    """Name the causes of your own that your `pytest_ilp_diagnose` implementation may return.
+
+    Budgets (`ilp_threshold`, `--ilp-threshold`, ilp.yaml `thresholds:`) may name only known
+    causes, so that a misspelt name is an error rather than a budget that never applies. The
+    built-in causes are known; declare yours here (checked once collection is done, before any
+    model runs)::
+
+        def pytest_ilp_causes():
+            return ["arithmetic"]
     """

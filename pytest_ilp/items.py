@@ -10,18 +10,23 @@ must-learn (record field or ilp.yaml selector), so `-m ilp` and `-m must_learn` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _pytest._code.code import ExceptionInfo, TerminalRepr
 
-from pytest_ilp.checks import record_properties
+from pytest_ilp.checks import enforce, gate_decision, record_properties
 from pytest_ilp.errors import IlpDataError, NotLearned, SampleProblem
-from pytest_ilp.report import SampleOutcome, failure_text, problem_text
+from pytest_ilp.gate import Budget, unknown_names
+from pytest_ilp.report import failure_text, problem_text
 from pytest_ilp.samples import Sample, expand_data_paths
+from pytest_ilp.scopes import threshold_scope
 from pytest_ilp.session import STATE_KEY, IlpSession
+from pytest_ilp.settings import Settings, budgets_for
+from pytest_ilp.shards import Shard
 
 SAMPLE_KEY = pytest.StashKey[Sample]()
 
@@ -85,9 +90,7 @@ class IlpSampleItem(pytest.Item):
     def runtest(self) -> None:
         outcome = self.config.stash[STATE_KEY].outcome(self.sample)
         record_properties(self, outcome)
-        assert outcome.verdict is not None
-        if not outcome.verdict.learned:
-            raise NotLearned(outcome.verdict)
+        enforce(self, outcome)
 
     def repr_failure(
         self, excinfo: ExceptionInfo[BaseException], style: Any = None
@@ -106,14 +109,88 @@ def ilp_failure_text(item: pytest.Item, error: BaseException) -> str | None:
     session = item.config.stash[STATE_KEY]
     if isinstance(error, NotLearned):
         sample = session.samples.get(error.verdict.sample_id)
-        if sample is None:
+        if sample is None or session.result is None:
             return None
-        must_learn = session.in_scope.get(sample.id, False) or is_must_learn(item)
-        return failure_text(SampleOutcome(sample, must_learn, error.verdict), session.rootpath)
+        outcome = session.outcome(sample)
+        if outcome.verdict != error.verdict:  # a verdict of the caller's own making
+            outcome = replace(outcome, verdict=error.verdict, diagnosis=None)
+        must_learn = outcome.must_learn or is_must_learn(item)
+        decision, _ = gate_decision(item, outcome)
+        return failure_text(replace(outcome, must_learn=must_learn), session.rootpath, decision)
     sample = sample_of(item)
     if isinstance(error, SampleProblem) and sample is not None:
         return problem_text(sample, str(error), session.rootpath)
     return None
+
+
+def select_shard(config: pytest.Config, items: list[pytest.Item], shard: Shard) -> None:
+    """Keep the sample items of this shard (and every item that checks no sample)."""
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        sample = sample_of(item)
+        (keep if sample is None or shard.holds(sample.id) else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+BudgetScopes = dict[str, tuple[Mapping[str, Budget], list[str]]]
+RUN_BUDGETS = "--ilp-threshold / ilp.yaml thresholds / ini ilp_threshold"
+
+
+def budget_scopes(
+    items: Sequence[pytest.Item], settings: Settings, valid: Sequence[str]
+) -> BudgetScopes:
+    """The budget scopes of the sample items: key -> (budgets, sample ids in item order).
+
+    Raises `pytest.UsageError` for a budget that names no known cause (`valid`), a bad budget
+    value, or two items of one scope with different budgets.
+    """
+    check_budget_names(settings.budgets, RUN_BUDGETS, valid, pytest.UsageError)
+    scopes: BudgetScopes = {}
+    seen: set[tuple[str, str]] = set()  # a list's `in` would make this quadratic in items
+    for item in items:
+        sample = sample_of(item)
+        if sample is None:
+            continue
+        key, budgets = item_budgets(item, settings, valid, pytest.UsageError)
+        if key not in scopes:
+            scopes[key] = (budgets, [])
+        elif scopes[key][0] != budgets:
+            raise pytest.UsageError(
+                f"{item.nodeid}: its ilp_threshold budgets differ from those of the other "
+                f"samples of {key}; put the marker on the test function, class or module"
+            )
+        if (key, sample.id) not in seen:
+            seen.add((key, sample.id))
+            scopes[key][1].append(sample.id)
+    # The run's own budgets first, then the markers' scopes in item order.
+    return dict(sorted(scopes.items(), key=lambda scope: scope[0] != ""))
+
+
+def item_budgets(
+    node: pytest.Item, settings: Settings, valid: Sequence[str], error: type[Exception]
+) -> tuple[str, dict[str, Budget]]:
+    """A node's scope key and budgets, its markers checked; a problem raises `error`."""
+    try:
+        key, markers = threshold_scope(node)
+        for where, kwargs in markers:
+            check_budget_names(kwargs, where, valid, error)
+        return key, budgets_for(settings, markers)
+    except pytest.UsageError as exc:
+        raise error(str(exc)) from None
+
+
+def check_budget_names(
+    names: Iterable[str], where: str, valid: Sequence[str], error: type[Exception]
+) -> None:
+    unknown = unknown_names(names, valid)
+    if unknown:
+        raise error(
+            f"{where}: unknown cause(s) {', '.join(unknown)}; budgets may name "
+            f"{', '.join(valid)} (a pytest_ilp_causes hook declares causes of your own)"
+        )
 
 
 def parametrize_samples(metafunc: pytest.Metafunc, session: IlpSession) -> None:

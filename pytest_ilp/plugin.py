@@ -8,7 +8,8 @@ checkpoint configured every hook returns at once.
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
+import os
+from collections.abc import Generator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -18,31 +19,35 @@ import pytest
 from pytest_ilp import hooks, settings
 from pytest_ilp.checks import record_properties, running
 from pytest_ilp.diagnosis import Diagnosis, diagnose
+from pytest_ilp.gate import valid_names
 from pytest_ilp.items import (
+    RUN_BUDGETS,
     IlpDataFile,
     IlpDatasetDir,
+    budget_scopes,
+    check_budget_names,
     ilp_failure_text,
     is_must_learn,
+    item_budgets,
     parametrize_samples,
     sample_of,
+    select_shard,
 )
-from pytest_ilp.report import (
-    json_report,
-    relative,
-    summarize,
-    summary_lines,
-    timing_line,
-)
+from pytest_ilp.outputs import gate_exit_status, run_output, terminal_lines, write_files
+from pytest_ilp.report import json_report, relative, summarize
 from pytest_ilp.samples import Sample
+from pytest_ilp.scopes import MARKER_LINE
 from pytest_ilp.session import STATE_KEY, IlpSession, progress_reporter
 from pytest_ilp.signals import Signals
 from pytest_ilp.verdicts import Verdict
+from pytest_ilp.xdist import IlpXdist, is_worker, run_cache_of, send_to_controller
 
 MARKERS = (
     "ilp: a pytest-ilp sample test (set on every sample item)",
     "must_learn: the sample(s) of this test must be learned; an unlearned one always fails",
     "ilp_dataset(*paths): parametrize this test's ilp_sample fixture over the samples of these "
     "data files or folders (relative to the test file)",
+    MARKER_LINE,
 )
 
 
@@ -71,9 +76,13 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     cache = getattr(config, "cache", None)
     cache_root = cache.mkdir("ilp") if cache is not None else None
-    session = IlpSession.create(resolved, config.rootpath, cache_root)
+    # Causes declared by plugins and the conftests loaded at startup are known by now.
+    check_budget_names(resolved.budgets, RUN_BUDGETS, _budget_names(config), pytest.UsageError)
+    session = IlpSession.create(resolved, config.rootpath, cache_root, run_cache_of(config))
     config.stash[STATE_KEY] = session
     _add_data_to_args(config, session.data_files)
+    if config.pluginmanager.hasplugin("xdist") and not is_worker(config):
+        config.pluginmanager.register(IlpXdist(config), "ilp-xdist")
 
 
 def _add_data_to_args(config: pytest.Config, data_files: list[Path]) -> None:
@@ -123,9 +132,30 @@ def _nodeid(parent: pytest.Collector, path: Path) -> str | None:
     return Path(relative(path, root)).as_posix()
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.settings.shard is not None:
+        select_shard(config, items, state.settings.shard)
+
+
+def _budget_names(config: pytest.Config) -> Sequence[str]:
+    declared: list[Sequence[str] | None] = config.hook.pytest_ilp_causes(config=config)
+    return valid_names(name for names in declared for name in names or ())
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     session = metafunc.config.stash.get(STATE_KEY, None)
     if session is not None and "ilp_sample" in metafunc.fixturenames:
+        # A bad ilp_threshold marker is a collection error of its test, as pytest's own
+        # marker errors are (and the only kind of error an xdist worker reports cleanly).
+        config = metafunc.config
+        item_budgets(
+            metafunc.definition,
+            session.settings,
+            _budget_names(config),
+            pytest.Collector.CollectError,
+        )
         parametrize_samples(metafunc, session)
 
 
@@ -157,6 +187,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
 
     with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
         state.score(scope, log, progress_reporter(log), diagnoser)
+    state.apply_gate(budget_scopes(session.items, state.settings, _budget_names(config)))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -179,35 +210,46 @@ def pytest_runtest_makereport(
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     state = config.stash.get(STATE_KEY, None)
-    if state is None or state.result is None:
+    if state is None or state.final is None or is_worker(config):
         return
-    result = state.result
-    lines = summary_lines(
-        summarize(state.outcomes(), state.settings.fragile_margin),
-        checkpoint=relative(state.settings.checkpoint, config.rootpath),
-        backend=result.backend,
-        timing=timing_line(result.computed, result.cached, result.seconds),
-        fragile_margin=state.settings.fragile_margin,
-    )
     terminalreporter.write_sep("=", "pytest-ilp")
-    for line in lines:
+    for line in terminal_lines(state.final, state.settings, config.rootpath, state.exitstatus or 0):
         terminalreporter.write_line(line)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    state = session.config.stash.get(STATE_KEY, None)
-    if state is None or state.settings.report is None:
+    """Gather the run's output; a worker sends it to the controller, the controller (or a run
+    without xdist) sets the exit status by the gate and writes the files."""
+    config = session.config
+    state = config.stash.get(STATE_KEY, None)
+    if state is None:
         return
-    outcomes = state.outcomes() if state.result is not None else []
-    document = json_report(
-        outcomes,
-        summarize(outcomes, state.settings.fragile_margin),
-        checkpoint=state.settings.checkpoint,
-        backend=state.result.backend if state.result is not None else state.settings.backend,
-        fragile_margin=state.settings.fragile_margin,
-        root=session.config.rootpath,
-    )
+    state.final = output = run_output(state)
+    if is_worker(config):
+        if output is not None:
+            send_to_controller(config, output)
+        return
+    if output is None:
+        _write_empty_report(state, config.rootpath)
+        return
+    state.exitstatus = gate_exit_status(session, output)
+    write_files(output, state.settings, config.rootpath, os.environ)
+
+
+def _write_empty_report(state: IlpSession, root: Path) -> None:
+    """Nothing was scored (nothing selected, or --collect-only): the report says so."""
     path = state.settings.report
+    if path is None:
+        return
+    document = json_report(
+        [],
+        summarize([], state.settings.fragile_margin),
+        checkpoint=state.settings.checkpoint,
+        backend=state.settings.backend,
+        fragile_margin=state.settings.fragile_margin,
+        root=root,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 

@@ -5,18 +5,22 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_ilp.backends import Progress
+from pytest_ilp.baseline import Baseline, BaselineError, load_baseline
 from pytest_ilp.cache import ScoreCache
 from pytest_ilp.checkpoint import CheckpointInfo, inspect_checkpoint
 from pytest_ilp.diagnosis import Diagnosis
 from pytest_ilp.errors import IlpDataError, SampleProblem
-from pytest_ilp.report import SampleOutcome
+from pytest_ilp.export import remediation_records
+from pytest_ilp.gate import GateResult, GateSample, Scope, compare_with_baseline, evaluate
+from pytest_ilp.report import SampleOutcome, json_report, relative, summarize
 from pytest_ilp.samples import Sample, expand_data_paths, load_samples
 from pytest_ilp.scoring import IncompatibleTokenizer, Job, ScoringResult, score_samples
 from pytest_ilp.settings import Settings, Stage
@@ -66,9 +70,26 @@ class IlpSession:
     diagnoses: dict[str, Diagnosis] = field(default_factory=dict)
     #: samples of the selected items, in item order, with their must-learn flag.
     in_scope: dict[str, bool] = field(default_factory=dict)
+    baseline: Baseline | None = None
+    #: the gate's decisions, once scoring and diagnosis are done.
+    gate: GateResult | None = None
+    #: on an xdist controller: each worker's output, by worker id.
+    received: dict[str, RunOutput] = field(default_factory=dict)
+    #: the run's output, once the session finished (what the summary and the files show).
+    final: RunOutput | None = None
+    #: the exit status the session ends with, once the gate has had its say.
+    exitstatus: int | None = None
 
     @classmethod
-    def create(cls, settings: Settings, rootpath: Path, cache_root: Path | None) -> IlpSession:
+    def create(
+        cls,
+        settings: Settings,
+        rootpath: Path,
+        cache_root: Path | None,
+        run_cache: Path | None = None,
+    ) -> IlpSession:
+        """`run_cache`: a cache folder shared by the processes of this run only (xdist workers
+        with the persistent cache off), so that they still score each sample once."""
         checkpoint = inspect_checkpoint(
             settings.checkpoint, adapter_base=settings.backend_options.adapter_base
         )
@@ -80,7 +101,10 @@ class IlpSession:
             train_log = read_train_log(settings.train_log) if settings.train_log else None
         except IlpDataError as exc:
             raise pytest.UsageError(f"--ilp-train-log: {exc}") from None
-        cache = ScoreCache(cache_root) if settings.use_cache and cache_root else None
+        if settings.use_cache and cache_root is not None:
+            cache: ScoreCache | None = ScoreCache(cache_root)
+        else:
+            cache = ScoreCache(run_cache) if run_cache is not None else None
         return cls(
             settings,
             checkpoint,
@@ -93,6 +117,7 @@ class IlpSession:
                 for stage in settings.history
             ],
             train_log=train_log,
+            baseline=_baseline(settings),
         )
 
     def samples_of(self, path: Path) -> list[Sample]:
@@ -224,27 +249,125 @@ class IlpSession:
         problem = self.result.problems.get(sample.id)
         if problem is not None:
             raise SampleProblem(problem)
+        verdict = self.result.verdicts[sample.id]
         return SampleOutcome(
             sample,
             must_learn=self.in_scope.get(sample.id, sample.must_learn),
-            verdict=self.result.verdicts[sample.id],
+            verdict=verdict,
             diagnosis=self.diagnoses.get(sample.id),
+            baseline=self._compared(sample.id, verdict.learned),
         )
 
     def outcomes(self) -> list[SampleOutcome]:
         """Every sample in scope, in item order."""
         assert self.result is not None
-        return [
-            SampleOutcome(
-                self.samples[sample_id],
-                must_learn=must_learn,
-                verdict=self.result.verdicts.get(sample_id),
-                problem=self.result.problems.get(sample_id),
-                diagnosis=self.diagnoses.get(sample_id),
-                signals=self.signals.get(sample_id),
+        outcomes = []
+        for sample_id, must_learn in self.in_scope.items():
+            verdict = self.result.verdicts.get(sample_id)
+            outcomes.append(
+                SampleOutcome(
+                    self.samples[sample_id],
+                    must_learn=must_learn,
+                    verdict=verdict,
+                    problem=self.result.problems.get(sample_id),
+                    diagnosis=self.diagnoses.get(sample_id),
+                    signals=self.signals.get(sample_id),
+                    baseline=self._compared(sample_id, verdict.learned if verdict else None),
+                )
             )
-            for sample_id, must_learn in self.in_scope.items()
-        ]
+        return outcomes
+
+    def _compared(self, sample_id: str, learned: bool | None) -> str | None:
+        if self.baseline is None or sample_id not in self.baseline.learned:
+            return None
+        return compare_with_baseline(learned, self.baseline.learned[sample_id])
+
+    def apply_gate(self, scopes: Mapping[str, tuple[Mapping[str, Any], Sequence[str]]]) -> None:
+        """Decide every sample in scope: `scopes` maps each scope key to its budgets and the ids
+        of its samples (see `gate.evaluate`)."""
+        samples = {
+            o.sample.id: GateSample(
+                id=o.sample.id,
+                learned=o.verdict.learned if o.verdict is not None else None,
+                cause=o.cause,
+                must_learn=o.must_learn,
+                baseline=o.baseline,
+            )
+            for o in self.outcomes()
+        }
+        self.gate = evaluate(
+            samples,
+            [Scope(key, budgets, tuple(ids)) for key, (budgets, ids) in scopes.items()],
+            strict=self.settings.strict,
+            baseline=None if self.baseline is None else relative(self.baseline.path, self.rootpath),
+        )
+
+    def output(self) -> RunOutput:
+        """What this run produced, as plain data (what an xdist worker sends its controller)."""
+        assert self.result is not None
+        outcomes = self.outcomes()
+        settings = self.settings
+        report = json_report(
+            outcomes,
+            summarize(outcomes, settings.fragile_margin),
+            checkpoint=settings.checkpoint,
+            backend=self.result.backend,
+            fragile_margin=settings.fragile_margin,
+            root=self.rootpath,
+            gate=self.gate,
+            shard=str(settings.shard) if settings.shard is not None else None,
+        )
+        return RunOutput(
+            report=report,
+            export=remediation_records(outcomes, self.gate, self.rootpath)
+            if settings.export is not None
+            else [],
+            computed=self.result.computed,
+            cached=self.result.cached,
+            seconds=self.result.seconds,
+        )
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    """The JSON report of a run, its remediation export and its scoring figures."""
+
+    report: dict[str, Any]
+    export: list[dict[str, Any]]
+    #: samples scored on the checkpoint under test, read from the cache, and the seconds it took.
+    computed: int
+    cached: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "report": self.report,
+            "export": self.export,
+            "computed": self.computed,
+            "cached": self.cached,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunOutput:
+        return cls(**data)
+
+
+def _baseline(settings: Settings) -> Baseline | None:
+    path = settings.baseline
+    if path is None:
+        return None
+    if not path.exists():
+        if settings.update_baseline:
+            return None  # written at the end of this run
+        raise pytest.UsageError(
+            f"--ilp-baseline: {path} does not exist; create it with --ilp-update-baseline "
+            "(it writes this run's report there)"
+        )
+    try:
+        return load_baseline(path)
+    except BaselineError as exc:
+        raise pytest.UsageError(f"--ilp-baseline {path}: {exc}") from None
 
 
 STATE_KEY = pytest.StashKey[IlpSession]()

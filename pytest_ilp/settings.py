@@ -23,8 +23,10 @@ import yaml
 
 from pytest_ilp.backends import BackendOptions, backend_names
 from pytest_ilp.diagnosis import Thresholds
+from pytest_ilp.gate import Budget, parse_budget
 from pytest_ilp.render import RENDER_MODES, RenderSettings
 from pytest_ilp.samples import MustLearnSelector
+from pytest_ilp.shards import Shard
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEFAULT_CONFIG_NAME = "ilp.yaml"
@@ -32,14 +34,20 @@ DEFAULT_CONFIG_NAME = "ilp.yaml"
 
 @dataclass(frozen=True)
 class Setting:
-    """One scalar setting: its ilp.yaml key, command-line flag, ini key and type."""
+    """One setting: its ilp.yaml key, command-line flag, ini key and type."""
 
     key: str
     help: str
-    kind: str  # "path", "paths", "history", "str", "int", "float", "bool"
+    kind: str  # "path", "paths", "history", "budgets", "str", "int", "float", "bool"
     default: Any = None
     choices: tuple[str, ...] = ()
     metavar: str | None = None
+    #: its ilp.yaml key, when that is not `key`.
+    yaml_key: str | None = None
+
+    @property
+    def yaml(self) -> str:
+        return self.yaml_key or self.key
 
     @property
     def flag(self) -> str:
@@ -138,10 +146,53 @@ SETTINGS = (
         "bool",
         default=False,
     ),
+    # -- the CI gate (README "CI gate") --
+    Setting(
+        "threshold",
+        "budget of unlearned samples: CAUSE=SHARE (0.02 or 2%%) or CAUSE=COUNT (5), for a "
+        "cause, total or regressions; repeatable; an ilp_threshold marker wins over it",
+        "budgets",
+        default=(),
+        metavar="CAUSE=BUDGET",
+        yaml_key="thresholds",
+    ),
+    Setting("strict", "every unlearned sample fails, whatever the budgets", "bool", default=False),
+    Setting(
+        "baseline",
+        "compare with this earlier JSON report: samples unlearned there too are known and "
+        "tolerated, new failures count against the budgets",
+        "path",
+        metavar="PATH",
+    ),
+    Setting(
+        "update_baseline",
+        "write this run's JSON report to the --ilp-baseline path after the run",
+        "bool",
+        default=False,
+    ),
+    Setting(
+        "markdown",
+        "write a Markdown summary to this path (it is also appended to $GITHUB_STEP_SUMMARY "
+        "when that is set)",
+        "path",
+        metavar="PATH",
+    ),
+    Setting(
+        "export",
+        "write the unlearned samples (their records, with cause and suggested fix) as JSONL",
+        "path",
+        metavar="PATH",
+    ),
+    Setting(
+        "shard",
+        "check only shard I of N of the samples (split by a hash of the sample id)",
+        "str",
+        metavar="I/N",
+    ),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
-#: keys ilp.yaml accepts: the scalar settings, and the structured ones below.
-YAML_KEYS = (*tuple(BY_KEY), "must_learn", "diagnosis")
+#: keys ilp.yaml accepts: the settings above, and the structured ones below.
+YAML_KEYS = (*(s.yaml for s in SETTINGS), "must_learn", "diagnosis")
 
 
 @dataclass(frozen=True)
@@ -175,6 +226,14 @@ class Settings:
     train_log: Path | None = None
     diagnosis: Thresholds = field(default_factory=Thresholds)
     config_file: Path | None = None
+    #: budgets of the run (command line > ilp.yaml > ini, per name); markers add their own.
+    budgets: Mapping[str, Budget] = field(default_factory=dict)
+    strict: bool = False
+    baseline: Path | None = None
+    update_baseline: bool = False
+    markdown: Path | None = None
+    export: Path | None = None
+    shard: Shard | None = None
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -195,16 +254,20 @@ def add_options(parser: pytest.Parser) -> None:
         else:
             group.addoption(
                 setting.flag,
-                action="append" if setting.kind in ("paths", "history") else "store",
+                action="append" if setting.kind in ("paths", "history", "budgets") else "store",
                 dest="ilp_" + setting.key,
                 default=None,
                 metavar=setting.metavar or setting.key.upper(),
                 choices=setting.choices or None,
                 help=help_text + (f" (default: {setting.default})" if setting.default else ""),
             )
-        ini_type = {"path": "paths", "paths": "paths", "history": "paths", "bool": "bool"}.get(
-            setting.kind, "string"
-        )
+        ini_type = {
+            "path": "paths",
+            "paths": "paths",
+            "history": "paths",
+            "bool": "bool",
+            "budgets": "args",
+        }.get(setting.kind, "string")
         parser.addini(setting.ini, help_text, type=ini_type, default=None)  # type: ignore[arg-type]
     group.addoption(
         "--ilp-config",
@@ -222,14 +285,21 @@ def resolve(config: pytest.Config) -> Settings | None:
     config_file, yaml_values = _load_yaml(config)
     values: dict[str, Any] = {}
     for setting in SETTINGS:
+        if setting.kind == "budgets":
+            values[setting.key] = _run_budgets(config, setting, yaml_values, config_file)
+            continue
         value = _from_cli(config, setting)
-        if value is None and setting.key in yaml_values:
-            value = _from_yaml(setting, yaml_values[setting.key], config_file)
+        if value is None and setting.yaml in yaml_values:
+            value = _from_yaml(setting, yaml_values[setting.yaml], config_file)
         if value is None:
             value = _from_ini(config, setting)
         values[setting.key] = setting.default if value is None else value
     if values["checkpoint"] is None:
         return None
+    if values["update_baseline"] and values["baseline"] is None:
+        raise pytest.UsageError(
+            "--ilp-update-baseline needs --ilp-baseline=PATH: the file to write the report to"
+        )
     return Settings(
         checkpoint=values["checkpoint"],
         data=tuple(values["data"]),
@@ -253,6 +323,13 @@ def resolve(config: pytest.Config) -> Settings | None:
         train_log=values["train_log"],
         diagnosis=_thresholds(yaml_values.get("diagnosis"), config_file),
         config_file=config_file,
+        budgets=values["threshold"],
+        strict=values["strict"],
+        baseline=values["baseline"],
+        update_baseline=values["update_baseline"],
+        markdown=values["markdown"],
+        export=values["export"],
+        shard=_shard(values["shard"]),
     )
 
 
@@ -472,6 +549,79 @@ def _thresholds(raw: Any, config_file: Path | None) -> Thresholds:
             )
         values[key] = type(getattr(defaults, key))(value)
     return replace(defaults, **values)
+
+
+def _shard(text: str | None) -> Shard | None:
+    if text is None:
+        return None
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--ilp-shard: {exc}") from None
+
+
+# -- budgets: the one place where their sources are merged -------------------------------------
+
+
+def _run_budgets(
+    config: pytest.Config,
+    setting: Setting,
+    yaml_values: Mapping[str, Any],
+    config_file: Path | None,
+) -> dict[str, Budget]:
+    """The run's budgets, merged name by name: command line > ilp.yaml > ini."""
+    merged: dict[str, Budget] = {}
+    raw_ini = config.getini(setting.ini)
+    if raw_ini:
+        merged.update(_budget_pairs(raw_ini, f"{setting.ini} in {config.inipath}"))
+    if setting.yaml in yaml_values:
+        raw = yaml_values[setting.yaml]
+        where = f"{config_file}: {setting.yaml}"
+        if not isinstance(raw, Mapping):
+            raise pytest.UsageError(
+                f"{where}: expected a mapping of cause to budget, like "
+                "{knowledge_conflict: 0.02, data_inconsistency: 0, total: 0.1}"
+            )
+        merged.update(budget_mapping(raw, where))
+    raw_cli = getattr(config.option, "ilp_" + setting.key)
+    if raw_cli:
+        merged.update(_budget_pairs(raw_cli, setting.flag))
+    return merged
+
+
+def _budget_pairs(pairs: list[str], where: str) -> dict[str, Budget]:
+    raw: dict[str, str] = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name.strip():
+            raise pytest.UsageError(
+                f"{where}: expected CAUSE=BUDGET such as knowledge_conflict=0.02, "
+                f"total=10% or regressions=0, got {pair!r}"
+            )
+        raw[name.strip()] = value
+    return budget_mapping(raw, where)
+
+
+def budget_mapping(raw: Mapping[str, Any], where: str) -> dict[str, Budget]:
+    """Budgets from name -> value; a bad value is a usage error naming where it was written."""
+    budgets = {}
+    for name, value in raw.items():
+        try:
+            budgets[str(name)] = parse_budget(value)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{where}: {name}: {exc}") from None
+    return budgets
+
+
+def budgets_for(
+    settings: Settings, markers: list[tuple[str, Mapping[str, Any]]]
+) -> dict[str, Budget]:
+    """The budgets of a test's samples: its `ilp_threshold` markers (given outermost first, so
+    the closest wins) over the run's budgets (command line > ilp.yaml > ini), name by name."""
+    budgets = dict(settings.budgets)
+    for where, kwargs in markers:
+        budgets.update(budget_mapping(kwargs, where))
+    return budgets
 
 
 def _reject_unknown(raw: Mapping[str, Any], known: set[str], where: str) -> None:

@@ -16,6 +16,12 @@ with contextlib.suppress(ImportError):
     import datasets  # noqa: F401
 
 
+@pytest.fixture(autouse=True)
+def _no_github_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process pytest runs must not append to the step summary of the CI job running us."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     """The tiny trained world, built once per test session (about 20 s on 2 cores)."""

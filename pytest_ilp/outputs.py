@@ -1,0 +1,86 @@
+"""Where a run's results go once its tests are done: the terminal, the exit status, and the
+files (JSON report, baseline, Markdown summary, `$GITHUB_STEP_SUMMARY`, remediation export).
+
+Everything is taken from one `RunOutput` (this process's own, or the xdist workers'), through
+the pure builders of `report` and `markdown`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_ilp.markdown import STEP_SUMMARY, markdown_summary
+from pytest_ilp.report import gate_of, relative, summary_lines, summary_of, timing_line
+from pytest_ilp.session import IlpSession, RunOutput
+from pytest_ilp.settings import Settings
+from pytest_ilp.xdist import combine
+
+
+def run_output(state: IlpSession) -> RunOutput | None:
+    """This process's output, or on an xdist controller the one its workers sent."""
+    if state.result is not None:
+        return state.output()
+    if state.received:
+        return combine([state.received[worker] for worker in sorted(state.received)])
+    return None
+
+
+def gate_exit_status(session: pytest.Session, output: RunOutput) -> int:
+    """The exit status after the gate: a failed gate never exits 0 (syrupy's habit), even when
+    a test that takes `ilp_sample` did not check it."""
+    gate = gate_of(output.report)
+    status = int(session.exitstatus)
+    if gate is not None and not gate.passed and status == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        status = int(session.exitstatus)
+    return status
+
+
+def terminal_lines(output: RunOutput, settings: Settings, root: Path, exitstatus: int) -> list[str]:
+    report = output.report
+    return summary_lines(
+        summary_of(report),
+        checkpoint=relative(settings.checkpoint, root),
+        backend=report["backend"],
+        timing=timing_line(output.computed, output.cached, output.seconds),
+        fragile_margin=report["fragile_margin"],
+        gate=gate_of(report),
+        exitstatus=exitstatus,
+    )
+
+
+def write_files(
+    output: RunOutput, settings: Settings, root: Path, environ: Mapping[str, str]
+) -> None:
+    report = output.report
+    if settings.report is not None:
+        _write_json(settings.report, report)
+    if settings.update_baseline and settings.baseline is not None:
+        _write_json(settings.baseline, report)
+    text = None
+    if settings.markdown is not None or environ.get(STEP_SUMMARY):
+        checkpoint = relative(settings.checkpoint, root)
+        text = markdown_summary(report, summary_of(report), gate_of(report), checkpoint)
+    if settings.markdown is not None and text is not None:
+        settings.markdown.parent.mkdir(parents=True, exist_ok=True)
+        settings.markdown.write_text(text, encoding="utf-8")
+    step_summary = environ.get(STEP_SUMMARY)
+    if step_summary and text is not None:
+        with open(step_summary, "a", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+    if settings.export is not None:
+        settings.export.parent.mkdir(parents=True, exist_ok=True)
+        settings.export.write_text(
+            "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in output.export),
+            encoding="utf-8",
+        )
+
+
+def _write_json(path: Path, document: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
