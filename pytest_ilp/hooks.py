@@ -51,8 +51,10 @@ def pytest_ilp_causes(config: pytest.Config) -> Sequence[str] | None:
 
     Budgets (`ilp_threshold`, `--ilp-threshold`, ilp.yaml `thresholds:`) may name only known
     causes, so that a misspelt name is an error rather than a budget that never applies. The
-    built-in causes are known; declare yours here (checked once collection is done, before any
-    model runs)::
+    built-in causes are known; declare yours here. The names a diagnose hook returns are known
+    only after scoring, too late to refuse a typo before the model runs: budgets are checked at
+    startup (command line, ilp.yaml, ini: implement this hook in a plugin or a conftest loaded
+    at startup) and when a test is parametrized (markers)::
 
         def pytest_ilp_causes():
             return ["arithmetic"]

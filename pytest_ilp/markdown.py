@@ -53,7 +53,7 @@ def markdown_summary(
         if gate.baseline is not None:
             lines += _listed(f"Regressions against `{gate.baseline}`", gate.regressions)
             lines += _listed("Fixed", gate.fixed)
-            lines += _listed("Known (unlearned in the baseline too)", gate.known)
+            lines += _listed("Known failures, unlearned in the baseline too", gate.known)
     lines += _top_unlearned(report["samples"])
     return "\n".join(lines).rstrip("\n") + "\n"
 

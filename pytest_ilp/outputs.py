@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from pytest_ilp.markdown import STEP_SUMMARY, markdown_summary
-from pytest_ilp.report import gate_of, relative, summary_lines, summary_of, timing_line
+from pytest_ilp.report import (
+    gate_of,
+    json_report,
+    relative,
+    summarize,
+    summary_lines,
+    summary_of,
+    timing_line,
+)
 from pytest_ilp.session import IlpSession, RunOutput
 from pytest_ilp.settings import Settings
 from pytest_ilp.xdist import combine
@@ -79,6 +87,23 @@ def write_files(
             "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in output.export),
             encoding="utf-8",
         )
+
+
+def write_empty_report(state: IlpSession, root: Path) -> None:
+    """Nothing was scored (nothing selected, --collect-only, no worker output): the JSON
+    report, when asked for, says so."""
+    settings = state.settings
+    if settings.report is None:
+        return
+    document = json_report(
+        [],
+        summarize([], settings.fragile_margin),
+        checkpoint=settings.checkpoint,
+        backend=settings.backend,
+        fragile_margin=settings.fragile_margin,
+        root=root,
+    )
+    _write_json(settings.report, document)
 
 
 def _write_json(path: Path, document: Mapping[str, Any]) -> None:

@@ -7,7 +7,6 @@ checkpoint configured every hook returns at once.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Generator, Sequence
 from contextlib import nullcontext
@@ -33,8 +32,14 @@ from pytest_ilp.items import (
     sample_of,
     select_shard,
 )
-from pytest_ilp.outputs import gate_exit_status, run_output, terminal_lines, write_files
-from pytest_ilp.report import json_report, relative, summarize
+from pytest_ilp.outputs import (
+    gate_exit_status,
+    run_output,
+    terminal_lines,
+    write_empty_report,
+    write_files,
+)
+from pytest_ilp.report import relative
 from pytest_ilp.samples import Sample
 from pytest_ilp.scopes import MARKER_LINE
 from pytest_ilp.session import STATE_KEY, IlpSession, progress_reporter
@@ -231,27 +236,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             send_to_controller(config, output)
         return
     if output is None:
-        _write_empty_report(state, config.rootpath)
+        write_empty_report(state, config.rootpath)
         return
     state.exitstatus = gate_exit_status(session, output)
     write_files(output, state.settings, config.rootpath, os.environ)
-
-
-def _write_empty_report(state: IlpSession, root: Path) -> None:
-    """Nothing was scored (nothing selected, or --collect-only): the report says so."""
-    path = state.settings.report
-    if path is None:
-        return
-    document = json_report(
-        [],
-        summarize([], state.settings.fragile_margin),
-        checkpoint=state.settings.checkpoint,
-        backend=state.settings.backend,
-        fragile_margin=state.settings.fragile_margin,
-        root=root,
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 @pytest.fixture

@@ -181,11 +181,12 @@ def test_must_learn_samples_fail_whatever_the_budget(
     result.stdout.fnmatch_lines(["ilp gate: FAILED — must-learn not learned: 1"])
 
 
+@pytest.mark.parametrize("flag", ["--ilp-strict", "--runxfail"])
 def test_strict_fails_every_unlearned_sample(
-    pytester: pytest.Pytester, world: World, planted: Planted
+    pytester: pytest.Pytester, world: World, planted: Planted, flag: str
 ) -> None:
     setup(pytester, planted)
-    result = ilp(pytester, world, "--ilp-threshold=total=1.0", "--ilp-strict")
+    result = ilp(pytester, world, "--ilp-threshold=total=1.0", flag)
     result.assert_outcomes(passed=6, failed=6)
     result.stdout.fnmatch_lines(["ilp gate: FAILED — --ilp-strict: 6 unlearned"])
 
