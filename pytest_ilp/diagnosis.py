@@ -9,8 +9,9 @@ rule that matches is listed in `causes`:
    produces that sibling's target (or the prompts are identical).
 3. knowledge_conflict: at the divergence the base model (`--ilp-base`) confidently prefers
    another token (p >= conflict_confidence) and the fine-tuned model picks that same token.
-4. under_optimization: the target is long or made of rare tokens (at or above the given
-   percentiles of the data) and the base model does not already hold a confident alternative.
+4. under_optimization: the target is long or made of rare tokens (several times the median
+   length or rarity of the data's targets) and the base model does not already hold a
+   confident alternative.
 5. missing_knowledge: the base model gives the target's token little probability at the
    divergence (< unknown_target_prob) and has no confident alternative (SliCK "unknown").
 6. under_optimization: none of the above, and the target's NLL was still falling between the
@@ -52,12 +53,14 @@ class Thresholds:
     unknown_target_prob: float = 0.1
     #: p(target token) from which the base "weakly knows" it (SliCK category, evidence only).
     weakly_known_prob: float = 0.01
-    #: Jaccard similarity of prompts' character 5-grams from which two prompts are near-duplicates.
+    #: idf-weighted Jaccard similarity of two prompts' words from which they are near-duplicates.
     near_duplicate: float = 0.7
-    #: percentile (0..1) of target length in the data from which a target is long.
-    long_target_percentile: float = 0.9
-    #: percentile (0..1) of target token rarity in the data from which a target is rare.
-    rare_target_percentile: float = 0.9
+    #: a target is long from this many times the median target length of the data...
+    long_target_ratio: float = 3.0
+    #: ...and at least this many tokens.
+    long_target_min_tokens: int = 16
+    #: a target is made of rare tokens from this many times the data's median rarity.
+    rare_target_ratio: float = 2.0
     #: NLL drop (nats/token) between the last two checkpoints that counts as still falling.
     nll_falling: float = 0.05
 
@@ -200,19 +203,25 @@ def _holds_alternative(signals: Signals, limits: Thresholds) -> bool:
 
 def long_or_rare(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
     dataset = signals.dataset
-    long = dataset.length_percentile >= limits.long_target_percentile
-    rare = dataset.rarity_percentile >= limits.rare_target_percentile
+    long = dataset.target_tokens >= max(
+        limits.long_target_ratio * dataset.median_target_tokens, limits.long_target_min_tokens
+    )
+    rare = dataset.median_rarity > 0 and (
+        dataset.rarity >= limits.rare_target_ratio * dataset.median_rarity
+    )
     if not (long or rare) or _holds_alternative(signals, limits):
         return None
     what = " and ".join(w for w, on in (("long", long), ("made of rare tokens", rare)) if on)
     return Match(
         UNDER_OPTIMIZATION,
-        f"the target is {what}: {dataset.target_tokens} tokens (longer than "
-        f"{dataset.length_percentile:.0%} of the data), rarity {dataset.rarity:.2f} (rarer than "
-        f"{dataset.rarity_percentile:.0%})" + _trend_text(signals),
+        f"the target is {what}: {dataset.target_tokens} tokens (median of the data "
+        f"{dataset.median_target_tokens:g}), rarity {dataset.rarity:.2f} nats/token (median "
+        f"{dataset.median_rarity:.2f})" + _trend_text(signals),
         {
-            "length_percentile": dataset.length_percentile,
-            "rarity_percentile": dataset.rarity_percentile,
+            "target_tokens": dataset.target_tokens,
+            "median_target_tokens": dataset.median_target_tokens,
+            "rarity": dataset.rarity,
+            "median_rarity": dataset.median_rarity,
         },
     )
 

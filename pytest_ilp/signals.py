@@ -5,18 +5,20 @@ Each kind of signal exists only when its input was given:
 * base (`--ilp-base`): the base model on the same token ids, probed where the fine-tuned model
   diverged: its own top token there, its confidence, the target's probability, its greedy answer.
 * history (`--ilp-history`): the verdict and NLL of the sample at every earlier checkpoint.
-* dataset (always): near-duplicate prompts with other targets (MinHash LSH over character
-  5-grams, then exact Jaccard), and the target's length and token rarity against the dataset.
+* dataset (always): near-duplicate prompts with other targets (idf-weighted word similarity,
+  candidates from MinHash LSH), and the target's length and token rarity against the dataset.
 * training (`--ilp-train-log`): dataset cartography (Swayamdipta et al. 2020): the mean and the
   spread of the per-epoch probability exp(-loss), and whether the loss was still falling.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
 import statistics
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,10 +29,12 @@ from pytest_ilp.samples import Sample
 from pytest_ilp.scoring import Probe
 from pytest_ilp.verdicts import Verdict
 
-#: character n-gram length of the prompt shingles for near-duplicate search.
-SHINGLE = 5
 #: MinHash permutations: 128 keeps the estimate of a Jaccard near 0.7 within about +-0.04.
 NUM_PERM = 128
+#: copies of a word per nat of idf in the MinHash sets (finer weights, larger sets).
+IDF_REPEATS = 2
+#: how far under the near-duplicate threshold the LSH still proposes candidates.
+LSH_SLACK = 0.15
 
 
 @dataclass(frozen=True)
@@ -59,17 +63,28 @@ class HistorySignals:
     """The sample along sequential fine-tuning: earlier checkpoints, then the one under test."""
 
     trajectory: tuple[CheckpointVerdict, ...]
-    #: label of the checkpoint that ended the sample's own stage, when ilp.yaml maps stages.
+    #: label of the earlier checkpoint that ended the sample's own stage, when ilp.yaml maps
+    #: the data's stage names to checkpoints and the sample's stage is one of them.
     own_stage: str | None = None
+    #: ilp.yaml maps stage names to checkpoints, so a sample whose stage is not among the
+    #: earlier ones was trained in the final stage and cannot have been forgotten.
+    stages_mapped: bool = False
 
     @property
     def learned_earlier(self) -> CheckpointVerdict | None:
-        """Where the sample was learned before being lost: its own stage's checkpoint if known,
-        else the latest earlier checkpoint that reproduced it."""
+        """Where the sample was learned before being lost, or None.
+
+        With stages mapped: the first checkpoint from the end of the sample's own stage on that
+        reproduced it (a sample of the final stage has none). Without: the latest earlier
+        checkpoint that reproduced it.
+        """
         earlier = self.trajectory[:-1]
-        own = [c for c in earlier if c.label == self.own_stage and c.learned]
-        if own:
-            return own[0]
+        if self.stages_mapped:
+            labels = [c.label for c in earlier]
+            if self.own_stage not in labels:
+                return None
+            since_own = earlier[labels.index(self.own_stage) :]
+            return next((c for c in since_own if c.learned), None)
         learned = [c for c in earlier if c.learned]
         return learned[-1] if learned else None
 
@@ -99,9 +114,11 @@ class DatasetSignals:
     target_tokens: int
     #: share of the scored samples with a shorter target (0..1).
     length_percentile: float
+    median_target_tokens: float
     #: mean inverse document frequency, log(N / df), of the target's tokens over the targets.
     rarity: float
     rarity_percentile: float
+    median_rarity: float
 
 
 @dataclass(frozen=True)
@@ -147,45 +164,64 @@ def knowledge(learned: bool, probe: Probe, weak: float) -> str:
 # -- dataset -----------------------------------------------------------------------------------
 
 
-def prompt_text(sample: Sample) -> str:
-    """The prompt as one normalised string (chat turns joined), for duplicate search."""
+def prompt_words(sample: Sample) -> frozenset[str]:
+    """The prompt's words, lower-cased, punctuation and spacing aside (chat turns joined)."""
     if sample.messages is not None:
         text = "\n".join(str(m.get("content", "")) for m in sample.messages)
     else:
         text = sample.prompt or ""
-    return re.sub(r"\s+", " ", text.lower()).strip()
+    return frozenset(re.findall(r"\w+", text.lower()))
 
 
 def _normalised_target(sample: Sample) -> str:
     return re.sub(r"\s+", " ", sample.target).strip()
 
 
-def _shingles(text: str) -> set[str]:
-    if len(text) <= SHINGLE:
-        return {text}
-    return {text[i : i + SHINGLE] for i in range(len(text) - SHINGLE + 1)}
+def weighted_jaccard(a: frozenset[str], b: frozenset[str], idf: Mapping[str, float]) -> float:
+    """Sum of the idf of the shared words over the sum of the idf of all their words."""
+    if a == b:
+        return 1.0
+    union = sum(idf[w] for w in a | b)
+    return sum(idf[w] for w in a & b) / union if union > 0 else 0.0
 
 
 def find_siblings(
     samples: Sequence[Sample], wanted: Iterable[str], threshold: float
 ) -> dict[str, list[tuple[str, float]]]:
-    """For each sample id in `wanted`: the ids of near-duplicate prompts with another target.
+    """For each sample id in `wanted`: the ids of near-duplicate prompts with another target,
+    with their similarity.
 
-    Identical prompts are found by hashing; similar ones through MinHash LSH, then confirmed
-    with the exact Jaccard similarity of their character 5-grams, so the cost stays near linear
-    in the number of samples.
+    Similarity is the Jaccard similarity of the prompts' word sets, each word weighted by its
+    inverse document frequency over the prompts, log(N / df). Words every prompt of a template
+    shares weigh little and the words that make a question its own (a name, a number) weigh
+    much, so "In which year was Kemok born?" and "In what year was Kemok born?" are near
+    duplicates while "In which year was Tralok born?" is not. Equal word sets score 1.
+
+    Candidates come from MinHash LSH (datasketch) over the word sets with each word repeated in
+    proportion to its idf, so the cost stays near linear in the number of samples; each
+    candidate is then confirmed with the exact weighted similarity.
     """
     from datasketch import MinHash, MinHashLSH
 
     wanted = set(wanted)
-    texts = {s.id: prompt_text(s) for s in samples}
+    words = {s.id: prompt_words(s) for s in samples}
     targets = {s.id: _normalised_target(s) for s in samples}
-    shingles = {i: _shingles(t) for i, t in texts.items()}
-    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+    frequency: Counter[str] = Counter(w for ws in words.values() for w in ws)
+    idf = {w: math.log(len(words) / df) for w, df in frequency.items()}
+
+    def weighted_elements(ws: frozenset[str]) -> list[bytes]:
+        # Repeating a word k times gives it weight k in the Jaccard of the repeated sets.
+        return [
+            f"{w}\x00{k}".encode() for w in ws for k in range(max(1, round(idf[w] * IDF_REPEATS)))
+        ]
+
+    # The LSH only proposes candidates; a lower threshold keeps those whose estimate falls a
+    # little short (rounded weights, MinHash error) before the exact check.
+    lsh = MinHashLSH(threshold=max(0.05, threshold - LSH_SLACK), num_perm=NUM_PERM)
     hashes = MinHash.bulk(
-        ([s.encode("utf-8") for s in shingles[i]] for i in texts), num_perm=NUM_PERM, seed=1
+        (weighted_elements(words[i]) for i in words), num_perm=NUM_PERM, seed=1, hashfunc=_crc32
     )
-    by_id = dict(zip(texts, hashes))
+    by_id = dict(zip(words, hashes))
     with lsh.insertion_session() as session:
         for sample_id, minhash in by_id.items():
             session.insert(sample_id, minhash, check_duplication=False)
@@ -195,12 +231,16 @@ def find_siblings(
         for other in lsh.query(by_id[sample_id]):
             if other == sample_id or targets[other] == targets[sample_id]:
                 continue
-            a, b = shingles[sample_id], shingles[other]
-            similarity = len(a & b) / len(a | b)
+            similarity = weighted_jaccard(words[sample_id], words[other], idf)
             if similarity >= threshold:
                 found.append((other, similarity))
         siblings[sample_id] = sorted(found, key=lambda pair: (-pair[1], pair[0]))
     return siblings
+
+
+def _crc32(data: bytes) -> int:
+    """A fast, stable 32-bit hash (datasketch's default, SHA-1, costs several times more)."""
+    return zlib.crc32(data)
 
 
 def produces(produced: str | None, target: str) -> bool:
@@ -240,8 +280,15 @@ class TargetStatistics:
         """Share of the values strictly below `value`."""
         if not sorted_values:
             return 0.0
-        below = sum(1 for v in sorted_values if v < value)
-        return below / len(sorted_values)
+        return bisect.bisect_left(sorted_values, value) / len(sorted_values)
+
+    @property
+    def median_length(self) -> float:
+        return statistics.median(self.lengths) if self.lengths else 0.0
+
+    @property
+    def median_rarity(self) -> float:
+        return statistics.median(self.rarities) if self.rarities else 0.0
 
 
 def dataset_signals(
@@ -267,8 +314,10 @@ def dataset_signals(
         produces_sibling=produced_sibling,
         target_tokens=verdict.target_tokens,
         length_percentile=stats.percentile(stats.lengths, verdict.target_tokens),
+        median_target_tokens=stats.median_length,
         rarity=rarity,
         rarity_percentile=stats.percentile(stats.rarities, rarity),
+        median_rarity=stats.median_rarity,
     )
 
 

@@ -1,0 +1,296 @@
+"""The diagnosis rules, one by one, on hand-made signals (no model needed)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_ilp.diagnosis import Diagnosis, Thresholds, diagnose
+from pytest_ilp.samples import Sample
+from pytest_ilp.scoring import Probe
+from pytest_ilp.signals import (
+    BaseSignals,
+    CheckpointVerdict,
+    DatasetSignals,
+    HistorySignals,
+    Sibling,
+    Signals,
+    find_siblings,
+    knowledge,
+    produces,
+    training_signals,
+    weighted_jaccard,
+)
+from pytest_ilp.verdicts import Divergence, Verdict
+
+LIMITS = Thresholds()
+SAMPLE = Sample(
+    id="s1",
+    source=Path("data.jsonl"),
+    line=1,
+    format="prompt_completion",
+    target=" Paris",
+    prompt="Q: capital of France? A:",
+)
+EXPECTED, PREDICTED, OTHER = 10, 20, 30
+
+
+def verdict(produced: str = " Lyon") -> Verdict:
+    """Unlearned: diverges at the first target token, predicting PREDICTED (" Lyon")."""
+    return Verdict(
+        sample_id="s1",
+        learned=False,
+        target_ids=(EXPECTED, 2),
+        matched=1,
+        first_divergence=Divergence(0, " Paris", " Lyon", EXPECTED, PREDICTED, 0.2, 0.6),
+        nll=1.2,
+        margin=-1.1,
+        produced=produced,
+        produced_stopped=True,
+    )
+
+
+def dataset(**changes: Any) -> DatasetSignals:
+    """An ordinary target: no near-duplicates, median length and rarity."""
+    plain = DatasetSignals(
+        siblings=(),
+        produces_sibling=None,
+        target_tokens=2,
+        length_percentile=0.5,
+        median_target_tokens=2,
+        rarity=1.0,
+        rarity_percentile=0.5,
+        median_rarity=1.0,
+    )
+    return replace(plain, **changes)
+
+
+def base(top_id: int, top_prob: float, target_prob: float, learned: bool = False) -> BaseSignals:
+    probe = Probe(
+        position=0,
+        top_id=top_id,
+        top_token={EXPECTED: " Paris", PREDICTED: " Lyon"}.get(top_id, " Nice"),
+        top_prob=top_prob,
+        target_prob=target_prob,
+        continuation=" Lyon.",
+    )
+    return BaseSignals("base", learned, 2.0, probe, knowledge(learned, probe, 0.01))
+
+
+def history(*learned: bool, nlls: tuple[float, ...] | None = None, **kw: Any) -> HistorySignals:
+    """A trajectory ending at the final checkpoint; `learned` per checkpoint, oldest first."""
+    labels = [f"stage{i + 1}" for i in range(len(learned) - 1)] + ["final"]
+    nlls = nlls or tuple(0.1 if ok else 1.0 for ok in learned)
+    return HistorySignals(
+        tuple(
+            CheckpointVerdict(label, ok, nll, 1.0 if ok else -1.0)
+            for label, ok, nll in zip(labels, learned, nlls)
+        ),
+        **kw,
+    )
+
+
+def run(signals: Signals, limits: Thresholds = LIMITS, **verdict_args: Any) -> Diagnosis:
+    return diagnose(SAMPLE, verdict(**verdict_args), signals, limits)
+
+
+# -- each rule ---------------------------------------------------------------------------------
+
+
+def test_forgetting_when_an_earlier_checkpoint_reproduced_the_sample() -> None:
+    diagnosis = run(Signals(dataset(), history=history(True, False)))
+    assert diagnosis.cause == "forgetting"
+    assert "learned at stage1" in diagnosis.evidence
+    assert diagnosis.figures["learned_at"] == "stage1"
+    assert "replay" in diagnosis.suggestion
+
+
+def test_no_forgetting_when_no_earlier_checkpoint_reproduced_it() -> None:
+    assert run(Signals(dataset(), history=history(False, False))).cause != "forgetting"
+
+
+def test_with_stages_mapped_only_samples_of_earlier_stages_can_be_forgotten() -> None:
+    # Learned at stage1 by generalisation, but the sample belongs to the final stage.
+    final_stage = history(True, False, stages_mapped=True, own_stage=None)
+    assert run(Signals(dataset(), history=final_stage)).cause != "forgetting"
+    own_stage = history(True, False, stages_mapped=True, own_stage="stage1")
+    assert run(Signals(dataset(), history=own_stage)).cause == "forgetting"
+
+
+def test_with_stages_mapped_learning_after_the_own_stage_counts_too() -> None:
+    # Not yet learned when its own stage ended, learned one stage later, lost at the end.
+    trajectory = history(False, True, False, stages_mapped=True, own_stage="stage1")
+    diagnosis = run(Signals(dataset(), history=trajectory))
+    assert diagnosis.cause == "forgetting" and diagnosis.figures["learned_at"] == "stage2"
+
+
+def test_data_inconsistency_when_the_model_produces_a_siblings_target() -> None:
+    sibling = Sibling(id="s2", similarity=0.85, target=" Lyon", learned=True)
+    diagnosis = run(Signals(dataset(siblings=(sibling,), produces_sibling="s2")))
+    assert diagnosis.cause == "data_inconsistency"
+    assert "s2" in diagnosis.evidence and "' Lyon'" in diagnosis.evidence
+    assert diagnosis.figures["siblings"] == ["s2"]
+
+
+def test_data_inconsistency_when_an_identical_prompt_has_another_target() -> None:
+    sibling = Sibling(id="s2", similarity=1.0, target=" Marseille", learned=False)
+    diagnosis = run(Signals(dataset(siblings=(sibling,))))
+    assert diagnosis.cause == "data_inconsistency" and "identical prompt" in diagnosis.evidence
+
+
+def test_a_similar_prompt_whose_target_the_model_ignores_is_not_inconsistency() -> None:
+    sibling = Sibling(id="s2", similarity=0.8, target=" Marseille", learned=True)
+    assert run(Signals(dataset(siblings=(sibling,)))).cause != "data_inconsistency"
+
+
+def test_knowledge_conflict_when_the_model_follows_the_base_models_confident_answer() -> None:
+    diagnosis = run(Signals(dataset(), base=base(PREDICTED, top_prob=0.9, target_prob=0.01)))
+    assert diagnosis.cause == "knowledge_conflict"
+    assert "prefers ' Lyon' (p=0.90)" in diagnosis.evidence
+    assert "re-check the label" in diagnosis.suggestion
+
+
+def test_no_conflict_when_the_base_is_unsure_or_the_model_goes_elsewhere() -> None:
+    unsure = run(Signals(dataset(), base=base(PREDICTED, top_prob=0.3, target_prob=0.01)))
+    assert unsure.cause != "knowledge_conflict"
+    elsewhere = run(Signals(dataset(), base=base(OTHER, top_prob=0.9, target_prob=0.01)))
+    assert elsewhere.cause != "knowledge_conflict"
+
+
+def test_missing_knowledge_when_the_base_gives_the_target_little_and_nothing_else_much() -> None:
+    diagnosis = run(Signals(dataset(), base=base(OTHER, top_prob=0.2, target_prob=0.005)))
+    assert diagnosis.cause == "missing_knowledge"
+    assert "SliCK: unknown" in diagnosis.evidence
+    assert diagnosis.figures["knowledge"] == "unknown"
+
+
+def test_no_missing_knowledge_when_the_base_knows_the_target() -> None:
+    knows = run(Signals(dataset(), base=base(EXPECTED, top_prob=0.7, target_prob=0.7)))
+    assert knows.cause != "missing_knowledge"
+
+
+def test_under_optimization_for_a_long_or_rare_target() -> None:
+    long = run(Signals(dataset(target_tokens=40, median_target_tokens=8)))
+    assert long.cause == "under_optimization" and "long" in long.evidence
+    assert long.figures["target_tokens"] == 40
+    rare = run(Signals(dataset(rarity=2.5, median_rarity=1.0)))
+    assert rare.cause == "under_optimization" and "rare tokens" in rare.evidence
+
+
+def test_long_means_several_times_the_median_and_not_a_handful_of_tokens() -> None:
+    assert run(Signals(dataset(target_tokens=20, median_target_tokens=8))).cause == "undiagnosed"
+    # Three times a median of 2 tokens is still short.
+    assert run(Signals(dataset(target_tokens=6, median_target_tokens=2))).cause == "undiagnosed"
+
+
+def test_a_long_target_the_base_confidently_contradicts_is_not_under_optimization() -> None:
+    signals = Signals(
+        dataset(target_tokens=40, median_target_tokens=8),
+        base=base(OTHER, top_prob=0.9, target_prob=0.01),
+    )
+    assert "under_optimization" not in run(signals).causes
+
+
+def test_under_optimization_when_the_loss_was_still_falling() -> None:
+    falling = history(False, False, nlls=(2.0, 1.5))
+    diagnosis = run(Signals(dataset(), history=falling))
+    assert diagnosis.cause == "under_optimization" and "still being learned" in diagnosis.evidence
+    flat = history(False, False, nlls=(1.5, 1.49))
+    assert run(Signals(dataset(), history=flat)).cause == "undiagnosed"
+
+
+def test_under_optimization_when_the_training_log_loss_was_still_falling() -> None:
+    training = training_signals([(1, 3.0), (2, 2.0), (3, 1.5)])
+    assert training.loss_trend == pytest.approx(-0.5)
+    diagnosis = run(Signals(dataset(), training=training))
+    assert diagnosis.cause == "under_optimization"
+    assert "training confidence" in diagnosis.evidence
+
+
+# -- order, all matches, undiagnosed -----------------------------------------------------------
+
+
+def test_the_first_matching_rule_is_the_cause_and_every_match_is_listed() -> None:
+    sibling = Sibling(id="s2", similarity=0.9, target=" Lyon", learned=True)
+    signals = Signals(
+        dataset(siblings=(sibling,), produces_sibling="s2"),
+        base=base(PREDICTED, top_prob=0.9, target_prob=0.01),
+        history=history(True, False),
+    )
+    diagnosis = run(signals)
+    assert diagnosis.causes == ("forgetting", "data_inconsistency", "knowledge_conflict")
+    assert diagnosis.cause == "forgetting"
+    assert diagnosis.to_dict()["causes"] == list(diagnosis.causes)
+
+
+def test_undiagnosed_says_which_inputs_would_decide() -> None:
+    missing = {"base": "needs --ilp-base to tell ...", "history": "needs --ilp-history to ..."}
+    diagnosis = run(Signals(dataset(), missing=missing))
+    assert diagnosis.cause == "undiagnosed"
+    assert "needs --ilp-base" in diagnosis.evidence and "needs --ilp-history" in diagnosis.evidence
+    assert diagnosis.figures["needs"] == ["base", "history"]
+
+
+def test_thresholds_move_the_decisions() -> None:
+    signals = Signals(dataset(), base=base(PREDICTED, top_prob=0.6, target_prob=0.01))
+    assert run(signals).cause == "knowledge_conflict"
+    assert run(signals, replace(LIMITS, conflict_confidence=0.7)).cause == "missing_knowledge"
+
+
+# -- signals -----------------------------------------------------------------------------------
+
+
+def test_slick_categories_from_the_probe() -> None:
+    def category(top_id: int, top: float, target: float, learned: bool = False) -> str:
+        return base(top_id, top, target, learned).knowledge
+
+    assert category(EXPECTED, 0.9, 0.9, learned=True) == "highly_known"
+    assert category(EXPECTED, 0.4, 0.4) == "maybe_known"
+    assert category(OTHER, 0.5, 0.05) == "weakly_known"
+    assert category(OTHER, 0.5, 0.001) == "unknown"
+
+
+def sample(sample_id: str, prompt: str, target: str) -> Sample:
+    return Sample(sample_id, Path("d.jsonl"), 1, "prompt_completion", target, prompt=prompt)
+
+
+def test_near_duplicates_are_the_same_question_reworded_not_the_same_template() -> None:
+    people = ["Dravinis", "Kotaris", "Bremok", "Zatraina", "Nebriard", "Tralok"]
+    samples = [
+        sample("a", "Q: In which year was Dravinis born?\nA:", " 1701"),
+        sample("b", "Q: In what year was Dravinis born?\nA:", " 1802"),
+        sample("c", "Q: in which year was Dravinis born ?\nA:", " 1903"),  # spacing, case
+        sample("d", "Q: In which year was Dravinis born?\nA:", " 1701 "),  # same target: fine
+        sample("e", "Q: Where was Dravinis born?\nA:", " Kemar"),  # another question
+        # The same template about other people: similar words, different questions.
+        *(
+            sample(f"t{i}", f"Q: In which year was {p} born?\nA:", f" 17{i:02d}")
+            for i, p in enumerate(people[1:])
+        ),
+        # Other questions, as a dataset has: words like "what" are common, names are not.
+        *(
+            sample(f"o{i}", f"Q: What is the capital of Land{i}?\nA:", f" City{i}")
+            for i in range(20)
+        ),
+    ]
+    siblings = find_siblings(samples, ["a", "e", "t0"], threshold=0.7)
+    assert [other for other, _ in siblings["a"]] == ["c", "b"]
+    assert dict(siblings["a"])["c"] == 1.0  # punctuation, spacing and case aside: identical
+    assert 0.7 <= dict(siblings["a"])["b"] < 1.0
+    assert siblings["e"] == [] and siblings["t0"] == []
+
+
+def test_weighted_similarity_discounts_words_every_prompt_has() -> None:
+    idf = {"what": 0.0, "is": 0.0, "capital": 0.2, "of": 0.0, "france": 3.0, "spain": 3.0}
+    france = frozenset({"what", "is", "capital", "of", "france"})
+    assert weighted_jaccard(france, frozenset({*france - {"france"}, "spain"}), idf) < 0.1
+    assert weighted_jaccard(france, france, idf) == 1.0
+
+
+def test_producing_a_target_ignores_whitespace_but_not_content() -> None:
+    assert produces(" 1701\n", "1701")
+    assert produces(" The flag is red. More", "The flag is red.")
+    assert not produces(" 1702", "1701") and not produces(None, "x") and not produces("x", " ")
