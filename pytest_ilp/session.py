@@ -60,6 +60,8 @@ class IlpSession:
     data_files: list[Path] = field(default_factory=list)
     base: CheckpointInfo | None = None
     history: list[tuple[Stage, CheckpointInfo]] = field(default_factory=list)
+    #: the stage name ilp.yaml gives the checkpoint under test, if it lists it.
+    final_stage: str | None = None
     train_log: dict[str, list[tuple[float, float]]] | None = None
     samples: dict[str, Sample] = field(default_factory=dict)
     _by_path: dict[Path, list[Sample]] = field(default_factory=dict)
@@ -115,7 +117,18 @@ class IlpSession:
             history=[
                 (stage, inspect_checkpoint(stage.checkpoint, "--ilp-history"))
                 for stage in settings.history
+                # The final stage may be listed too (ilp.yaml maps every stage): it is the
+                # checkpoint under test, scored once.
+                if stage.checkpoint.resolve() != settings.checkpoint.resolve()
             ],
+            final_stage=next(
+                (
+                    stage.name
+                    for stage in settings.history
+                    if stage.checkpoint.resolve() == settings.checkpoint.resolve()
+                ),
+                None,
+            ),
             train_log=train_log,
             baseline=_baseline(settings),
         )
@@ -226,7 +239,8 @@ class IlpSession:
     ) -> HistorySignals | None:
         assert self.result is not None
         trajectory = []
-        for stage, result in [*history, (Stage("final", self.checkpoint.folder), self.result)]:
+        final = Stage(self.final_stage or "final", self.checkpoint.folder)
+        for stage, result in [*history, (final, self.result)]:
             verdict = result.verdicts.get(sample.id)
             if verdict is None:
                 return None
@@ -238,7 +252,8 @@ class IlpSession:
         own = next(
             (s.label for s, _ in history if s.name is not None and s.name == sample.stage), None
         )
-        return HistorySignals(tuple(trajectory), own_stage=own)
+        mapped = self.final_stage is not None or any(s.name is not None for s, _ in history)
+        return HistorySignals(tuple(trajectory), own_stage=own, stages_mapped=mapped)
 
     def outcome(self, sample: Sample) -> SampleOutcome:
         """The verdict of a sample; raises `SampleProblem` when it could not be scored."""
