@@ -28,7 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="merge the JSON reports of shards (--ilp-shard=i/n) and evaluate the budgets on the "
         "whole",
     )
-    merge.add_argument("reports", nargs="+", type=Path, metavar="REPORT")
+    merge.add_argument(
+        "reports", nargs="+", type=Path, metavar="REPORT", help="the shards' --ilp-report files"
+    )
     merge.add_argument("-o", "--output", type=Path, required=True, help="the merged JSON report")
     merge.add_argument("--markdown", type=Path, help="also write a Markdown summary here")
     args = parser.parse_args(argv)
