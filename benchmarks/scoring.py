@@ -161,16 +161,25 @@ def lm_eval_pairs(records: list[dict[str, Any]], tokenizer: Any) -> list[tuple[s
     return pairs
 
 
-def check_lm_eval_tokens(pairs: list[tuple[str, str]], rendered: list[Any], tokenizer: Any) -> int:
-    """How many pairs lm-eval's `_encode_pair` turns into other token ids than ours (less EOS)."""
-    differ = 0
+def lm_eval_shifts(pairs: list[tuple[str, str]], rendered: list[Any], tokenizer: Any) -> list[int]:
+    """Per pair, how many prompt tokens lm-eval's `_encode_pair` scores as continuation, or -1
+    where its token ids differ from ours (less EOS).
+
+    lm-eval moves trailing whitespace of the context into the continuation before it splits the
+    tokenized whole at the context's length: a chat template's prompt ends in "\n" after the
+    assistant tag, so its `is_greedy` also asks the model to predict that prompt token.
+    """
+    shifts = []
     for (context, continuation), r in zip(pairs, rendered):
         special = not context.startswith(tokenizer.bos_token)
         whole = tokenizer.encode(context + continuation, add_special_tokens=special)
-        context_ids = tokenizer.encode(context, add_special_tokens=special)
-        if tuple(whole) != r.input_ids[:-1] or len(context_ids) != r.target_start:
-            differ += 1
-    return differ
+        kept = context.rstrip()
+        context_ids = tokenizer.encode(kept, add_special_tokens=special)
+        if tuple(whole) != r.input_ids[:-1] or len(context_ids) > r.target_start:
+            shifts.append(-1)
+        else:
+            shifts.append(r.target_start - len(context_ids))
+    return shifts
 
 
 def torch_threads() -> int:
@@ -333,10 +342,11 @@ def bench_model(name: str, records: list[dict[str, Any]], args: argparse.Namespa
             )
         else:
             pairs = lm_eval_pairs(records, tokenizer)
-            differ = check_lm_eval_tokens(pairs, rendered, tokenizer)
+            shifts = lm_eval_shifts(pairs, rendered, tokenizer)
             run.notes.append(
-                f"lm-eval pairs: {len(pairs) - differ}/{len(pairs)} encode to our token ids "
-                "(less EOS)"
+                f"lm-eval pairs: {sum(s >= 0 for s in shifts)}/{len(pairs)} encode to our token "
+                f"ids (less EOS); for {sum(s > 0 for s in shifts)} (the chat ones) lm-eval moves "
+                "the prompt's trailing newline into the continuation"
             )
             worker = LmEvalWorker(folder, pairs, args.lm_eval_batch, args.work)
             run.notes.append(
@@ -419,19 +429,25 @@ def bench_model(name: str, records: list[dict[str, Any]], args: argparse.Namespa
         if wrong_one:
             run.notes.append(f"DISAGREEMENT with per-sample generate on samples {wrong_one[:10]}")
     if lm_greedy:
-        # lm-eval's is_greedy covers the continuation's tokens without EOS.
+        # Our equivalent of is_greedy: the target's tokens are the argmax, EOS aside.
         text_greedy = [
             all(s.top1_ids[t] == r.target_ids[t] for t in range(len(r.target_ids) - 1))
             for r, s in zip(rendered, scores)
         ]
-        same = sum(a == b for a, b in zip(lm_greedy, text_greedy))
-        both = sum(g and v.learned for g, v in zip(lm_greedy, verdicts))
-        eos_only = sum(g and not v.learned for g, v in zip(lm_greedy, verdicts))
+        plain = [i for i, s in enumerate(shifts) if s == 0]
+        shifted = [i for i, s in enumerate(shifts) if s > 0]
+        same = sum(lm_greedy[i] == text_greedy[i] for i in plain)
+        eos_only = sum(lm_greedy[i] and not verdicts[i].learned for i in range(len(rendered)))
+        newline = sum(text_greedy[i] and not lm_greedy[i] for i in shifted)
+        extra = sum(lm_greedy[i] and not text_greedy[i] for i in shifted)
         run.notes.append(
-            f"lm-eval is_greedy: {sum(lm_greedy)} greedy, our learned: {run.learned}; "
-            f"is_greedy equals our 'target tokens greedy, EOS aside' on {same}/{len(rendered)}; "
-            f"{eos_only} samples are greedy for lm-eval but unlearned for us because greedy "
-            f"decoding does not stop after the target (EOS is not the argmax there); {both} agree"
+            f"lm-eval is_greedy: {sum(lm_greedy)} greedy, our learned: {run.learned}. On the "
+            f"{len(plain)} raw pairs is_greedy equals 'target tokens are the argmax, EOS aside' "
+            f"on {same}; on the {len(shifted)} chat pairs it also needs the template's newline "
+            f"predicted, which {newline} target-greedy samples miss (lm-eval: not greedy; "
+            f"{extra} the other way). {eos_only} samples are greedy for lm-eval but unlearned "
+            "for us: greedy decoding does not stop after the target, as is_greedy never checks "
+            "EOS"
         )
 
     if args.end_to_end:
