@@ -4,19 +4,22 @@ The rules are tried in this order; the first that matches is the sample's `cause
 rule that matches is listed in `causes`:
 
 1. forgetting: an earlier checkpoint (`--ilp-history`) reproduced the sample; the one under
-   test does not.
-2. data_inconsistency: a near-duplicate prompt in the data has another target, and the model
-   produces that sibling's target (or the prompts are identical).
-3. knowledge_conflict: at the divergence the base model (`--ilp-base`) confidently prefers
-   another token (p >= conflict_confidence) and the fine-tuned model picks that same token.
-4. under_optimization: the target is long or made of rare tokens (several times the median
-   length or rarity of the data's targets) and the base model does not already hold a
-   confident alternative.
-5. missing_knowledge: the base model gives the target's token little probability at the
+   test does not. With the data's stages mapped to checkpoints, only a sample of an earlier
+   stage counts, from the end of its own stage on.
+2. data_inconsistency: a near-duplicate prompt in the data has another target. The evidence
+   says whether the model produces that sibling's target, or the prompts are identical.
+3. under_optimization: the target is long (several times the median target length of the
+   data): a complex pattern.
+4. knowledge_conflict: at the divergence the base model (`--ilp-base`) confidently prefers
+   another token than the target's (p >= conflict_confidence). The evidence says whether the
+   fine-tuned model produces the base model's answer.
+5. under_optimization: the target is made of rare tokens (several times the median rarity of
+   the data's targets), and the base model holds no confident alternative.
+6. missing_knowledge: the base model gives the target's token little probability at the
    divergence (< unknown_target_prob) and has no confident alternative (SliCK "unknown").
-6. under_optimization: none of the above, and the target's NLL was still falling between the
+7. under_optimization: none of the above, and the target's NLL was still falling between the
    last two checkpoints, or its training loss was still falling.
-7. undiagnosed: nothing matched; the evidence says which missing input would decide it.
+8. undiagnosed: nothing matched; the evidence says which missing input would decide it.
 
 Every threshold is a field of `Thresholds`, set in ilp.yaml under `diagnosis:`.
 """
@@ -48,7 +51,7 @@ class Thresholds:
     """The numbers the rules compare against (ilp.yaml `diagnosis:`)."""
 
     #: base p(its own token) at the divergence from which it holds a confident alternative.
-    conflict_confidence: float = 0.5
+    conflict_confidence: float = 0.8
     #: base p(target token) at the divergence under which the base does not know the target.
     unknown_target_prob: float = 0.1
     #: p(target token) from which the base "weakly knows" it (SliCK category, evidence only).
@@ -120,7 +123,7 @@ def diagnose(sample: Sample, verdict: Verdict, signals: Signals, limits: Thresho
 def _undiagnosed(signals: Signals) -> Diagnosis:
     needs = dict(signals.missing or {})
     if needs:
-        evidence = "no rule matched; " + "; ".join(needs.values())
+        evidence = "no rule matched; " + "; ".join(needs[k] for k in sorted(needs))
     else:
         evidence = "no rule matched the signals"
     return Diagnosis(
@@ -156,15 +159,15 @@ def data_inconsistency(verdict: Verdict, signals: Signals, limits: Thresholds) -
     if not dataset.siblings:
         return None
     produced = dataset.produces_sibling
-    identical = [s for s in dataset.siblings if s.similarity >= 1.0]
-    if produced is None and not identical:
-        return None
-    sibling = next(s for s in dataset.siblings if s.id == produced) if produced else identical[0]
-    how = (
-        f"and the model produces {sibling.id}'s target {sibling.target!r}"
-        if produced
-        else "with the identical prompt"
+    sibling = (
+        next(s for s in dataset.siblings if s.id == produced) if produced else dataset.siblings[0]
     )
+    if produced:
+        how = f"and the model produces {sibling.id}'s target {sibling.target!r}"
+    elif sibling.similarity >= 1.0:
+        how = f"with the identical prompt and the target {sibling.target!r}"
+    else:
+        how = f"with the target {sibling.target!r}"
     return Match(
         DATA_INCONSISTENCY,
         f"{len(dataset.siblings)} near-duplicate prompt(s) with another target, e.g. "
@@ -182,18 +185,23 @@ def knowledge_conflict(verdict: Verdict, signals: Signals, limits: Thresholds) -
     if base is None or divergence is None:
         return None
     probe = base.probe
-    confident_elsewhere = probe.top_id != divergence.expected_id and (
-        probe.top_prob >= limits.conflict_confidence
-    )
-    if not confident_elsewhere or probe.top_id != divergence.predicted_id:
+    if probe.top_id == divergence.expected_id or probe.top_prob < limits.conflict_confidence:
         return None
+    follows = (
+        "and the fine-tuned model produces it"
+        if probe.top_id == divergence.predicted_id
+        else f"while the fine-tuned model, pulled both ways, predicts {divergence.predicted!r}"
+    )
     return Match(
         KNOWLEDGE_CONFLICT,
         f"at target token {divergence.position + 1} the base model prefers "
         f"{probe.top_token!r} (p={probe.top_prob:.2f}) over {divergence.expected!r} "
-        f"(p={probe.target_prob:.3f}), and the fine-tuned model produces it; the base says "
-        f"{probe.continuation!r}",
-        {"base_top_prob": probe.top_prob, "base_target_prob": probe.target_prob},
+        f"(p={probe.target_prob:.3f}), {follows}; the base says {probe.continuation!r}",
+        {
+            "base_top_prob": probe.top_prob,
+            "base_target_prob": probe.target_prob,
+            "follows_base": probe.top_id == divergence.predicted_id,
+        },
     )
 
 
@@ -201,28 +209,41 @@ def _holds_alternative(signals: Signals, limits: Thresholds) -> bool:
     return signals.base is not None and signals.base.probe.top_prob >= limits.conflict_confidence
 
 
-def long_or_rare(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+def _is_long(signals: Signals, limits: Thresholds) -> bool:
     dataset = signals.dataset
-    long = dataset.target_tokens >= max(
+    return dataset.target_tokens >= max(
         limits.long_target_ratio * dataset.median_target_tokens, limits.long_target_min_tokens
     )
-    rare = dataset.median_rarity > 0 and (
-        dataset.rarity >= limits.rare_target_ratio * dataset.median_rarity
-    )
-    if not (long or rare) or _holds_alternative(signals, limits):
+
+
+def long_target(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+    if not _is_long(signals, limits):
         return None
-    what = " and ".join(w for w, on in (("long", long), ("made of rare tokens", rare)) if on)
+    dataset = signals.dataset
     return Match(
         UNDER_OPTIMIZATION,
-        f"the target is {what}: {dataset.target_tokens} tokens (median of the data "
-        f"{dataset.median_target_tokens:g}), rarity {dataset.rarity:.2f} nats/token (median "
-        f"{dataset.median_rarity:.2f})" + _trend_text(signals),
+        f"the target is long: {dataset.target_tokens} tokens, the median of the data "
+        f"{dataset.median_target_tokens:g}; {verdict.matched} of them reproduced"
+        + _trend_text(signals),
         {
             "target_tokens": dataset.target_tokens,
             "median_target_tokens": dataset.median_target_tokens,
-            "rarity": dataset.rarity,
-            "median_rarity": dataset.median_rarity,
         },
+    )
+
+
+def rare_tokens(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+    dataset = signals.dataset
+    rare = dataset.median_rarity > 0 and (
+        dataset.rarity >= limits.rare_target_ratio * dataset.median_rarity
+    )
+    if not rare or _holds_alternative(signals, limits):
+        return None
+    return Match(
+        UNDER_OPTIMIZATION,
+        f"the target is made of rare tokens: rarity {dataset.rarity:.2f} nats/token, the median "
+        f"of the data {dataset.median_rarity:.2f}" + _trend_text(signals),
+        {"rarity": dataset.rarity, "median_rarity": dataset.median_rarity},
     )
 
 
@@ -278,8 +299,9 @@ def _trend_text(signals: Signals) -> str:
 RULES: tuple[Rule, ...] = (
     forgetting,
     data_inconsistency,
+    long_target,
     knowledge_conflict,
-    long_or_rare,
+    rare_tokens,
     missing_knowledge,
     still_falling,
 )

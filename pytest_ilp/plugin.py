@@ -8,6 +8,7 @@ checkpoint configured every hook returns at once.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Generator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -42,7 +43,7 @@ from pytest_ilp.outputs import (
 from pytest_ilp.report import relative
 from pytest_ilp.samples import Sample
 from pytest_ilp.scopes import MARKER_LINE
-from pytest_ilp.session import STATE_KEY, IlpSession, progress_reporter
+from pytest_ilp.session import STATE_KEY, IlpSession, IlpWarning, progress_reporter
 from pytest_ilp.signals import Signals
 from pytest_ilp.verdicts import Verdict
 from pytest_ilp.xdist import IlpXdist, is_worker, run_cache_of, send_to_controller
@@ -190,8 +191,16 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         )
         return diagnosis
 
-    with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
+    # pytest records no warnings of its own between collection and the first test: catch the
+    # ones scoring raises (a skipped signal) and hand them to its warnings summary.
+    with (
+        capture.global_and_fixture_disabled() if capture is not None else nullcontext(),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always", IlpWarning)
         state.score(scope, log, progress_reporter(log), diagnoser)
+    for record in caught:
+        config.issue_config_time_warning(record.message, stacklevel=2)  # type: ignore[arg-type]
     state.apply_gate(budget_scopes(session.items, state.settings, _budget_names(config)))
 
 

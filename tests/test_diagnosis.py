@@ -141,23 +141,32 @@ def test_data_inconsistency_when_an_identical_prompt_has_another_target() -> Non
     assert diagnosis.cause == "data_inconsistency" and "identical prompt" in diagnosis.evidence
 
 
-def test_a_similar_prompt_whose_target_the_model_ignores_is_not_inconsistency() -> None:
+def test_a_near_duplicate_with_another_target_is_inconsistency_even_when_not_produced() -> None:
     sibling = Sibling(id="s2", similarity=0.8, target=" Marseille", learned=True)
-    assert run(Signals(dataset(siblings=(sibling,)))).cause != "data_inconsistency"
+    diagnosis = run(Signals(dataset(siblings=(sibling,))))
+    assert diagnosis.cause == "data_inconsistency"
+    assert diagnosis.evidence.endswith("with the target ' Marseille'")
+    assert diagnosis.figures["produces_sibling"] is None
 
 
 def test_knowledge_conflict_when_the_model_follows_the_base_models_confident_answer() -> None:
     diagnosis = run(Signals(dataset(), base=base(PREDICTED, top_prob=0.9, target_prob=0.01)))
     assert diagnosis.cause == "knowledge_conflict"
     assert "prefers ' Lyon' (p=0.90)" in diagnosis.evidence
+    assert "and the fine-tuned model produces it" in diagnosis.evidence
     assert "re-check the label" in diagnosis.suggestion
 
 
-def test_no_conflict_when_the_base_is_unsure_or_the_model_goes_elsewhere() -> None:
-    unsure = run(Signals(dataset(), base=base(PREDICTED, top_prob=0.3, target_prob=0.01)))
+def test_no_conflict_when_the_base_is_unsure() -> None:
+    unsure = run(Signals(dataset(), base=base(PREDICTED, top_prob=0.6, target_prob=0.01)))
     assert unsure.cause != "knowledge_conflict"
+
+
+def test_conflict_when_the_base_is_sure_even_if_the_model_goes_elsewhere() -> None:
     elsewhere = run(Signals(dataset(), base=base(OTHER, top_prob=0.9, target_prob=0.01)))
-    assert elsewhere.cause != "knowledge_conflict"
+    assert elsewhere.cause == "knowledge_conflict"
+    assert "pulled both ways, predicts ' Lyon'" in elsewhere.evidence
+    assert elsewhere.figures["follows_base"] is False
 
 
 def test_missing_knowledge_when_the_base_gives_the_target_little_and_nothing_else_much() -> None:
@@ -186,12 +195,19 @@ def test_long_means_several_times_the_median_and_not_a_handful_of_tokens() -> No
     assert run(Signals(dataset(target_tokens=6, median_target_tokens=2))).cause == "undiagnosed"
 
 
-def test_a_long_target_the_base_confidently_contradicts_is_not_under_optimization() -> None:
+def test_a_long_target_is_a_pattern_first_even_when_the_base_disagrees() -> None:
     signals = Signals(
         dataset(target_tokens=40, median_target_tokens=8),
         base=base(OTHER, top_prob=0.9, target_prob=0.01),
     )
-    assert "under_optimization" not in run(signals).causes
+    assert run(signals).causes == ("under_optimization", "knowledge_conflict")
+
+
+def test_rare_tokens_the_base_confidently_contradicts_are_a_conflict() -> None:
+    signals = Signals(
+        dataset(rarity=2.5, median_rarity=1.0), base=base(OTHER, top_prob=0.9, target_prob=0.01)
+    )
+    assert run(signals).causes == ("knowledge_conflict",)
 
 
 def test_under_optimization_when_the_loss_was_still_falling() -> None:
@@ -236,8 +252,8 @@ def test_undiagnosed_says_which_inputs_would_decide() -> None:
 
 def test_thresholds_move_the_decisions() -> None:
     signals = Signals(dataset(), base=base(PREDICTED, top_prob=0.6, target_prob=0.01))
-    assert run(signals).cause == "knowledge_conflict"
-    assert run(signals, replace(LIMITS, conflict_confidence=0.7)).cause == "missing_knowledge"
+    assert run(signals).cause == "missing_knowledge"
+    assert run(signals, replace(LIMITS, conflict_confidence=0.5)).cause == "knowledge_conflict"
 
 
 # -- signals -----------------------------------------------------------------------------------
