@@ -196,13 +196,20 @@ def knowledge_conflict(verdict: Verdict, signals: Signals, limits: Thresholds) -
         KNOWLEDGE_CONFLICT,
         f"at target token {divergence.position + 1} the base model prefers "
         f"{probe.top_token!r} (p={probe.top_prob:.2f}) over {divergence.expected!r} "
-        f"(p={probe.target_prob:.3f}), {follows}; the base says {probe.continuation!r}",
+        f"(p={probe.target_prob:.3f}), {follows}; the base says "
+        f"{_first_line(probe.continuation)!r}",
         {
             "base_top_prob": probe.top_prob,
             "base_target_prob": probe.target_prob,
             "follows_base": probe.top_id == divergence.predicted_id,
         },
     )
+
+
+def _first_line(text: str) -> str:
+    """A base model does not stop where its answer ends: show the answer's line."""
+    first = text.split("\n", 1)[0]
+    return first if first.strip() else text
 
 
 def _holds_alternative(signals: Signals, limits: Thresholds) -> bool:
