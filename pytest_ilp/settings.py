@@ -287,6 +287,9 @@ def add_options(parser: pytest.Parser) -> None:
 def resolve(config: pytest.Config) -> Settings | None:
     """Merge command line, ilp.yaml and ini into `Settings`; None when no checkpoint is set."""
     config_file, yaml_values = _load_yaml(config)
+    if _checkpoint_given(config, yaml_values) is None:
+        return None  # the plugin stays out of the way: nothing else is read or checked
+    _reject_unknown_settings(config_file, yaml_values)
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         if setting.kind == "budgets":
@@ -298,8 +301,6 @@ def resolve(config: pytest.Config) -> Settings | None:
         if value is None:
             value = _from_ini(config, setting)
         values[setting.key] = setting.default if value is None else value
-    if values["checkpoint"] is None:
-        return None
     if values["update_baseline"] and values["baseline"] is None:
         raise pytest.UsageError(
             "--ilp-update-baseline needs --ilp-baseline=PATH: the file to write the report to"
@@ -364,12 +365,25 @@ def _load_yaml(config: pytest.Config) -> tuple[Path | None, dict[str, Any]]:
         return path, {}
     if not isinstance(loaded, dict):
         raise pytest.UsageError(f"{path}: expected a mapping of settings at the top level")
-    unknown = sorted(set(loaded) - set(YAML_KEYS))
+    return path, loaded
+
+
+def _checkpoint_given(config: pytest.Config, yaml_values: Mapping[str, Any]) -> object | None:
+    """Whether any source names a checkpoint: without one pytest-ilp reads nothing further."""
+    if config.option.ilp_checkpoint:
+        return config.option.ilp_checkpoint
+    if yaml_values.get("checkpoint") is not None:
+        return yaml_values["checkpoint"]
+    return config.getini(BY_KEY["checkpoint"].ini) or None
+
+
+def _reject_unknown_settings(config_file: Path | None, yaml_values: Mapping[str, Any]) -> None:
+    unknown = sorted(map(str, set(yaml_values) - set(YAML_KEYS)))
     if unknown:
         raise pytest.UsageError(
-            f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(YAML_KEYS)}"
+            f"{config_file}: unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(YAML_KEYS)}"
         )
-    return path, loaded
 
 
 def _from_cli(config: pytest.Config, setting: Setting) -> Any:

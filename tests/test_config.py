@@ -25,6 +25,17 @@ def test_no_checkpoint_anywhere_means_inactive(pytester: pytest.Pytester) -> Non
     assert STATE_KEY not in config.stash
 
 
+def test_an_ilp_yaml_without_a_checkpoint_is_not_read_further(pytester: pytest.Pytester) -> None:
+    """A project whose ilp.yaml leaves the checkpoint to the command line runs its ordinary
+    tests untouched, even where the rest of that file would not pass the checks."""
+    (pytester.path / "ilp.yaml").write_text("thresholds: {made_up_cause: 2.5}\nlanguage: en\n")
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=1)
+    assert "ilp:" not in result.stdout.str()
+
+
 def test_ilp_yaml_in_the_rootdir_is_found_and_paths_are_relative_to_it(
     pytester: pytest.Pytester, world: World
 ) -> None:
