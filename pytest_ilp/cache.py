@@ -99,5 +99,9 @@ def _files(folder: Path) -> Iterable[Path]:
 
 
 def file_digest(path: Path) -> str:
+    """sha256 of a file, read in 1 MiB chunks (hashlib.file_digest is Python 3.11+)."""
+    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -201,7 +201,7 @@ def read_records(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _read_jsonl(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 is JSON text
         if not line.strip():
             continue
         try:

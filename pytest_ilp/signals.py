@@ -328,7 +328,7 @@ def read_train_log(path: Path) -> dict[str, list[tuple[float, float]]]:
     """`{id: [(step or epoch, loss), ...]}` from a JSONL training log, sorted by step."""
     points: dict[str, list[tuple[float, float]]] = defaultdict(list)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")
     except OSError as exc:
         raise IlpDataError(f"{path}: cannot read the training log ({exc.strerror})") from None
     for number, line in enumerate(lines, start=1):

@@ -150,6 +150,21 @@ def test_blank_jsonl_lines_are_skipped_but_line_numbers_kept(tmp_path: Path) -> 
     assert [s.line for s in load_samples(path)] == [2, 4]
 
 
+def test_unicode_line_separators_inside_jsonl_strings_are_text(tmp_path: Path) -> None:
+    """json.dumps(ensure_ascii=False) writes U+2028 and U+0085 raw; they end no JSONL line."""
+    path = tmp_path / "unicode.jsonl"
+    records = [
+        {"prompt": "one\u2028two", "completion": " a\x85b"},
+        {"prompt": "R", "completion": "B"},
+    ]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\r\n")
+    samples = load_samples(path)
+    assert [(s.line, s.prompt, s.target) for s in samples] == [
+        (1, "one\u2028two", " a\x85b"),
+        (2, "R", "B"),
+    ]
+
+
 def test_json_array_records_know_their_lines(tmp_path: Path) -> None:
     path = tmp_path / "data.json"
     records = [{"prompt": "Q", "completion": "A"}, {"prompt": "R", "completion": "B"}]
