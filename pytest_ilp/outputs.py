@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pytest_ilp.baseline import learned_by_id
 from pytest_ilp.markdown import STEP_SUMMARY, markdown_summary
 from pytest_ilp.report import (
     gate_of,
@@ -69,7 +70,7 @@ def write_files(
     if settings.report is not None:
         _write_json(settings.report, report)
     if settings.update_baseline and settings.baseline is not None:
-        _write_json(settings.baseline, report)
+        _write_json(settings.baseline, updated_baseline(settings.baseline, report))
     text = None
     if settings.markdown is not None or environ.get(STEP_SUMMARY):
         checkpoint = relative(settings.checkpoint, root)
@@ -87,6 +88,23 @@ def write_files(
             "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in output.export),
             encoding="utf-8",
         )
+
+
+def updated_baseline(path: Path, report: Mapping[str, Any]) -> Mapping[str, Any]:
+    """This run's report, plus the samples of the old baseline that this run did not check.
+
+    A run over part of the data (`-k`, `--lf`, a shard, node ids) updates the samples it checked
+    and keeps the others, as syrupy keeps the snapshots of the tests it did not run. An old
+    baseline that cannot be read (or is of another schema) is replaced whole.
+    """
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        learned_by_id(old)  # checks its shape
+    except (OSError, ValueError):
+        return report
+    checked = {record["id"] for record in report["samples"]}
+    kept = [record for record in old["samples"] if record["id"] not in checked]
+    return {**report, "samples": [*report["samples"], *kept]}
 
 
 def write_empty_report(state: IlpSession, root: Path) -> None:

@@ -244,6 +244,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         if output is not None:
             send_to_controller(config, output)
         return
+    if session.exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
+        # A run cut short (Ctrl-C, collection errors, a crash) must not replace the last
+        # complete report or baseline with a partial one.
+        return
     if output is None:
         write_empty_report(state, config.rootpath)
         return

@@ -457,6 +457,44 @@ def test_update_baseline_writes_the_report_and_the_next_run_knows_its_failures(
     assert second.ret == pytest.ExitCode.OK
 
 
+def test_updating_the_baseline_from_part_of_the_data_keeps_the_other_samples(
+    pytester: pytest.Pytester, world: World, planted: Planted
+) -> None:
+    setup(pytester, planted)
+    ilp(pytester, world, "--ilp-baseline=b.json", "--ilp-update-baseline")
+    first = json.loads((pytester.path / "b.json").read_text())
+    checked = planted.of("knowledge_conflict")[0]
+    flipped = {**first, "samples": [dict(s) for s in first["samples"]]}
+    for sample in flipped["samples"]:
+        sample["learned"] = True  # so that the update below shows which records it replaced
+    (pytester.path / "b.json").write_text(json.dumps(flipped))
+
+    partial = ilp(
+        pytester, world, f"data.jsonl::{checked}", "--ilp-baseline=b.json", "--ilp-update-baseline"
+    )
+    partial.assert_outcomes(failed=1)
+    updated = {
+        s["id"]: s["learned"] for s in json.loads((pytester.path / "b.json").read_text())["samples"]
+    }
+    assert len(updated) == 12
+    assert updated[checked] is False
+    assert all(updated[i] for i in updated if i != checked)
+
+
+def test_an_interrupted_run_writes_no_report_and_keeps_the_baseline(
+    pytester: pytest.Pytester, world: World, planted: Planted
+) -> None:
+    setup(pytester, planted)
+    (pytester.path / "b.json").write_text('{"schema": 1, "samples": []}')
+    pytester.makepyfile(test_broken="import no_such_module_anywhere\n")
+    result = ilp(
+        pytester, world, "--ilp-baseline=b.json", "--ilp-update-baseline", "--ilp-report=r.json"
+    )
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert (pytester.path / "b.json").read_text() == '{"schema": 1, "samples": []}'
+    assert not (pytester.path / "r.json").exists()
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
