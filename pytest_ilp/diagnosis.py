@@ -164,7 +164,7 @@ def data_inconsistency(verdict: Verdict, signals: Signals, limits: Thresholds) -
     )
     if produced:
         how = f"and the model produces {sibling.id}'s target {sibling.target!r}"
-    elif sibling.similarity >= 1.0:
+    elif sibling.identical:
         how = f"with the identical prompt and the target {sibling.target!r}"
     else:
         how = f"with the target {sibling.target!r}"

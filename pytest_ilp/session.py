@@ -153,20 +153,23 @@ class IlpSession:
             self.in_scope[sample.id] = self.in_scope.get(sample.id, False) or must_learn
         samples = [self.samples[i] for i in self.in_scope]
 
-        def run(job: Job) -> ScoringResult:
-            result = score_samples(samples, self.settings, job, self.cache, log, progress)
+        def run(job: Job, subset: list[Sample]) -> ScoringResult:
+            result = score_samples(subset, self.settings, job, self.cache, log, progress)
             self.passes.append(result)
             return result
 
-        self.result = final = run(Job(self.checkpoint, self.checkpoint))
+        self.result = final = run(Job(self.checkpoint, self.checkpoint), samples)
         unlearned = {i: v for i, v in final.verdicts.items() if v.first_divergence is not None}
         if not unlearned:
             return
+        # The base and history checkpoints only explain failures: they score the unlearned
+        # samples alone.
+        samples = [self.samples[i] for i in unlearned]
         missing: dict[str, str] = {}
         history = []
         for stage, info in self.history:
             try:
-                history.append((stage, run(Job(info, self.checkpoint, produce=False))))
+                history.append((stage, run(Job(info, self.checkpoint, produce=False), samples)))
             except IncompatibleTokenizer as exc:
                 missing["history"] = f"history signals skipped: {exc}"
                 warnings.warn(IlpWarning(missing["history"]), stacklevel=1)
@@ -182,7 +185,7 @@ class IlpSession:
                 if v.first_divergence is not None
             }
             try:
-                base = run(Job(self.base, self.checkpoint, produce=False, probe_at=probe_at))
+                base = run(Job(self.base, self.checkpoint, produce=False, probe_at=probe_at), samples)
             except IncompatibleTokenizer as exc:
                 missing["base"] = f"base signals skipped: {exc}"
                 warnings.warn(IlpWarning(missing["base"]), stacklevel=1)

@@ -104,6 +104,9 @@ class Sibling:
     similarity: float
     target: str
     learned: bool | None
+    #: the same words in the same order as this sample's prompt (similarity 1 only says the
+    #: same set of words).
+    identical: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,13 +167,19 @@ def knowledge(learned: bool, probe: Probe, weak: float) -> str:
 # -- dataset -----------------------------------------------------------------------------------
 
 
-def prompt_words(sample: Sample) -> frozenset[str]:
-    """The prompt's words, lower-cased, punctuation and spacing aside (chat turns joined)."""
+def prompt_word_sequence(sample: Sample) -> tuple[str, ...]:
+    """The prompt's words in order, lower-cased, punctuation and spacing aside (chat turns
+    joined): two prompts with the same sequence are the same question."""
     if sample.messages is not None:
         text = "\n".join(str(m.get("content", "")) for m in sample.messages)
     else:
         text = sample.prompt or ""
-    return frozenset(re.findall(r"\w+", text.lower()))
+    return tuple(re.findall(r"\w+", text.lower()))
+
+
+def prompt_words(sample: Sample) -> frozenset[str]:
+    """The prompt's words as a set (what near-duplicate similarity compares)."""
+    return frozenset(prompt_word_sequence(sample))
 
 
 def _normalised_target(sample: Sample) -> str:
@@ -298,12 +307,14 @@ def dataset_signals(
     verdicts: Mapping[str, Verdict],
     stats: TargetStatistics,
 ) -> DatasetSignals:
+    own = prompt_word_sequence(samples[verdict.sample_id])
     found = tuple(
         Sibling(
             id=other,
             similarity=round(similarity, 3),
             target=samples[other].target,
             learned=verdicts[other].learned if other in verdicts else None,
+            identical=prompt_word_sequence(samples[other]) == own,
         )
         for other, similarity in siblings
     )

@@ -18,6 +18,8 @@ from pytest_ilp.signals import (
     HistorySignals,
     Sibling,
     Signals,
+    TargetStatistics,
+    dataset_signals,
     find_siblings,
     knowledge,
     produces,
@@ -136,9 +138,15 @@ def test_data_inconsistency_when_the_model_produces_a_siblings_target() -> None:
 
 
 def test_data_inconsistency_when_an_identical_prompt_has_another_target() -> None:
-    sibling = Sibling(id="s2", similarity=1.0, target=" Marseille", learned=False)
+    sibling = Sibling(id="s2", similarity=1.0, target=" Marseille", learned=False, identical=True)
     diagnosis = run(Signals(dataset(siblings=(sibling,))))
     assert diagnosis.cause == "data_inconsistency" and "identical prompt" in diagnosis.evidence
+
+
+def test_the_same_words_in_another_order_are_not_called_identical() -> None:
+    sibling = Sibling(id="s2", similarity=1.0, target=" Marseille", learned=False)
+    diagnosis = run(Signals(dataset(siblings=(sibling,))))
+    assert diagnosis.cause == "data_inconsistency" and "identical" not in diagnosis.evidence
 
 
 def test_a_near_duplicate_with_another_target_is_inconsistency_even_when_not_produced() -> None:
@@ -297,6 +305,21 @@ def test_near_duplicates_are_the_same_question_reworded_not_the_same_template() 
     assert dict(siblings["a"])["c"] == 1.0  # punctuation, spacing and case aside: identical
     assert 0.7 <= dict(siblings["a"])["b"] < 1.0
     assert siblings["e"] == [] and siblings["t0"] == []
+
+
+def test_siblings_are_identical_only_with_the_same_words_in_the_same_order() -> None:
+    samples = {
+        s.id: s
+        for s in (
+            sample("a", "Q: Who taught Olm?\nA:", " Vesk"),
+            sample("b", "q: who  taught olm ?\nA:", " Brun"),
+            sample("c", "Q: Olm taught who?\nA:", " Tarn"),
+        )
+    }
+    unlearned = replace(verdict(), sample_id="a")
+    stats = TargetStatistics.of([unlearned])
+    signals = dataset_signals(unlearned, [("b", 1.0), ("c", 1.0)], samples, {}, stats)
+    assert [(s.id, s.identical) for s in signals.siblings] == [("b", True), ("c", False)]
 
 
 def test_weighted_similarity_discounts_words_every_prompt_has() -> None:
