@@ -220,6 +220,7 @@ def _compute(
     )
     backend = load_backend(settings.backend, job.checkpoint, settings.backend_options)
     try:
+        ready = _fitting(ready, backend.max_sequence_length, settings.backend, entries)
         scores = backend.score(
             [ScoreRequest(r.input_ids, r.target_start) for r in ready], progress(len(ready))
         )
@@ -269,6 +270,23 @@ def _compute(
             )
         entries[sample_id] = entry
     return entries
+
+
+def _fitting(
+    ready: list[Rendered], limit: int | None, backend: str, entries: dict[str, dict[str, Any]]
+) -> list[Rendered]:
+    """The samples the backend can score; the others become problems that say what to do."""
+    if limit is None:
+        return ready
+    for r in ready:
+        if len(r.input_ids) > limit:
+            entries[r.sample_id] = {
+                "problem": f"prompt + target is {len(r.input_ids)} tokens but the {backend} "
+                f"backend scores at most {limit} (vLLM keeps one token of max_model_len for "
+                "its own output); raise max_model_len in the backend args of ilp.yaml, shorten "
+                "the sample, or use --ilp-backend=hf"
+            }
+    return [r for r in ready if len(r.input_ids) <= limit]
 
 
 def _continuation_request(

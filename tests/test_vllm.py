@@ -67,12 +67,23 @@ def test_vllm_gives_the_hf_verdicts_and_leaves_nothing_behind(
 ) -> None:
     write_jsonl(pytester.path / "raw.jsonl", world.raw_records)
     write_jsonl(pytester.path / "chat.jsonl", world.chat_records)
-    args = (f"--ilp-checkpoint={world.checkpoint}", "--ilp-data=raw.jsonl", "--ilp-data=chat.jsonl")
+    # Within the model's context of 256 tokens, beyond the max_model_len vLLM is given below.
+    question = world.raw_records[0]["prompt"]
+    write_jsonl(
+        pytester.path / "long.jsonl",
+        [{"id": "long", "prompt": question * 20, "completion": world.raw_records[0]["completion"]}],
+    )
+    args = (
+        f"--ilp-checkpoint={world.checkpoint}",
+        "--ilp-data=raw.jsonl",
+        "--ilp-data=chat.jsonl",
+        "--ilp-data=long.jsonl",
+    )
     pytester.runpytest(*args, "--ilp-report=hf.json", "-q")
 
     # The backend and its args as a user writes them in ilp.yaml; the args go to vllm.LLM.
     (pytester.path / "vllm.yaml").write_text(
-        "backend:\n  name: vllm\n  args:\n    max_model_len: 256\n    max_num_seqs: 128\n"
+        "backend:\n  name: vllm\n  args:\n    max_model_len: 128\n    max_num_seqs: 128\n"
     )
     pytester.makeconftest(TEARDOWN_PROBE)
     result = pytester.runpytest_subprocess(
@@ -82,7 +93,13 @@ def test_vllm_gives_the_hf_verdicts_and_leaves_nothing_behind(
     assert json.loads((pytester.path / "vllm.json").read_text())["backend"] == "vllm cpu float32"
 
     hf, vllm = samples_of(pytester.path / "hf.json"), samples_of(pytester.path / "vllm.json")
-    assert set(vllm) == set(hf) and len(hf) == len(world.raw_records) + len(world.chat_records)
+    assert set(vllm) == set(hf) and len(hf) == len(world.raw_records) + len(world.chat_records) + 1
+    # A sample too long for the engine is that sample's problem, not the end of the run.
+    long_hf, long_vllm = hf.pop("long"), vllm.pop("long")
+    assert long_hf["error"] is None and long_hf["learned"] is not None
+    assert long_vllm["learned"] is None
+    assert "backend scores at most 127" in long_vllm["error"]
+    assert "raise max_model_len in the backend args of ilp.yaml" in long_vllm["error"]
     learned = sum(s["learned"] for s in hf.values())
     assert 0.2 * len(hf) < learned < 0.8 * len(hf)  # both outcomes, or the test means little
     for sample_id, expected in hf.items():

@@ -84,6 +84,11 @@ class BackendOptions:
 class ScoringBackend(Protocol):
     """What the scoring pipeline needs from a model runtime."""
 
+    #: the longest request (prompt + target tokens) it can score, when that is less than the
+    #: checkpoint's context (vLLM's `max_model_len`); None: the checkpoint's context. Longer
+    #: samples are reported as problems of their own, never sent to `score`.
+    max_sequence_length: int | None
+
     def score(
         self, requests: Sequence[ScoreRequest], progress: Progress | None = None
     ) -> list[TokenScores]:

@@ -118,6 +118,7 @@ class HFBackend:
         self.device = resolve_device(options.device)
         self.dtype = resolve_dtype(options.dtype, self.device, checkpoint)
         self.batch_tokens = options.batch_tokens
+        self.max_sequence_length: int | None = None  # the checkpoint's context, checked at render
         self.model: Any = load_causal_lm(checkpoint, options, self.dtype).to(self.device)
         config = self.model.config
         self.pad_id = int(config.pad_token_id if config.pad_token_id is not None else 0)

@@ -188,6 +188,8 @@ class VLLMBackend:
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
             self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+            # vLLM keeps room for the one token it samples after a prompt.
+            self.max_sequence_length: int | None = self.max_model_len - 1
             self.lora = None
             if checkpoint.adapter is not None:
                 from vllm.lora.request import LoRARequest
@@ -232,14 +234,12 @@ class VLLMBackend:
     ) -> list[TokenScores]:
         from vllm import SamplingParams
 
-        for request in requests:
-            # vLLM keeps room for the one token it samples after a prompt.
-            if len(request.input_ids) >= self.max_model_len:
-                raise pytest.UsageError(
-                    f"a sample of {len(request.input_ids)} tokens does not fit vLLM's "
-                    f"max_model_len of {self.max_model_len} (one more token is needed); set "
-                    "max_model_len in the backend args of ilp.yaml or use --ilp-backend=hf"
-                )
+        too_long = [r for r in requests if len(r.input_ids) >= self.max_model_len]
+        if too_long:  # the pipeline keeps these out (`max_sequence_length`); a caller may not
+            raise ValueError(
+                f"{len(too_long)} request(s) do not fit vLLM's max_model_len of "
+                f"{self.max_model_len} (one more token is needed)"
+            )
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=2, detokenize=False)
         results: list[TokenScores] = []
         for start in range(0, len(requests), SCORE_CHUNK):
