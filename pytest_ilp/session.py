@@ -185,7 +185,9 @@ class IlpSession:
                 if v.first_divergence is not None
             }
             try:
-                base = run(Job(self.base, self.checkpoint, produce=False, probe_at=probe_at), samples)
+                base = run(
+                    Job(self.base, self.checkpoint, produce=False, probe_at=probe_at), samples
+                )
             except IncompatibleTokenizer as exc:
                 missing["base"] = f"base signals skipped: {exc}"
                 warnings.warn(IlpWarning(missing["base"]), stacklevel=1)

@@ -381,8 +381,7 @@ def _reject_unknown_settings(config_file: Path | None, yaml_values: Mapping[str,
     unknown = sorted(map(str, set(yaml_values) - set(YAML_KEYS)))
     if unknown:
         raise pytest.UsageError(
-            f"{config_file}: unknown setting(s) {', '.join(unknown)}; "
-            f"known: {', '.join(YAML_KEYS)}"
+            f"{config_file}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(YAML_KEYS)}"
         )
 
 
