@@ -287,7 +287,7 @@ def add_options(parser: pytest.Parser) -> None:
 def resolve(config: pytest.Config) -> Settings | None:
     """Merge command line, ilp.yaml and ini into `Settings`; None when no checkpoint is set."""
     config_file, yaml_values = _load_yaml(config)
-    if _checkpoint_given(config, yaml_values) is None:
+    if not _checkpoint_given(config, yaml_values):
         return None  # the plugin stays out of the way: nothing else is read or checked
     _reject_unknown_settings(config_file, yaml_values)
     values: dict[str, Any] = {}
@@ -368,13 +368,13 @@ def _load_yaml(config: pytest.Config) -> tuple[Path | None, dict[str, Any]]:
     return path, loaded
 
 
-def _checkpoint_given(config: pytest.Config, yaml_values: Mapping[str, Any]) -> object | None:
+def _checkpoint_given(config: pytest.Config, yaml_values: Mapping[str, Any]) -> bool:
     """Whether any source names a checkpoint: without one pytest-ilp reads nothing further."""
-    if config.option.ilp_checkpoint:
-        return config.option.ilp_checkpoint
-    if yaml_values.get("checkpoint") is not None:
-        return yaml_values["checkpoint"]
-    return config.getini(BY_KEY["checkpoint"].ini) or None
+    return bool(
+        config.option.ilp_checkpoint
+        or yaml_values.get("checkpoint") is not None
+        or config.getini(BY_KEY["checkpoint"].ini)
+    )
 
 
 def _reject_unknown_settings(config_file: Path | None, yaml_values: Mapping[str, Any]) -> None:
