@@ -102,16 +102,34 @@ def _check(name: str, document: Mapping[str, Any]) -> None:
             f"{name}: report schema {document['schema']!r}, but this pytest-ilp reads schema "
             f"{REPORT_SCHEMA}"
         )
+    missing = [key for key in _REPORT_KEYS if key not in document]
+    if missing:
+        raise MergeError(f"{name}: not a whole pytest-ilp report (no {', '.join(missing)})")
     if not isinstance(document.get("samples"), list):
         raise MergeError(f"{name}: `samples` must be a list")
-    if not isinstance(document.get("gate"), Mapping):
+    gate = document.get("gate")
+    if not isinstance(gate, Mapping):
         raise MergeError(
             f"{name}: the report has no `gate` (written by a pytest-ilp without the CI gate, or "
             "by a run that scored nothing)"
         )
+    scopes = gate.get("scopes")
+    if not isinstance(scopes, list) or not all(
+        isinstance(s, Mapping) and "scope" in s and isinstance(s.get("budgets"), Mapping)
+        for s in scopes
+    ):
+        raise MergeError(f"{name}: `gate.scopes` must be a list of {{scope, budgets}} records")
     for index, record in enumerate(document["samples"]):
         if not isinstance(record, Mapping) or not isinstance(record.get("id"), str):
             raise MergeError(f"{name}: samples[{index}] is not a sample record with an `id`")
+        if record.get("learned") not in (True, False, None) or "learned" not in record:
+            raise MergeError(
+                f"{name}: samples[{index}] ({record['id']}): `learned` must be true, false or null"
+            )
+
+
+#: the top-level fields of a report that merging reads.
+_REPORT_KEYS = ("checkpoint", "backend", "fragile_margin", "samples", "gate")
 
 
 def _check_shards(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from typing import Any
@@ -327,3 +328,36 @@ def test_merge_refuses_different_budgets_and_overlapping_samples() -> None:
         merge_reports([("1.json", one), ("2.json", same)])
     with pytest.raises(MergeError, match="schema 2"):
         merge_reports([("1.json", {**one, "schema": 2})])
+
+
+def _without(document: dict[str, Any], *path: str) -> dict[str, Any]:
+    """A deep copy of a report with the field at `path` removed."""
+    import copy
+
+    copied = copy.deepcopy(document)
+    parent: Any = copied
+    for key in path[:-1]:
+        parent = parent[int(key)] if isinstance(parent, list) else parent[key]
+    del parent[path[-1]]
+    return copied
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        (("checkpoint",), "1.json: not a whole pytest-ilp report (no checkpoint)"),
+        (("gate", "scopes"), "1.json: `gate.scopes` must be a list of {scope, budgets} records"),
+        (("samples", "0", "learned"), "1.json: samples[0] (a): `learned` must be true"),
+    ],
+)
+def test_merge_cli_says_what_a_truncated_report_lacks(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], path: tuple[str, ...], message: str
+) -> None:
+    from pytest_ilp.__main__ import main
+
+    report = _without(shard_report(None, [record("a", True)]), *path)
+    (tmp_path / "1.json").write_text(json.dumps(report))
+    status = main(["merge", str(tmp_path / "1.json"), "-o", str(tmp_path / "all.json")])
+    assert status == 4
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
