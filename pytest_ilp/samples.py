@@ -191,6 +191,8 @@ def read_records(path: Path) -> Iterator[tuple[int, Any]]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise IlpDataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise IlpDataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         yield from _read_jsonl(path, text)
@@ -235,7 +237,10 @@ def _read_json(path: Path, text: str) -> Iterator[tuple[int, Any]]:
 
 
 def _read_yaml(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    loader = yaml.SafeLoader(text)
+    try:  # the reader checks the characters as the loader is made
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise IlpDataError(f"{path}: not valid YAML ({exc})") from None
     try:
         root = loader.get_single_node()
         if root is None:
@@ -251,6 +256,8 @@ def _read_yaml(path: Path, text: str) -> Iterator[tuple[int, Any]]:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise IlpDataError(f"{where}: not valid YAML ({exc.problem or exc})") from None
+    except yaml.YAMLError as exc:
+        raise IlpDataError(f"{path}: not valid YAML ({exc})") from None
     finally:
         loader.dispose()
 
@@ -263,17 +270,24 @@ def _read_table(path: Path) -> Iterator[tuple[int, Any]]:
             f"{path}: reading Parquet files and saved datasets needs the `datasets` package: "
             "pip install datasets"
         ) from None
+    try:
+        loaded = (
+            datasets.load_from_disk(str(path))
+            if path.is_dir()
+            else datasets.Dataset.from_parquet(str(path))
+        )
+    except Exception as exc:  # pyarrow's ArrowInvalid, FileNotFoundError, ... from datasets
+        what = "a saved dataset" if path.is_dir() else "a Parquet file"
+        raise IlpDataError(
+            f"{path}: datasets could not read it as {what} ({type(exc).__name__}: {exc})"
+        ) from None
     if path.is_dir():
-        loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
             raise IlpDataError(
                 f"{path}: a DatasetDict with splits {sorted(loaded)}; save the split you trained "
                 "on alone (dataset['train'].save_to_disk(...)) and point --ilp-data at it"
             )
-        table = loaded
-    else:
-        table = datasets.Dataset.from_parquet(str(path))
-    yield from enumerate(table, start=1)
+    yield from enumerate(loaded, start=1)
 
 
 def sample_from_record(record: Any, source: Path, line: int) -> Sample:

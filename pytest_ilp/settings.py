@@ -361,6 +361,8 @@ def _load_yaml(config: pytest.Config) -> tuple[Path | None, dict[str, Any]]:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise pytest.UsageError(f"{path}: not valid YAML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise pytest.UsageError(f"{path}: cannot read it ({exc})") from None
     if loaded is None:
         return path, {}
     if not isinstance(loaded, dict):

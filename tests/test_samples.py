@@ -203,6 +203,18 @@ def test_parquet_and_saved_datasets_read_rows(tmp_path: Path) -> None:
     assert expand_data_paths([tmp_path]) == [tmp_path / "data.parquet", tmp_path / "saved"]
 
 
+def test_unreadable_tables_and_yaml_name_the_file(tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(
+        IlpDataError, match=r"broken\.parquet: datasets could not read it as a Parquet"
+    ):
+        load_samples(tmp_path / "broken.parquet")
+    (tmp_path / "bell.yaml").write_text("- prompt: ring \x07\n  completion: B\n")
+    with pytest.raises(IlpDataError, match=r"bell\.yaml: not valid YAML"):
+        load_samples(tmp_path / "bell.yaml")
+
+
 def test_folders_expand_to_their_data_files(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     write_jsonl(tmp_path / "b.jsonl", [])
