@@ -14,7 +14,8 @@ rule that matches is listed in `causes`:
    another token than the target's (p >= conflict_confidence). The evidence says whether the
    fine-tuned model produces the base model's answer.
 5. under_optimization: the target is made of rare tokens (several times the median rarity of
-   the data's targets), and the base model holds no confident alternative.
+   the data's targets), and the base model holds no confident alternative. Without a base
+   model the evidence says that missing knowledge is not ruled out.
 6. missing_knowledge: the base model gives the target's token little probability at the
    divergence (< unknown_target_prob) and has no confident alternative (SliCK "unknown").
 7. under_optimization: none of the above, and the target's NLL was still falling between the
@@ -246,10 +247,15 @@ def rare_tokens(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match
     )
     if not rare or _holds_alternative(signals, limits):
         return None
+    caveat = (
+        "; without the base model (--ilp-base) missing knowledge is not ruled out"
+        if signals.base is None
+        else ""
+    )
     return Match(
         UNDER_OPTIMIZATION,
         f"the target is made of rare tokens: rarity {dataset.rarity:.2f} nats/token, the median "
-        f"of the data {dataset.median_rarity:.2f}" + _trend_text(signals),
+        f"of the data {dataset.median_rarity:.2f}" + _trend_text(signals) + caveat,
         {"rarity": dataset.rarity, "median_rarity": dataset.median_rarity},
     )
 

@@ -211,6 +211,16 @@ class IlpSession:
         stats = TargetStatistics.of(verdicts.values())
         for sample_id, verdict in unlearned.items():
             sample = self.samples[sample_id]
+            own_missing = dict(missing)
+            # A checkpoint that could not score this one sample (a token it has no embedding
+            # for) leaves that sample without its signals: say so rather than stay silent.
+            if base is not None and sample_id in base.problems:
+                own_missing["base"] = f"base signals skipped: {base.problems[sample_id]}"
+            for stage, result in history:
+                if sample_id in result.problems:
+                    own_missing["history"] = (
+                        f"history signals skipped: at {stage.label}, {result.problems[sample_id]}"
+                    )
             signals = Signals(
                 dataset=dataset_signals(
                     verdict, siblings.get(sample_id, []), self.samples, verdicts, stats
@@ -222,7 +232,7 @@ class IlpSession:
                     if self.train_log and sample_id in self.train_log
                     else None
                 ),
-                missing=missing,
+                missing=own_missing,
             )
             self.signals[sample_id] = signals
             self.diagnoses[sample_id] = diagnoser(sample, verdict, signals)
@@ -394,7 +404,8 @@ STATE_KEY = pytest.StashKey[IlpSession]()
 
 
 def progress_reporter(write_line: Callable[[str], None]) -> Callable[[int], Progress]:
-    """A progress callback factory: a tqdm bar on a terminal, a line every 30 s in a CI log."""
+    """A progress callback factory: a tqdm bar on a terminal, a line every 30 s in a CI log
+    (through `write_line`, which adds the "ilp: " prefix)."""
 
     def start(total: int) -> Progress:
         if sys.stderr.isatty():
@@ -416,7 +427,7 @@ def progress_reporter(write_line: Callable[[str], None]) -> Callable[[int], Prog
             done_so_far += done
             if time.monotonic() - last >= LOG_PROGRESS_EVERY and done_so_far < total:
                 last = time.monotonic()
-                write_line(f"ilp: scored {done_so_far}/{total} samples")
+                write_line(f"scored {done_so_far}/{total} samples")
 
         return advance_log
 

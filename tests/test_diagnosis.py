@@ -195,6 +195,7 @@ def test_under_optimization_for_a_long_or_rare_target() -> None:
     assert long.figures["target_tokens"] == 40
     rare = run(Signals(dataset(rarity=2.5, median_rarity=1.0)))
     assert rare.cause == "under_optimization" and "rare tokens" in rare.evidence
+    assert "missing knowledge is not ruled out" in rare.evidence  # no base model given
 
 
 def test_long_means_several_times_the_median_and_not_a_handful_of_tokens() -> None:

@@ -254,6 +254,27 @@ def test_a_base_model_with_another_tokenizer_is_skipped_with_a_warning(
     assert "Traceback" not in result.stdout.str()
 
 
+def test_a_base_model_without_embeddings_for_some_tokens_says_so_per_sample(
+    pytester: pytest.Pytester, world: World, mixed: list[dict[str, Any]]
+) -> None:
+    """Same tokenizer, smaller vocabulary: samples using the tokens it lacks get no base
+    signals, and their evidence says why instead of staying silent."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(world.checkpoint)
+    model = tiny.build_llama(tokenizer)
+    model.resize_token_embeddings(len(tokenizer) // 2)
+    base = tiny.save_checkpoint(model, tokenizer, pytester.path / "small-base")
+    write_jsonl(pytester.path / "data.jsonl", mixed)
+    ilp(pytester, world, "--ilp-data=data.jsonl", f"--ilp-base={base}", "--ilp-report=r.json")
+    unlearned = [s for s in report_of(pytester, "r.json").values() if s["learned"] is False]
+    skipped = [s for s in unlearned if s["signals"]["base"] is None]
+    assert skipped, "no sample used a token beyond the base's vocabulary: the test means nothing"
+    for sample in skipped:
+        assert "base signals skipped: uses token id" in sample["evidence"], sample["id"]
+        assert "which small-base has no embedding for" in sample["evidence"], sample["id"]
+
+
 def test_diagnosis_thresholds_come_from_ilp_yaml(
     pytester: pytest.Pytester, world: World, mixed: list[dict[str, Any]]
 ) -> None:
