@@ -281,12 +281,11 @@ def _read_table(path: Path) -> Iterator[tuple[int, Any]]:
         raise IlpDataError(
             f"{path}: datasets could not read it as {what} ({type(exc).__name__}: {exc})"
         ) from None
-    if path.is_dir():
-        if isinstance(loaded, datasets.DatasetDict):
-            raise IlpDataError(
-                f"{path}: a DatasetDict with splits {sorted(loaded)}; save the split you trained "
-                "on alone (dataset['train'].save_to_disk(...)) and point --ilp-data at it"
-            )
+    if isinstance(loaded, datasets.DatasetDict):
+        raise IlpDataError(
+            f"{path}: a DatasetDict with splits {sorted(loaded)}; save the split you trained "
+            "on alone (dataset['train'].save_to_disk(...)) and point --ilp-data at it"
+        )
     yield from enumerate(loaded, start=1)
 
 
