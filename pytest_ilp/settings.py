@@ -316,7 +316,7 @@ def resolve(config: pytest.Config) -> Settings | None:
             batch_tokens=_positive(values["batch_tokens"], "batch_tokens"),
             trust_remote_code=values["trust_remote_code"],
             adapter_base=values["adapter_base"],
-            args=_backend_args(yaml_values.get("backend"), config_file),
+            args=_backend_args(yaml_values.get("backend"), config_file, values["backend"]),
         ),
         use_cache=values["cache"],
         render=_render_settings(values["render"], yaml_values.get("render"), config_file),
@@ -526,13 +526,18 @@ def _render_settings(mode: str, raw: Any, config_file: Path | None) -> RenderSet
     return RenderSettings(mode=mode, **flags)
 
 
-def _backend_args(raw: Any, config_file: Path | None) -> dict[str, Any]:
+def _backend_args(raw: Any, config_file: Path | None, chosen: str) -> dict[str, Any]:
+    """ilp.yaml's `backend.args`, for the backend it names only: `--ilp-backend=hf` over an
+    ilp.yaml written for vllm does not hand vLLM's engine arguments to transformers."""
     if not isinstance(raw, Mapping):
         return {}
     _reject_unknown(raw, {"name", "args"}, f"{config_file}: backend")
     args = raw.get("args") or {}
     if not isinstance(args, Mapping):
         raise pytest.UsageError(f"{config_file}: backend.args must be a mapping")
+    named = raw.get("name")
+    if named is not None and named != chosen:
+        return {}
     return dict(args)
 
 

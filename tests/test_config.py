@@ -83,6 +83,22 @@ def test_command_line_beats_ilp_yaml_beats_ini(pytester: pytest.Pytester, world:
     assert settings.generate_max_tokens == 9  # ini over default
 
 
+def test_backend_args_from_ilp_yaml_go_only_to_the_backend_they_were_written_for(
+    pytester: pytest.Pytester, world: World
+) -> None:
+    (pytester.path / "ilp.yaml").write_text(
+        f"checkpoint: {world.checkpoint}\nbackend: {{name: vllm, args: {{max_model_len: 512}}}}\n"
+    )
+    # vllm may not be installed here: only the resolved settings are checked.
+    settings = settings_of(pytester, "--ilp-backend=hf")
+    assert settings.backend == "hf" and dict(settings.backend_options.args) == {}
+    (pytester.path / "ilp.yaml").write_text(
+        f"checkpoint: {world.checkpoint}\nbackend: {{args: {{attn_implementation: eager}}}}\n"
+    )
+    unnamed = settings_of(pytester)
+    assert dict(unnamed.backend_options.args) == {"attn_implementation": "eager"}
+
+
 def test_command_line_paths_are_relative_to_the_invocation_folder(
     pytester: pytest.Pytester, world: World
 ) -> None:
