@@ -268,7 +268,7 @@ def add_options(parser: pytest.Parser) -> None:
         ini_type = {
             "path": "paths",
             "paths": "paths",
-            "history": "paths",
+            "history": "args",  # split on commas as well as whitespace, see _from_ini
             "bool": "bool",
             "budgets": "args",
         }.get(setting.kind, "string")
@@ -434,7 +434,8 @@ def _from_ini(config: pytest.Config, setting: Setting) -> Any:
     if setting.kind == "paths":
         return list(raw)
     if setting.kind == "history":
-        return [Stage(None, p) for p in raw]
+        base = config.inipath.parent if config.inipath else config.rootpath
+        return [Stage(None, base / p) for value in raw for p in value.split(",") if p]
     return _convert(setting, raw, where)
 
 

@@ -70,6 +70,21 @@ def test_ini_keys_configure_a_ci_run(pytester: pytest.Pytester, world: World) ->
     assert settings.use_cache is False
 
 
+@pytest.mark.parametrize("written", ["out/stage1,out/stage2", "out/stage1 out/stage2"])
+def test_ini_history_is_split_on_commas_or_spaces_relative_to_the_ini_file(
+    pytester: pytest.Pytester, world: World, written: str
+) -> None:
+    for stage in ("stage1", "stage2"):
+        (pytester.path / "out").mkdir(exist_ok=True)
+        (pytester.path / "out" / stage).symlink_to(world.checkpoint, target_is_directory=True)
+    pytester.makeini(f"[pytest]\nilp_checkpoint = {world.checkpoint}\nilp_history = {written}\n")
+    settings = settings_of(pytester)
+    assert [stage.checkpoint for stage in settings.history] == [
+        pytester.path / "out" / "stage1",
+        pytester.path / "out" / "stage2",
+    ]
+
+
 def test_command_line_beats_ilp_yaml_beats_ini(pytester: pytest.Pytester, world: World) -> None:
     write_jsonl(pytester.path / "sft.jsonl", [RECORD])
     pytester.makeini(
