@@ -92,7 +92,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _add_data_to_args(config: pytest.Config, data_files: list[Path]) -> None:
-    """Configured data joins the run even when it lies outside the collected folders."""
+    """Configured data joins the run even when it lies outside the collected folders, unless
+    the command line names what to run (`pytest tests/test_x.py`, a node id) and the data
+    comes from ilp.yaml or the ini file: then only what it names runs, as pytest's own rule."""
+    explicit_args = config.args_source == pytest.Config.ArgsSource.ARGS
+    if explicit_args and not config.option.ilp_data:
+        return
     base = config.invocation_params.dir
     covered = [(base / arg.split("::")[0]).resolve() for arg in config.args]
     for path in data_files:

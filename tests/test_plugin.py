@@ -221,3 +221,24 @@ def test_only_selected_samples_are_scored(
     write_jsonl(pytester.path / "data.jsonl", records)
     result = ilp(pytester, world, "--ilp-data=data.jsonl", "-k", records[0]["id"])
     result.stdout.fnmatch_lines(["ilp: scoring 1 samples*"])
+
+
+def test_named_tests_run_alone_but_a_bare_run_adds_the_configured_data(
+    pytester: pytest.Pytester, world: World, records: list[dict[str, Any]]
+) -> None:
+    """Data from ilp.yaml joins a bare `pytest`, even from outside the test folders; a command
+    line that names what to run (a file, a node id) runs only that, as pytest does."""
+    (pytester.path / "tests").mkdir()
+    (pytester.path / "tests" / "test_plain.py").write_text("def test_plain():\n    pass\n")
+    (pytester.path / "data").mkdir()
+    write_jsonl(pytester.path / "data" / "sft.jsonl", records[:2])
+    (pytester.path / "ilp.yaml").write_text(
+        f"checkpoint: {world.checkpoint}\ndata: data/sft.jsonl\n"
+    )
+    pytester.makeini("[pytest]\ntestpaths = tests\n")
+    named = pytester.runpytest("tests/test_plain.py")
+    named.assert_outcomes(passed=1)
+    assert "ilp: scoring" not in named.stdout.str()
+    bare = pytester.runpytest()
+    bare.assert_outcomes(passed=2, failed=1)
+    bare.stdout.fnmatch_lines(["ilp: scoring 2 samples*"])
