@@ -100,7 +100,7 @@ def judge(
         hit = top1 == expected or (expected in stop_ids and top1 in stop_ids)
         if hit:
             matched += 1
-            lead = scores.top1_logprobs[t] - scores.top2_logprobs[t]
+            lead = scores.top1_logprobs[t] - _runner_up(scores, t, expected, stop_ids)
         else:
             lead = scores.target_logprobs[t] - scores.top1_logprobs[t]
             if divergence is None:
@@ -125,6 +125,20 @@ def judge(
         margin=margin,
         note=rendered.note,
     )
+
+
+def _runner_up(scores: TokenScores, t: int, expected: int, stop_ids: frozenset[int]) -> float:
+    """Log-probability of the best token that would change the output at target position t.
+
+    Where the reply should end and the runner-up is another stop token, that token ends it
+    too: the competitor is the best non-stop token, whose probability is at most the runner-up's
+    and at most what the two stop tokens leave, 1 - p1 - p2 (a sound bound from the top two).
+    """
+    top2 = scores.top2_logprobs[t]
+    if expected not in stop_ids or scores.top2_ids[t] not in stop_ids:
+        return top2
+    left = 1.0 - math.exp(scores.top1_logprobs[t]) - math.exp(top2)
+    return min(top2, math.log(left)) if left > 0 else -math.inf
 
 
 def with_production(

@@ -72,6 +72,26 @@ def test_any_stop_token_ends_the_reply() -> None:
     assert verdict.learned
 
 
+def test_a_second_stop_token_is_no_runner_up_where_the_reply_ends() -> None:
+    """p(EOS) = 0.6, p(OTHER_EOS) = 0.35: either ends the reply; the best other token has at
+    most 0.05, so the lead there is at least log(0.6 / 0.05), not log(0.6 / 0.35)."""
+    verdict = judge(
+        RENDERED,
+        scores(
+            [
+                (11, -0.1, 4, -3, -0.1),
+                (12, -0.1, 4, -3, -0.1),
+                (EOS, math.log(0.6), OTHER_EOS, math.log(0.35), math.log(0.6)),
+            ]
+        ),
+        STOPS,
+        decode,
+    )
+    assert verdict.learned
+    assert verdict.margin == pytest.approx(math.log(0.6 / 0.05))
+    assert not verdict.is_fragile(1.0)
+
+
 def test_stopping_early_is_a_divergence() -> None:
     verdict = judge(
         RENDERED,
