@@ -279,7 +279,12 @@ class IlpSession:
         problem = self.result.problems.get(sample.id)
         if problem is not None:
             raise SampleProblem(problem)
-        verdict = self.result.verdicts[sample.id]
+        verdict = self.result.verdicts.get(sample.id)
+        if verdict is None or self.samples.get(sample.id) != sample:
+            raise SampleProblem(
+                "it was not scored in this run: pass assert_learned the `ilp_sample` of a test "
+                "that pytest-ilp parametrizes (or its `ilp_verdict`), not a sample read apart"
+            )
         return SampleOutcome(
             sample,
             must_learn=self.in_scope.get(sample.id, sample.must_learn),

@@ -146,3 +146,26 @@ def test_assert_learned_outside_a_run_says_how_to_use_it(pytester: pytest.Pytest
         """
     )
     pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_assert_learned_on_a_sample_the_run_did_not_score_says_so(
+    pytester: pytest.Pytester, world: World, mixed: list[dict[str, Any]]
+) -> None:
+    write_jsonl(pytester.path / "sft.jsonl", mixed[:1])
+    apart = next(r for r in world.raw_records if r["id"] != mixed[0]["id"])
+    write_jsonl(pytester.path / "apart.jsonl", [apart])
+    pytester.makepyfile(
+        test_apart="""
+        import pytest_ilp
+        from pytest_ilp.api import read_samples
+
+        def test_apart():
+            pytest_ilp.assert_learned(read_samples("apart.jsonl")[0])
+        """
+    )
+    result = ilp(pytester, world, "--ilp-data=sft.jsonl", "test_apart.py", "sft.jsonl")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(
+        ["*it was not scored in this run: pass assert_learned the `ilp_sample` of a test*"]
+    )
+    assert "KeyError" not in result.stdout.str()
