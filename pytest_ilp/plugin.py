@@ -152,7 +152,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _budget_names(config: pytest.Config) -> Sequence[str]:
     declared: list[Sequence[str] | None] = config.hook.pytest_ilp_causes(config=config)
+    for names in declared:
+        if names is not None and (
+            isinstance(names, str) or not all(isinstance(n, str) for n in names)
+        ):
+            raise pytest.UsageError(
+                f"a pytest_ilp_causes hook returned {names!r}: return a list of cause names "
+                'such as ["arithmetic"], or None'
+            )
     return valid_names(name for names in declared for name in names or ())
+
+
+def _check_diagnosis(diagnosis: object, sample: Sample) -> None:
+    """A conftest's pytest_ilp_diagnose must return a Diagnosis with a cause name (or None)."""
+    if isinstance(diagnosis, Diagnosis) and isinstance(diagnosis.cause, str) and diagnosis.cause:
+        return
+    raise pytest.UsageError(
+        f"a pytest_ilp_diagnose hook returned {diagnosis!r} for sample {sample.id}: return "
+        "pytest_ilp.diagnosis.Diagnosis(cause=..., evidence=..., suggestion=...), or None to "
+        "leave the sample to the built-in rules"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -191,10 +210,11 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     capture = config.pluginmanager.get_plugin("capturemanager")
 
     def diagnoser(sample: Sample, verdict: Verdict, signals: Signals) -> Diagnosis:
-        diagnosis: Diagnosis = config.hook.pytest_ilp_diagnose(
+        diagnosis = config.hook.pytest_ilp_diagnose(
             sample=sample, verdict=verdict, signals=signals, config=config
         )
-        return diagnosis
+        _check_diagnosis(diagnosis, sample)
+        return diagnosis  # type: ignore[no-any-return]
 
     # pytest records no warnings of its own between collection and the first test: catch the
     # ones scoring raises (a skipped signal) and hand them to its warnings summary.

@@ -235,6 +235,36 @@ def test_a_conftest_hook_reports_a_cause_of_its_own(
         assert properties["ilp_suggestion"] == "add colour drills"
 
 
+@pytest.mark.parametrize(
+    ("conftest", "message"),
+    [
+        (
+            "def pytest_ilp_diagnose(sample, verdict, signals):\n    return 'colour_blind'\n",
+            "ERROR: a pytest_ilp_diagnose hook returned 'colour_blind' for sample *: return "
+            "pytest_ilp.diagnosis.Diagnosis(cause=..., evidence=..., suggestion=...), or None*",
+        ),
+        (
+            "def pytest_ilp_causes():\n    return 'colour_blind'\n",
+            "ERROR: a pytest_ilp_causes hook returned 'colour_blind': return a list of cause "
+            "names*",
+        ),
+    ],
+)
+def test_a_hook_returning_the_wrong_type_is_a_usage_error(
+    pytester: pytest.Pytester,
+    world: World,
+    mixed: list[dict[str, Any]],
+    conftest: str,
+    message: str,
+) -> None:
+    pytester.makeconftest(conftest)
+    write_jsonl(pytester.path / "data.jsonl", mixed)
+    result = ilp(pytester, world, "--ilp-data=data.jsonl")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
 def test_a_base_model_with_another_tokenizer_is_skipped_with_a_warning(
     pytester: pytest.Pytester, world: World, mixed: list[dict[str, Any]]
 ) -> None:
