@@ -107,3 +107,38 @@ def test_shared_prefix_scores_equal_full_passes_and_greedy_generation(
             assert produced[: agree + 1] == [*target[:agree], predicted[agree]]
     if prefix == "trained prompts":
         assert 0 < learned < len(requests)
+
+
+def test_out_of_memory_halves_the_batch_and_gives_the_same_results(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device running out of memory (which a tiny model on a CPU cannot do, so it is
+    injected): batches halve until they fit, and the figures do not change."""
+    from pytest_ilp.backends import GenerateRequest
+
+    tokenizer = AutoTokenizer.from_pretrained(world.checkpoint)
+    requests = chat_requests(world, tokenizer, system=True)
+    generate = [
+        GenerateRequest(r.input_ids[: r.target_start], 6, frozenset({tokenizer.eos_token_id}))
+        for r in requests
+    ]
+    backend = HFBackend(inspect_checkpoint(world.checkpoint), BackendOptions(device="cpu"))
+    scores, produced = backend.score(requests), backend.generate(generate)
+
+    forward = type(backend.model).forward
+    seen: list[int] = []
+
+    def tight_forward(model: Any, *args: Any, **kwargs: Any) -> Any:
+        rows = (kwargs.get("input_ids") if "input_ids" in kwargs else args[0]).shape[0]
+        seen.append(rows)
+        if rows > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(model, *args, **kwargs)
+
+    monkeypatch.setattr(type(backend.model), "forward", tight_forward)
+    again = backend.score(requests)
+    assert [s.top1_ids for s in again] == [s.top1_ids for s in scores]
+    for a, b in zip(again, scores):
+        assert a.target_logprobs == pytest.approx(b.target_logprobs, abs=1e-4)
+    assert backend.generate(generate) == produced
+    assert max(seen) > 2 and seen[-1] <= 2  # it did run out, then fitted

@@ -32,10 +32,27 @@ def _cuda_available() -> bool:
 def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if _cuda_available() else "cpu"
-    if requested.startswith("cuda") and not _cuda_available():
-        raise pytest.UsageError(
-            f"--ilp-device={requested}: torch sees no CUDA device here; use cpu or auto"
-        )
+    if requested.startswith("cuda"):
+        if not _cuda_available():
+            raise pytest.UsageError(
+                f"--ilp-device={requested}: torch sees no CUDA device here; use cpu or auto"
+            )
+        import torch
+
+        index = int(requested.partition(":")[2] or 0)
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise pytest.UsageError(
+                f"--ilp-device={requested}: torch sees {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+    if requested == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise pytest.UsageError(
+                "--ilp-device=mps: torch sees no Apple MPS device here; use cpu or auto"
+            )
     return requested
 
 

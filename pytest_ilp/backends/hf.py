@@ -119,7 +119,16 @@ class HFBackend:
         self.dtype = resolve_dtype(options.dtype, self.device, checkpoint)
         self.batch_tokens = options.batch_tokens
         self.max_sequence_length: int | None = None  # the checkpoint's context, checked at render
-        self.model: Any = load_causal_lm(checkpoint, options, self.dtype).to(self.device)
+        model = load_causal_lm(checkpoint, options, self.dtype)
+        try:
+            self.model: Any = model.to(self.device)
+        except (RuntimeError, torch.OutOfMemoryError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            raise pytest.UsageError(
+                f"{checkpoint.model_folder} does not fit on {self.device} in {self.dtype}: "
+                "free the device, use one with more memory, or a smaller --ilp-dtype"
+            ) from None
         config = self.model.config
         self.pad_id = int(config.pad_token_id if config.pad_token_id is not None else 0)
 
@@ -206,11 +215,16 @@ class HFBackend:
         not a plain per-layer one (sliding windows, recurrent state) that can be shared."""
         from transformers.cache_utils import DynamicCache, DynamicLayer
 
-        output = self.model(
-            input_ids=torch.tensor([list(ids)], device=self.device),
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        try:
+            output = self.model(
+                input_ids=torch.tensor([list(ids)], device=self.device),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        except (RuntimeError, torch.OutOfMemoryError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            return None  # its samples are scored in full, in batches that halve on OOM
         cache = output.past_key_values
         if type(cache) is not DynamicCache or any(
             type(layer) is not DynamicLayer for layer in cache.layers
@@ -332,31 +346,55 @@ class HFBackend:
         """Greedy decoding with the KV cache, batched with left padding (similar lengths)."""
         results: list[tuple[int, ...]] = [()] * len(requests)
         order = sorted(range(len(requests)), key=lambda i: len(requests[i].input_ids))
-        for start in range(0, len(order), GENERATE_BATCH):
-            chunk = order[start : start + GENERATE_BATCH]
-            width = max(len(requests[i].input_ids) for i in chunk)
-            prefix = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            attention = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, index in enumerate(chunk):
-                ids = requests[index].input_ids
-                prefix[row, width - len(ids) :] = torch.tensor(ids)
-                attention[row, width - len(ids) :] = 1
-            stop_ids = frozenset().union(*(requests[i].stop_ids for i in chunk))
-            config = GenerationConfig(
-                do_sample=False,
-                max_new_tokens=max(requests[i].max_new_tokens for i in chunk),
-                eos_token_id=sorted(stop_ids),
-                pad_token_id=self.pad_id,
-            )
-            output = self.model.generate(
-                input_ids=prefix.to(self.device),
-                attention_mask=attention.to(self.device),
-                generation_config=config,
-            )
-            for index, row in zip(chunk, output[:, width:].cpu().tolist()):
-                request = requests[index]
-                results[index] = _until_stop(row[: request.max_new_tokens], request.stop_ids)
+        pending = deque(order[s : s + GENERATE_BATCH] for s in range(0, len(order), GENERATE_BATCH))
+        while pending:
+            chunk = pending.popleft()
+            try:
+                self._generate_chunk(requests, chunk, results)
+            except (RuntimeError, torch.OutOfMemoryError) as exc:
+                if not _is_out_of_memory(exc):
+                    raise
+                if len(chunk) == 1:
+                    raise pytest.UsageError(
+                        f"out of memory generating from one sequence of "
+                        f"{len(requests[chunk[0]].input_ids)} tokens; use a device with more "
+                        "memory, a smaller --ilp-dtype or a lower --ilp-generate-max-tokens"
+                    ) from None
+                if self.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                half = len(chunk) // 2
+                pending.extendleft([chunk[half:], chunk[:half]])
         return results
+
+    def _generate_chunk(
+        self,
+        requests: Sequence[GenerateRequest],
+        chunk: list[int],
+        results: list[tuple[int, ...]],
+    ) -> None:
+        """One batch of left-padded prompts of similar lengths, greedy, with the KV cache."""
+        width = max(len(requests[i].input_ids) for i in chunk)
+        prefix = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, index in enumerate(chunk):
+            ids = requests[index].input_ids
+            prefix[row, width - len(ids) :] = torch.tensor(ids)
+            attention[row, width - len(ids) :] = 1
+        stop_ids = frozenset().union(*(requests[i].stop_ids for i in chunk))
+        config = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=max(requests[i].max_new_tokens for i in chunk),
+            eos_token_id=sorted(stop_ids),
+            pad_token_id=self.pad_id,
+        )
+        output = self.model.generate(
+            input_ids=prefix.to(self.device),
+            attention_mask=attention.to(self.device),
+            generation_config=config,
+        )
+        for index, row in zip(chunk, output[:, width:].cpu().tolist()):
+            request = requests[index]
+            results[index] = _until_stop(row[: request.max_new_tokens], request.stop_ids)
 
 
 def _until_stop(tokens: list[int], stop_ids: frozenset[int]) -> tuple[int, ...]:
