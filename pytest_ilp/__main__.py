@@ -15,7 +15,7 @@ from typing import Any
 
 from pytest_ilp.markdown import STEP_SUMMARY, markdown_summary
 from pytest_ilp.merge import MergeError, merge_reports
-from pytest_ilp.report import gate_of, relative, summary_lines, summary_of
+from pytest_ilp.report import gate_of, json_text, relative, summary_lines, summary_of
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 4
 
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(merged, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    args.output.write_text(json_text(merged) + "\n", "utf-8")
     summary, gate = summary_of(merged), gate_of(merged)
     checkpoint = relative(Path(merged["checkpoint"]), Path.cwd())
     for line in summary_lines(

@@ -19,6 +19,7 @@ from pytest_ilp.markdown import STEP_SUMMARY, markdown_summary
 from pytest_ilp.report import (
     gate_of,
     json_report,
+    json_text,
     relative,
     summarize,
     summary_lines,
@@ -85,7 +86,7 @@ def write_files(
     if settings.export is not None:
         settings.export.parent.mkdir(parents=True, exist_ok=True)
         settings.export.write_text(
-            "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in output.export),
+            "".join(json_text(r, indent=None) + "\n" for r in output.export),
             encoding="utf-8",
         )
 
@@ -126,4 +127,4 @@ def write_empty_report(state: IlpSession, root: Path) -> None:
 
 def _write_json(path: Path, document: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(json_text(document) + "\n", encoding="utf-8")

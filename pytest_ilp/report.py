@@ -485,7 +485,7 @@ def signals_record(signals: Signals) -> dict[str, Any]:
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
@@ -494,3 +494,11 @@ def _json_safe(value: Any) -> Any:
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def json_text(document: Any, indent: int | None = 2) -> str:
+    """Strict JSON (RFC 8259): a non-finite number (an NLL that overflowed in float16) is
+    written as null, never as the NaN or Infinity that jq and JavaScript refuse."""
+    return json.dumps(
+        _json_safe(document), indent=indent, ensure_ascii=False, allow_nan=False, default=str
+    )

@@ -361,3 +361,14 @@ def test_merge_cli_says_what_a_truncated_report_lacks(
     assert status == 4
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_reports_are_strict_json_with_null_for_non_finite_numbers() -> None:
+    from pytest_ilp.report import json_text
+
+    text = json_text({"nll": float("nan"), "figures": {"margin": float("-inf")}, "ok": [1.5]})
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text}")) == {
+        "nll": None,
+        "figures": {"margin": None},
+        "ok": [1.5],
+    }
