@@ -205,9 +205,9 @@ class IlpSession:
     ) -> None:
         assert self.result is not None
         verdicts = self.result.verdicts
-        siblings = find_siblings(
-            list(self.samples.values()), unlearned, self.settings.diagnosis.near_duplicate
-        )
+        # A sample that cannot be checked (an empty target, a bad record) contradicts nothing.
+        checkable = [s for s in self.samples.values() if s.problem is None]
+        siblings = find_siblings(checkable, unlearned, self.settings.diagnosis.near_duplicate)
         stats = TargetStatistics.of(verdicts.values())
         for sample_id, verdict in unlearned.items():
             sample = self.samples[sample_id]
