@@ -157,8 +157,25 @@ def test_data_inconsistency_when_the_model_gives_a_duplicate_prompts_target(
     assert sample["signals"]["dataset"]["produces_sibling"] == learned["id"]
     assert sample["signals"]["dataset"]["siblings"][0]["similarity"] == 1.0
     result.stdout.fnmatch_lines(
-        [f"  cause:     data_inconsistency: 1 near-duplicate prompt(s) * e.g. {learned['id']} *"]
+        [
+            f"  cause:     data_inconsistency: 1 near-duplicate prompt(s) * e.g. {learned['id']}"
+            " (similarity 1.00), and the model produces*"
+        ]
     )
+    assert sample["signals"]["dataset"]["siblings"][0]["identical"] is True
+
+
+def test_a_record_that_cannot_be_checked_contradicts_nothing(
+    pytester: pytest.Pytester, world: World, truth: dict[str, bool]
+) -> None:
+    unlearned = next(r for r in world.raw_records[:50] if not truth[r["id"]])
+    empty = {**unlearned, "id": "empty", "completion": ""}
+    write_jsonl(pytester.path / "data.jsonl", [unlearned, empty])
+    result = ilp(pytester, world, "--ilp-data=data.jsonl", "--ilp-report=report.json")
+    result.assert_outcomes(failed=1, errors=1)
+    sample = report_of(pytester)[unlearned["id"]]
+    assert sample["signals"]["dataset"]["siblings"] == []
+    assert sample["cause"] == "undiagnosed"
 
 
 def test_training_log_adds_cartography_and_falling_loss(
