@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -44,7 +45,7 @@ def test_plugin_is_inert_without_a_checkpoint(pytester: pytest.Pytester) -> None
 
 def test_importing_the_package_does_not_import_torch(pytester: pytest.Pytester) -> None:
     result = pytester.run(
-        "python",
+        sys.executable,
         "-c",
         "import sys, pytest_ilp, pytest_ilp.plugin; "
         "print(sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules))",
