@@ -57,7 +57,7 @@ def terminal_lines(output: RunOutput, settings: Settings, root: Path, exitstatus
         summary_of(report),
         checkpoint=relative(settings.checkpoint, root),
         backend=report["backend"],
-        timing=timing_line(output.computed, output.cached, output.seconds),
+        timing=timing_line(output.computed, output.cached, output.seconds, output.diagnosis_passes),
         fragile_margin=report["fragile_margin"],
         gate=gate_of(report),
         exitstatus=exitstatus,

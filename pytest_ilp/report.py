@@ -247,9 +247,22 @@ def _ids(ids: Sequence[str]) -> str:
     return shown + (f" (+{len(ids) - LISTED_IDS} more)" if len(ids) > LISTED_IDS else "")
 
 
-def timing_line(computed: int, cached: int, seconds: float) -> str:
+def timing_line(
+    computed: int,
+    cached: int,
+    seconds: float,
+    diagnosis_passes: Sequence[Mapping[str, Any]] = (),
+) -> str:
+    """What scoring cost: the checkpoint under test, then each checkpoint scored for diagnosis
+    (on the unlearned samples only)."""
     rate = f", {computed / seconds:.1f} samples/s" if computed and seconds > 0 else ""
-    return f"scored {computed} samples in {seconds:.1f} s{rate}; {cached} from cache"
+    line = f"scored {computed} samples in {seconds:.1f} s{rate}; {cached} from cache"
+    if diagnosis_passes:
+        line += "; for diagnosis: " + ", ".join(
+            f"{p['checkpoint']} {p['computed']} in {p['seconds']:.1f} s ({p['cached']} cached)"
+            for p in diagnosis_passes
+        )
+    return line
 
 
 # -- one sample --------------------------------------------------------------------------------

@@ -360,6 +360,15 @@ class IlpSession:
             computed=self.result.computed,
             cached=self.result.cached,
             seconds=self.result.seconds,
+            diagnosis_passes=[
+                {
+                    "checkpoint": result.checkpoint.folder.name,
+                    "computed": result.computed,
+                    "cached": result.cached,
+                    "seconds": result.seconds,
+                }
+                for result in self.passes[1:]
+            ],
         )
 
 
@@ -373,6 +382,9 @@ class RunOutput:
     computed: int
     cached: int
     seconds: float
+    #: the same figures for each base and history checkpoint scored for diagnosis, in order:
+    #: `{"checkpoint": name, "computed": n, "cached": n, "seconds": s}`.
+    diagnosis_passes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -381,6 +393,7 @@ class RunOutput:
             "computed": self.computed,
             "cached": self.cached,
             "seconds": self.seconds,
+            "diagnosis_passes": self.diagnosis_passes,
         }
 
     @classmethod

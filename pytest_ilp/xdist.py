@@ -53,6 +53,15 @@ def combine(outputs: Sequence[RunOutput]) -> RunOutput:
         computed=sum(o.computed for o in outputs),
         cached=min(o.cached for o in outputs),
         seconds=max(o.seconds for o in outputs),
+        diagnosis_passes=[
+            {
+                "checkpoint": same[0]["checkpoint"],
+                "computed": sum(p["computed"] for p in same),
+                "cached": min(p["cached"] for p in same),
+                "seconds": max(p["seconds"] for p in same),
+            }
+            for same in zip(*(o.diagnosis_passes for o in outputs))
+        ],
     )
 
 

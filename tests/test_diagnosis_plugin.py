@@ -142,6 +142,13 @@ def test_forgetting_when_an_earlier_checkpoint_reproduced_the_sample(
         assert sample["cause"] == "forgetting"
         assert sample["evidence"].startswith("learned at stage1 (margin +")
     result.stdout.fnmatch_lines(["  cause:     forgetting: learned at stage1*", "*forgetting*"])
+    # The history checkpoint scores the unlearned samples only, and the summary says its cost.
+    unlearned = sum(1 for s in samples.values() if s["learned"] is False)
+    result.stdout.fnmatch_lines(
+        [
+            f"scored 10 samples in * s*; 0 from cache; for diagnosis: stage1 {unlearned} in * s (0 cached)"
+        ]
+    )
 
 
 def test_data_inconsistency_when_the_model_gives_a_duplicate_prompts_target(
