@@ -146,7 +146,8 @@ def test_forgetting_when_an_earlier_checkpoint_reproduced_the_sample(
     unlearned = sum(1 for s in samples.values() if s["learned"] is False)
     result.stdout.fnmatch_lines(
         [
-            f"scored 10 samples in * s*; 0 from cache; for diagnosis: stage1 {unlearned} in * s (0 cached)"
+            "scored 10 samples in * s*; 0 from cache; "
+            f"for diagnosis: stage1 {unlearned} in * s (0 cached)"
         ]
     )
 
