@@ -13,7 +13,7 @@ and each batch of them runs only its own tokens behind it.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -150,44 +150,61 @@ class HFBackend:
             if prefix is None:  # this model's cache cannot be shared: score them in full
                 alone.extend(members)
                 continue
-            self._run(requests, self._batches(requests, members, prefix), results, progress)
+            self._run(requests, members, prefix, results, progress)
             del prefix
-        self._run(requests, self._batches(requests, alone, None), results, progress)
+        self._run(requests, alone, None, results, progress)
         return cast(list[TokenScores], results)  # every index was filled above
 
     def _run(
         self,
         requests: Sequence[ScoreRequest],
-        batches: list[tuple[list[int], _Prefix | None]],
+        indices: Sequence[int],
+        prefix: _Prefix | None,
         results: list[TokenScores | None],
         progress: Progress | None,
     ) -> None:
-        pending = deque(batches)
-        while pending:
-            batch, prefix = pending.popleft()
-            try:
-                scored = self._score_batch([requests[i] for i in batch], prefix)
-            except (RuntimeError, torch.OutOfMemoryError) as exc:
-                if not _is_out_of_memory(exc):
-                    raise
-                if len(batch) == 1:
-                    raise pytest.UsageError(
-                        f"out of memory scoring one sequence of {len(requests[batch[0]].input_ids)}"
-                        " tokens; use a device with more memory or --ilp-dtype=bfloat16"
-                    ) from exc
-                if self.device.startswith("cuda"):
-                    torch.cuda.empty_cache()
-                half = len(batch) // 2
-                pending.extendleft([(batch[half:], prefix), (batch[:half], prefix)])
-                continue
+        def score(batch: list[int]) -> None:
+            scored = self._score_batch([requests[i] for i in batch], prefix)
             for index, scores in zip(batch, scored):
                 results[index] = scores
             if progress is not None:
                 progress(len(batch))
 
+        def too_large(index: int) -> str:
+            return (
+                f"out of memory scoring one sequence of {len(requests[index].input_ids)} tokens; "
+                "use a device with more memory or --ilp-dtype=bfloat16"
+            )
+
+        self._halving_on_oom(self._batches(requests, indices, prefix), score, too_large)
+
+    def _halving_on_oom(
+        self,
+        batches: Iterable[list[int]],
+        work: Callable[[list[int]], None],
+        too_large: Callable[[int], str],
+    ) -> None:
+        """`work` on each batch of request indices, in order; a batch that runs out of device
+        memory is halved and retried, and a single request that does not fit is a usage error
+        (`too_large` of its index says what to do)."""
+        pending = deque(batches)
+        while pending:
+            batch = pending.popleft()
+            try:
+                work(batch)
+            except (RuntimeError, torch.OutOfMemoryError) as exc:
+                if not _is_out_of_memory(exc):
+                    raise
+                if len(batch) == 1:
+                    raise pytest.UsageError(too_large(batch[0])) from exc
+                if self.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                half = len(batch) // 2
+                pending.extendleft([batch[half:], batch[:half]])
+
     def _batches(
         self, requests: Sequence[ScoreRequest], indices: Sequence[int], prefix: _Prefix | None
-    ) -> list[tuple[list[int], _Prefix | None]]:
+    ) -> list[list[int]]:
         """Longest first (out-of-memory shows at once), each batch within the token budget.
 
         Behind a shared prefix, a row costs its own tokens in compute but the prefix's too in
@@ -208,7 +225,7 @@ class HFBackend:
             else:
                 batches.append([index])
                 width = len(requests[index].input_ids) - skip
-        return [(batch, prefix) for batch in batches]
+        return batches
 
     def _prefix(self, ids: Sequence[int]) -> _Prefix | None:
         """The keys and values of a shared prefix, computed once; None if the model's cache is
@@ -346,24 +363,19 @@ class HFBackend:
         """Greedy decoding with the KV cache, batched with left padding (similar lengths)."""
         results: list[tuple[int, ...]] = [()] * len(requests)
         order = sorted(range(len(requests)), key=lambda i: len(requests[i].input_ids))
-        pending = deque(order[s : s + GENERATE_BATCH] for s in range(0, len(order), GENERATE_BATCH))
-        while pending:
-            chunk = pending.popleft()
-            try:
-                self._generate_chunk(requests, chunk, results)
-            except (RuntimeError, torch.OutOfMemoryError) as exc:
-                if not _is_out_of_memory(exc):
-                    raise
-                if len(chunk) == 1:
-                    raise pytest.UsageError(
-                        f"out of memory generating from one sequence of "
-                        f"{len(requests[chunk[0]].input_ids)} tokens; use a device with more "
-                        "memory, a smaller --ilp-dtype or a lower --ilp-generate-max-tokens"
-                    ) from None
-                if self.device.startswith("cuda"):
-                    torch.cuda.empty_cache()
-                half = len(chunk) // 2
-                pending.extendleft([chunk[half:], chunk[:half]])
+
+        def too_large(index: int) -> str:
+            return (
+                f"out of memory generating from one sequence of {len(requests[index].input_ids)} "
+                "tokens; use a device with more memory, a smaller --ilp-dtype or a lower "
+                "--ilp-generate-max-tokens"
+            )
+
+        self._halving_on_oom(
+            (order[s : s + GENERATE_BATCH] for s in range(0, len(order), GENERATE_BATCH)),
+            lambda chunk: self._generate_chunk(requests, chunk, results),
+            too_large,
+        )
         return results
 
     def _generate_chunk(
