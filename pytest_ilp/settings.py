@@ -396,7 +396,7 @@ def _from_cli(config: pytest.Config, setting: Setting) -> Any:
     if setting.kind == "paths":
         return [base / p for p in raw]
     if setting.kind == "history":
-        return [Stage(None, base / p) for value in raw for p in value.split(",") if p]
+        return _comma_separated_stages(raw, base)
     if setting.kind == "path":
         return base / raw
     return _convert(setting, raw, where)
@@ -435,8 +435,14 @@ def _from_ini(config: pytest.Config, setting: Setting) -> Any:
         return list(raw)
     if setting.kind == "history":
         base = config.inipath.parent if config.inipath else config.rootpath
-        return [Stage(None, base / p) for value in raw for p in value.split(",") if p]
+        return _comma_separated_stages(raw, base)
     return _convert(setting, raw, where)
+
+
+def _comma_separated_stages(raw: list[str], base: Path) -> list[Stage]:
+    """History checkpoints as written on the command line or in the ini file: each value may
+    hold several, separated by commas, relative to `base`."""
+    return [Stage(None, base / p) for value in raw for p in value.split(",") if p]
 
 
 def _history_from_yaml(raw: Any, base: Path, where: str) -> list[Stage]:
