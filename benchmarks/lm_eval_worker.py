@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--pairs", required=True, help="JSON list of [context, continuation]")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
 
     import lm_eval
@@ -36,7 +37,7 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    lm = HFLM(pretrained=args.model, device="cpu", dtype="float32", batch_size=args.batch_size)
+    lm = HFLM(pretrained=args.model, device="cpu", dtype=args.dtype, batch_size=args.batch_size)
     with open(args.pairs, encoding="utf-8") as handle:
         pairs = json.load(handle)
     requests = [

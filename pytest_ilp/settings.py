@@ -88,9 +88,8 @@ SETTINGS = (
     ),
     Setting(
         "batch_tokens",
-        "token budget of one scoring batch (padded tokens)",
+        "token budget of one scoring batch (padded tokens); default 1024 on a CPU, 4096 on a GPU",
         "int",
-        default=4096,
         metavar="N",
     ),
     Setting("cache", "reuse verdicts from pytest's cache folder", "bool", default=True),
@@ -313,7 +312,11 @@ def resolve(config: pytest.Config) -> Settings | None:
         backend_options=BackendOptions(
             device=_check_device(values["device"]),
             dtype=values["dtype"],
-            batch_tokens=_positive(values["batch_tokens"], "batch_tokens"),
+            batch_tokens=(
+                None
+                if values["batch_tokens"] is None
+                else _positive(values["batch_tokens"], "batch_tokens")
+            ),
             trust_remote_code=values["trust_remote_code"],
             adapter_base=values["adapter_base"],
             args=_backend_args(yaml_values.get("backend"), config_file, values["backend"]),

@@ -73,7 +73,8 @@ class BackendOptions:
 
     device: str = "auto"
     dtype: str = "auto"
-    batch_tokens: int = 4096
+    #: padded tokens per scoring batch; None: the backend's default for its device.
+    batch_tokens: int | None = None
     trust_remote_code: bool = False
     #: the model a LoRA/PEFT adapter checkpoint is applied to; None: the adapter config's
     #: `base_model_name_or_path`.

@@ -32,6 +32,11 @@ from pytest_ilp.backends.devices import resolve_device, resolve_dtype
 from pytest_ilp.backends.loading import load_causal_lm
 from pytest_ilp.checkpoint import CheckpointInfo
 
+#: padded tokens per scoring batch unless --ilp-batch-tokens says otherwise. On a CPU a batch
+#: whose activations stay in the last-level cache runs faster (the 30M benchmark model checks
+#: 1,000 samples in 32 s with 1024 tokens, 45 s with 4096); a GPU wants large batches.
+CPU_BATCH_TOKENS = 1024
+GPU_BATCH_TOKENS = 4096
 #: unlearned samples continued together in one `generate` call.
 GENERATE_BATCH = 32
 #: samples whose prompts start with the same tokens (a system prompt) share that prefix's
@@ -117,7 +122,9 @@ class HFBackend:
     def __init__(self, checkpoint: CheckpointInfo, options: BackendOptions) -> None:
         self.device = resolve_device(options.device)
         self.dtype = resolve_dtype(options.dtype, self.device, checkpoint)
-        self.batch_tokens = options.batch_tokens
+        self.batch_tokens = options.batch_tokens or (
+            CPU_BATCH_TOKENS if self.device == "cpu" else GPU_BATCH_TOKENS
+        )
         self.max_sequence_length: int | None = None  # the checkpoint's context, checked at render
         model = load_causal_lm(checkpoint, options, self.dtype)
         try:
