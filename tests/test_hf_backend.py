@@ -142,3 +142,37 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_results(
         assert a.target_logprobs == pytest.approx(b.target_logprobs, abs=1e-4)
     assert backend.generate(generate) == produced
     assert max(seen) > 2 and seen[-1] <= 2  # it did run out, then fitted
+
+
+@pytest.mark.parametrize("budget", [None, 96])
+def test_every_forward_pass_stays_within_the_token_budget(
+    budget: int | None, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unset, the budget is the CPU default; either way it bounds the padded tokens of each
+    batch (behind a shared prefix, only the rows' own tokens count), and a row longer than the
+    budget still runs, alone."""
+    tokenizer = AutoTokenizer.from_pretrained(world.checkpoint)
+    requests = chat_requests(world, tokenizer, system=True) + chat_requests(
+        world, tokenizer, system=False
+    )
+    options = BackendOptions(device="cpu", batch_tokens=budget)
+    backend = HFBackend(inspect_checkpoint(world.checkpoint), options)
+    limit = hf.CPU_BATCH_TOKENS if budget is None else budget
+    assert backend.batch_tokens == limit
+
+    forward = type(backend.model).forward
+    batches: list[tuple[int, int]] = []
+
+    def recording_forward(model: Any, *args: Any, **kwargs: Any) -> Any:
+        if "logits_to_keep" not in kwargs:  # not the pass over a shared prefix
+            ids = kwargs.get("input_ids") if "input_ids" in kwargs else args[0]
+            batches.append(tuple(ids.shape))
+        return forward(model, *args, **kwargs)
+
+    monkeypatch.setattr(type(backend.model), "forward", recording_forward)
+    scores = backend.score(requests)
+    assert len(scores) == len(requests)
+    assert sum(rows for rows, _ in batches) == len(requests)
+    assert all(rows * width <= limit or rows == 1 for rows, width in batches)
+    if budget is not None:
+        assert len(batches) > 2
