@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,19 +50,22 @@ def combine(outputs: Sequence[RunOutput]) -> RunOutput:
     return RunOutput(
         report=first.report,
         export=first.export,
-        computed=sum(o.computed for o in outputs),
-        cached=min(o.cached for o in outputs),
-        seconds=max(o.seconds for o in outputs),
+        **_combined_figures([o.to_dict() for o in outputs]),
         diagnosis_passes=[
-            {
-                "checkpoint": same[0]["checkpoint"],
-                "computed": sum(p["computed"] for p in same),
-                "cached": min(p["cached"] for p in same),
-                "seconds": max(p["seconds"] for p in same),
-            }
+            {"checkpoint": same[0]["checkpoint"], **_combined_figures(same)}
             for same in zip(*(o.diagnosis_passes for o in outputs))
         ],
     )
+
+
+def _combined_figures(passes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One checkpoint's scoring figures over the workers: the samples computed add up, the
+    cached ones are the fewest any worker found, and the time is the slowest worker's."""
+    return {
+        "computed": sum(p["computed"] for p in passes),
+        "cached": min(p["cached"] for p in passes),
+        "seconds": max(p["seconds"] for p in passes),
+    }
 
 
 class IlpXdist:
