@@ -9,12 +9,14 @@ The same code path as a pytest run (render, backend, verdicts), without pytest's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pytest_ilp.backends import BackendOptions
 from pytest_ilp.cache import ScoreCache
 from pytest_ilp.checkpoint import inspect_checkpoint
+from pytest_ilp.criteria import EXACT, Criterion, parse_criterion
 from pytest_ilp.errors import SampleProblem
 from pytest_ilp.render import RenderSettings
 from pytest_ilp.samples import Sample, expand_data_paths, load_samples
@@ -41,10 +43,13 @@ def score_checkpoint(
     render: RenderSettings | None = None,
     cache_dir: str | Path | None = None,
     generate_max_tokens: int = 64,
+    criterion: Criterion | str | Mapping[str, Any] = EXACT,
 ) -> dict[str, Verdict]:
     """Verdicts by sample id. Raises `SampleProblem` if a sample cannot be checked.
 
-    `cache_dir` enables the same disk cache a pytest run uses (off by default).
+    `criterion` judges every sample whose record names none (`"token_accuracy:0.9"`,
+    `{"sampled": {"n": 5}}`, see `pytest_ilp.criteria`). `cache_dir` enables the same disk
+    cache a pytest run uses (off by default).
     """
     if isinstance(samples, (str, Path)):
         samples = read_samples(samples)
@@ -55,12 +60,13 @@ def score_checkpoint(
         use_cache=cache_dir is not None,
         render=render or RenderSettings(),
         generate_max_tokens=generate_max_tokens,
+        criterion=parse_criterion(criterion),
     )
     info = inspect_checkpoint(
         settings.checkpoint, "checkpoint", settings.backend_options.adapter_base
     )
     cache = ScoreCache(Path(cache_dir)) if cache_dir is not None else None
-    job = Job(info, info)
+    job = Job(info, info, criteria={s.id: settings.criterion_for(s) for s in samples})
     result = score_samples(samples, settings, job, cache, log=lambda _: None, progress=_silent)
     if result.problems:
         sample_id, problem = next(iter(result.problems.items()))
