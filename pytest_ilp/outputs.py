@@ -119,6 +119,7 @@ def write_empty_report(state: IlpSession, root: Path) -> None:
         backend=settings.backend,
         fragile_margin=settings.fragile_margin,
         root=root,
+        collection_errors=state.collection_errors,
     )
     _write_json(settings.report, document)
 
