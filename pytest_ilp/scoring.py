@@ -25,11 +25,13 @@ import pytest
 
 from pytest_ilp.backends import (
     GenerateRequest,
+    LiveModel,
     Progress,
     SampleRequest,
     ScoreRequest,
     TokenScores,
     describe_backend,
+    live_backend,
     load_backend,
 )
 from pytest_ilp.cache import CACHE_SCHEMA, ScoreCache, stable_hash
@@ -38,7 +40,14 @@ from pytest_ilp.criteria import EXACT, Criterion
 from pytest_ilp.render import Rendered, render_samples
 from pytest_ilp.samples import Sample
 from pytest_ilp.settings import Settings
-from pytest_ilp.verdicts import Verdict, decide, judge, reproduces, with_production
+from pytest_ilp.verdicts import (
+    Verdict,
+    continues_target,
+    decide,
+    judge,
+    reproduces,
+    with_production,
+)
 
 #: tokens generated past the end of the target, to show what an unlearned sample runs on into.
 GENERATE_PAST_TARGET = 8
@@ -92,6 +101,10 @@ class Job:
     probe_at: Mapping[str, int] = field(default_factory=dict)
     #: sample id -> the criterion that judges it; `exact` for the samples not named.
     criteria: Mapping[str, Criterion] = field(default_factory=dict)
+    #: a model in memory to score instead of loading `checkpoint` (which then describes it,
+    #: see `checkpoint.in_memory`), with the tokenizer that renders the samples. Never cached:
+    #: its weights change while it trains.
+    live: LiveModel | None = None
 
     def criterion_of(self, sample_id: str) -> Criterion:
         return self.criteria.get(sample_id, EXACT)
@@ -111,7 +124,12 @@ def score_samples(
 ) -> ScoringResult:
     """Verdicts for `samples` on `job.checkpoint`, scoring only what the cache does not hold."""
     started = time.perf_counter()
-    description = describe_backend(settings.backend, job.checkpoint, settings.backend_options)
+    if job.live is not None:
+        if cache is not None:
+            raise ValueError("a model in memory is never cached: pass cache=None")
+        description = job.live.describe()
+    else:
+        description = describe_backend(settings.backend, job.checkpoint, settings.backend_options)
     result = ScoringResult(checkpoint=job.checkpoint, backend=description)
     checkable = []
     for sample in samples:
@@ -228,7 +246,7 @@ def _compute(
     if not samples:
         return {}
     trust = settings.backend_options.trust_remote_code
-    tokenizer = load_tokenizer(job.renderer, trust)
+    tokenizer = job.live.tokenizer if job.live is not None else load_tokenizer(job.renderer, trust)
     if not job.is_renderer:
         _check_same_tokenizer(tokenizer, load_tokenizer(job.checkpoint, trust), job)
     stop_ids = frozenset({tokenizer.eos_token_id, *job.checkpoint.generation_stop_ids()} - {None})
@@ -265,7 +283,10 @@ def _compute(
         f"scoring {len(ready)} samples ({sum(len(r.input_ids) for r in ready)} tokens) "
         f"on {job.checkpoint.folder.name} with {settings.backend}"
     )
-    backend = load_backend(settings.backend, job.checkpoint, settings.backend_options)
+    if job.live is not None:
+        backend = live_backend(job.live, settings.backend_options)
+    else:
+        backend = load_backend(settings.backend, job.checkpoint, settings.backend_options)
     try:
         ready = _fitting(ready, backend.max_sequence_length, settings.backend, entries, options)
         # The options of a choice sample share its prompt: one group per sample.
@@ -285,22 +306,42 @@ def _compute(
             option_scores[r.sample_id] = [next(rest) for _ in options.get(r.sample_id, ())]
         verdicts = {r.sample_id: judge(r, s, stop_ids, decode) for r, s in zip(ready, scores)}
         completions = _sampled(ready, by_id, job, backend, stop_ids)
-        for r, s in zip(ready, scores):
-            criterion = job.criterion_of(r.sample_id)
-            if criterion.needs_greedy_output:
-                continue  # decided once the greedy output is known
-            verdicts[r.sample_id] = decide(
+        # Whether each sample is learned by the pass alone (a divergence may still turn out
+        # to spell the target text): only unlearned ones are generated to show their output.
+        pre = {
+            r.sample_id: not job.criterion_of(r.sample_id).needs_greedy_output
+            and decide(
                 verdicts[r.sample_id],
-                criterion,
-                **_evidence(r, s, by_id, criterion, option_scores, completions, stop_ids, decode),
-            )
+                job.criterion_of(r.sample_id),
+                **_evidence(
+                    r,
+                    s,
+                    by_id,
+                    job.criterion_of(r.sample_id),
+                    option_scores,
+                    completions,
+                    stop_ids,
+                    decode,
+                ),
+            ).learned
+            for r, s in zip(ready, scores)
+        }
         # Where greedy decoding leaves the target, and with which token, is known from the
         # pass: only what follows that token is generated (nothing, if it ends the reply).
+        # A sample whose predicted token still spells the target text is generated for every
+        # checkpoint (its verdict is about the text), as is one whose criterion compares the
+        # whole greedy output (normalized); the others only to show what an unlearned sample
+        # produces (`pre`: the verdict before any retokenized reading).
+        spelling = {
+            r.sample_id
+            for r in ready
+            if continues_target(verdicts[r.sample_id], stop_ids, decode)
+        }
         starts: dict[str, tuple[Rendered, int, int, bool]] = {}
         for r, s in zip(ready, scores):
             v = verdicts[r.sample_id]
-            whole = job.criterion_of(r.sample_id).needs_greedy_output
-            if v.first_divergence is not None and (whole or (job.produce and not v.learned)):
+            whole = r.sample_id in spelling or job.criterion_of(r.sample_id).needs_greedy_output
+            if v.first_divergence is not None and (whole or (job.produce and not pre[r.sample_id])):
                 divergence = v.first_divergence
                 starts[r.sample_id] = (r, divergence.position, divergence.predicted_id, whole)
             if r.sample_id in job.probe_at:
@@ -324,14 +365,26 @@ def _compute(
         sample_id = rendered_sample.sample_id
         verdict = verdicts[sample_id]
         if sample_id in starts:
-            verdict = with_production(verdict, generated.get(sample_id, ()), stop_ids, decode)
-        criterion = job.criterion_of(sample_id)
-        if criterion.needs_greedy_output:
-            target = rendered_sample.target_ids
-            ended = bool(target) and target[-1] in stop_ids
-            verdict = decide(
-                verdict, criterion, target_text=decode(list(target[:-1] if ended else target))
+            verdict = with_production(
+                verdict, token_scores, generated.get(sample_id, ()), stop_ids, decode
             )
+        criterion = job.criterion_of(sample_id)
+        verdict = decide(
+            verdict,
+            criterion,
+            **_evidence(
+                rendered_sample,
+                token_scores,
+                by_id,
+                criterion,
+                option_scores,
+                completions,
+                stop_ids,
+                decode,
+            ),
+        )
+        if not job.produce or verdict.learned:
+            verdict = replace(verdict, produced=None, produced_stopped=False)
         entry: dict[str, Any] = {"verdict": verdict.to_dict()}
         if sample_id in job.probe_at:
             entry["probe"] = asdict(
@@ -419,6 +472,10 @@ def _evidence(
 ) -> dict[str, Any]:
     """What `decide` needs beyond the teacher-forced verdict, for this sample's criterion."""
     sample_id = rendered.sample_id
+    if criterion.name == "normalized":
+        target = rendered.target_ids
+        ended = bool(target) and target[-1] in stop_ids
+        return {"target_text": decode(list(target[:-1] if ended else target))}
     if criterion.name == "choice":
         sample = by_id[sample_id]
         return {
@@ -468,21 +525,22 @@ def _continuation_request(
     token: int,
     stop_ids: frozenset[int],
     settings: Settings,
-    whole: bool = False,
+    whole: bool,
 ) -> GenerateRequest:
     """Continue after `token` at target `position`: the target's remaining length, and a bit.
 
-    `whole`: the verdict compares the whole output with the target (`normalized`), so the
-    generation budget does not cut it short: twice the target's remaining tokens, and a bit,
-    at least `generate_max_tokens`.
+    `whole`: the verdict reads the whole greedy output (it may still spell the target text
+    through other, possibly more, tokens; or the criterion is `normalized`), so
+    `generate_max_tokens` does not cut it short: twice the target's remaining tokens, and a
+    bit, and at least `generate_max_tokens`.
     """
     remaining = len(rendered.target_ids) - position - 1
-    shown = min(settings.generate_max_tokens, remaining + GENERATE_PAST_TARGET)
+    budget = remaining + GENERATE_PAST_TARGET
     if whole:
-        shown = max(settings.generate_max_tokens, 2 * remaining + GENERATE_PAST_TARGET)
+        budget = max(settings.generate_max_tokens, 2 * remaining + GENERATE_PAST_TARGET)
     return GenerateRequest(
         input_ids=(*rendered.input_ids[: rendered.target_start + position], token),
-        max_new_tokens=max(1, shown),
+        max_new_tokens=max(1, budget if whole else min(settings.generate_max_tokens, budget)),
         stop_ids=stop_ids,
     )
 
