@@ -333,9 +333,7 @@ def _compute(
         # whole greedy output (normalized); the others only to show what an unlearned sample
         # produces (`pre`: the verdict before any retokenized reading).
         spelling = {
-            r.sample_id
-            for r in ready
-            if continues_target(verdicts[r.sample_id], stop_ids, decode)
+            r.sample_id for r in ready if continues_target(verdicts[r.sample_id], stop_ids, decode)
         }
         starts: dict[str, tuple[Rendered, int, int, bool]] = {}
         for r, s in zip(ready, scores):
