@@ -34,7 +34,7 @@ from filelock import FileLock
 from pytest_ilp.atomic import write_text_atomic
 
 #: bump when the meaning of a cached entry changes, so old entries are never misread.
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 2  # 2: a target holding a stop token is a problem, not scored
 #: a remembered digest counts only for a file last changed this long before it was hashed
 #: (nanoseconds): file system clocks tick coarsely (Linux: a jiffy, FAT: 2 s).
 RACY_NS = 2_000_000_000

@@ -215,6 +215,18 @@ def _kind(path: Path) -> str | None:
     return f"{other}, not a regular file"
 
 
+def is_link_loop(path: Path) -> bool:
+    """Whether `path` is a symbolic link to a folder that contains it (`self -> .`, `up -> ..`)."""
+    if not path.is_symlink():
+        return False
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # a dangling link or a loop of links
+        return False
+    parent = path.parent.resolve()
+    return real == parent or real in parent.parents
+
+
 def _data_in_folder(folder: Path) -> list[Path]:
     """The data files and saved datasets under `folder`, sorted, each real folder walked once."""
     found: list[Path] = []

@@ -57,7 +57,10 @@ class IlpSession:
     checkpoint: CheckpointInfo
     rootpath: Path
     cache: ScoreCache | None
+    #: the data files (and saved dataset folders), resolved.
     data_files: list[Path] = field(default_factory=list)
+    #: the same, as found (absolute, links not resolved).
+    data_paths: list[Path] = field(default_factory=list)
     base: CheckpointInfo | None = None
     history: list[tuple[Stage, CheckpointInfo]] = field(default_factory=list)
     #: the stage name ilp.yaml gives the checkpoint under test, if it lists it.
@@ -116,6 +119,7 @@ class IlpSession:
             rootpath,
             cache,
             [p.resolve() for p in data_files],
+            [p.absolute() for p in data_files],
             base=inspect_checkpoint(settings.base, "--ilp-base") if settings.base else None,
             history=[
                 (stage, inspect_checkpoint(stage.checkpoint, "--ilp-history"))
