@@ -129,8 +129,9 @@ def _stop_inside(target: str, stop_texts: Sequence[str]) -> str | None:
             after = len(target) - at - len(text)
             return (
                 f"the target holds the stop token {text!r} at character {at}, before its end: "
-                f"generation stops there, so the {after} characters after it can never be "
-                "produced; end the target at the stop token, or remove it from the text"
+                f"generation stops there, so the {after} character{'s' if after != 1 else ''} "
+                "after it can never be produced; end the target at the stop token, or remove it "
+                "from the text"
             )
     return None
 

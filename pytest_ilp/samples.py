@@ -392,7 +392,7 @@ def _read_json(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     except json.JSONDecodeError as exc:
         raise IlpDataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     except RecursionError:
-        raise _too_deep(f"{path}:{_line_of(text, _deep_position(text))}") from None
+        raise _too_deep(f"{path}:{_line_of(text, max(0, _deep_position(text)))}") from None
     except ValueError:
         digits = re.search(rf"\d{{{MAX_INT_DIGITS + 1},}}", text)
         line = _line_of(text, digits.start() if digits else 0)
@@ -417,24 +417,38 @@ def _line_of(text: str, position: int) -> int:
     return text.count("\n", 0, position) + 1
 
 
-def _deep_position(text: str) -> int:
-    """Where JSON text first opens more than `MAX_DEPTH` brackets (0 if it never does)."""
-    depth, in_string, escaped = 0, False, False
+def _deep_position(text: str, comments: bool = False) -> int:
+    """Where JSON (or YAML flow) text first opens more than `MAX_DEPTH` brackets, or -1.
+
+    Brackets inside double-quoted strings do not count, nor, with `comments`, after a YAML
+    comment's `#`.
+    """
+    depth, in_string, escaped, in_comment = 0, False, False, False
     for position, char in enumerate(text):
-        if in_string:
+        if in_comment:
+            in_comment = char != "\n"
+        elif in_string:
             escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
         elif char == '"':
             in_string = True
+        elif comments and char == "#" and (position == 0 or text[position - 1] in " \t\n"):
+            in_comment = True
         elif char in "[{":
             depth += 1
             if depth > MAX_DEPTH:
                 return position
         elif char in "]}":
             depth -= 1
-    return 0
+    return -1
 
 
 def _read_yaml(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    # PyYAML's scanner takes quadratic time in the depth of flow collections ("[[[[...") and
+    # its composer recurses: refuse a too-deep one before parsing.
+    if text.count("[") + text.count("{") > MAX_DEPTH:
+        deep = _deep_position(text, comments=True)
+        if deep >= 0:
+            raise _too_deep(f"{path}:{_line_of(text, deep)}")
     try:  # the reader checks the characters as the loader is made
         loader = yaml.SafeLoader(text)
     except yaml.YAMLError as exc:
@@ -759,6 +773,12 @@ def unique_ids(samples: list[Sample], taken: dict[str, Sample]) -> list[Sample]:
     for sample in samples:
         earlier = taken.get(sample.id)
         if earlier is not None:
+            if sample.explicit_id and not earlier.explicit_id:
+                raise IlpDataError(
+                    f"{sample.location}: sample id {sample.id!r} is also the id hashed from the "
+                    f"content of the record at {earlier.location}, which has no `id`; choose "
+                    "another id, or give that record one"
+                )
             if sample.explicit_id:
                 raise IlpDataError(
                     f"{sample.location}: duplicate sample id {sample.id!r} (also at "
