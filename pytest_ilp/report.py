@@ -416,6 +416,7 @@ def _sample_record(
         "nll": None,
         "margin": None,
         "fragile": False,
+        "retokenized": False,
         "produced": None,
         "cause": None,
         "causes": [],
@@ -441,6 +442,7 @@ def _sample_record(
             nll=verdict.nll,
             margin=_finite(verdict.margin),
             fragile=verdict.is_fragile(fragile_margin),
+            retokenized=verdict.retokenized,
             produced=verdict.produced,
         )
     if outcome.diagnosis is not None:
