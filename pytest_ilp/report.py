@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -40,6 +41,8 @@ from pytest_ilp.verdicts import Verdict
 REPORT_SCHEMA = 1
 #: characters of a prompt or target shown in a failure report before the middle is elided.
 SHOWN_CHARS = 300
+#: a `\\xNN` byte escape in a text, as json.dumps writes it (the backslash doubled).
+_DOUBLED_BYTE_ESCAPE = re.compile(r"\\\\x([0-9a-f]{2})")
 #: sample ids listed per line of the summary before "+N more".
 LISTED_IDS = 10
 
@@ -315,10 +318,12 @@ def prompt_text(sample: Sample) -> str:
 
 
 def _quote(text: str, limit: int = SHOWN_CHARS) -> str:
+    """The text in double quotes, escaped as in JSON, except that the bytes of an incomplete
+    character (see `pytest_ilp.decoding`) read `\\xe2\\x82`, as written, not `\\\\xe2`."""
     if len(text) > limit:
         keep = limit // 2
         text = f"{text[:keep]} … {text[-keep:]}"
-    return json.dumps(text, ensure_ascii=False)
+    return _DOUBLED_BYTE_ESCAPE.sub(r"\\x\1", json.dumps(text, ensure_ascii=False))
 
 
 def item_properties(

@@ -31,6 +31,7 @@ from pytest_ilp.backends import (
 )
 from pytest_ilp.cache import CACHE_SCHEMA, ScoreCache, stable_hash
 from pytest_ilp.checkpoint import CheckpointInfo
+from pytest_ilp.decoding import byte_safe_decoder
 from pytest_ilp.render import Rendered, render_samples
 from pytest_ilp.samples import Sample
 from pytest_ilp.settings import Settings
@@ -181,6 +182,8 @@ def _run_key(settings: Settings, job: Job, cache: ScoreCache, description: str) 
             "render": asdict(settings.render),
             "produce": job.produce,
             "generate_max_tokens": settings.generate_max_tokens,
+            # Texts (produced, divergence tokens) are decoded byte-safe: not from older entries.
+            "decode": "byte-safe",
         }
     )
 
@@ -221,9 +224,7 @@ def _compute(
     if not ready:
         return entries
 
-    def decode(ids: list[int]) -> str:
-        text: str = tokenizer.decode(ids, skip_special_tokens=False)
-        return text
+    decode = byte_safe_decoder(tokenizer)
 
     log(
         f"scoring {len(ready)} samples ({sum(len(r.input_ids) for r in ready)} tokens) "
