@@ -230,7 +230,10 @@ def test_sft_trainer_points_equal_the_plugins_and_its_tokens_are_ours(
         ]
     dataset = Dataset.from_list(records)
     data = write_jsonl(tmp_path / "data.jsonl", records)
-    config = SFTConfig(**train_arguments(tmp_path / "out", epochs=12), bf16=False)
+    config = SFTConfig(
+        **{**train_arguments(tmp_path / "out", epochs=12), "save_only_model": conversational},
+        bf16=False,
+    )
     trainer = SFTTrainer(
         model=tiny.build_llama(tokenizer, seed=1),
         args=config,
@@ -255,6 +258,20 @@ def test_sft_trainer_points_equal_the_plugins_and_its_tokens_are_ours(
     run = Run(tmp_path / "out", callback, trainer.state.log_history)
     assert assert_points_match_the_plugin(pytester, run, data) == 2
     assert (run.folder / "ilp-report.json").is_file()
+    if conversational:
+        return
+    # Resuming from the step-30 checkpoint keeps the trajectory's points up to it.
+    before = {r["point"]: r["step"] for r in run.trajectory}
+    resumed = SFTTrainer(
+        model=tiny.build_llama(tokenizer, seed=1),
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    resumed.add_callback(ILPCallback(trainer=resumed, data=dataset, every=EVERY))
+    resumed.train(resume_from_checkpoint=str(run.checkpoint(EVERY)))
+    after = {r["point"]: r["step"] for r in run.trajectory}
+    assert before == after == {1: EVERY, 2: 2 * EVERY}
 
 
 # -- pure parts ----------------------------------------------------------------------------------

@@ -170,6 +170,27 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
 
     # -- trainer events ------------------------------------------------------------------------
 
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Resuming from a checkpoint (`train(resume_from_checkpoint=...)`): keep the points
+        this run's trajectory file already holds up to the step training resumes from."""
+        path = self._output_dir(args) / TRAJECTORY_FILE
+        if state.global_step == 0 or self.last_step is not None or not path.is_file():
+            return
+        continued = max((int(r.get("point", 0)) for r in self.previous), default=0)
+        kept = [
+            r
+            for r in _read_trajectory(path)
+            if int(r.get("point", 0)) > continued
+            and r.get("stage") == self.stage
+            and isinstance(r.get("step"), int)
+            and r["step"] <= state.global_step
+        ]
+        if kept:
+            self.records = [*self.previous, *kept]
+            self.points = 1 + max(int(r.get("point", 0)) for r in self.records)
+            self.last = _last_point(kept)
+            self.last_step = max(r["step"] for r in kept)
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if isinstance(self.every, int) and state.global_step % self.every == 0:
             self._check(args, state, control, kwargs)
