@@ -13,12 +13,14 @@ Then it asks pytest-ilp about the final checkpoint twice, with the base model bo
 once with the stage-1 checkpoint as `history` (the saved-checkpoint rule), once with the
 trajectory alone as `--ilp-train-log` (no history checkpoint), and prints how far the two agree
 on which samples were forgotten, and how the planted forgetting samples fare. The figures go to
-`artifacts/callback/agreement.json`.
+`artifacts/callback/callback.json`. The main job (`pytest example_project`) runs the training
+part once, when TRL is installed, and shows its figures in its summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -32,6 +34,8 @@ sys.path.insert(0, str(HERE))
 import build_world  # noqa: E402  (a sibling script, not a package)
 
 STAGES = build_world.STAGES
+#: written last, with the source hash: a folder without it is an unfinished run.
+STAMP = "callback.json"
 
 
 def train(out: Path, world: Path, log: Any = print) -> dict[str, Any]:
@@ -173,16 +177,37 @@ def agreement(out: Path, world: Path) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--world", type=Path, default=build_world.DEFAULT_OUT)
-    parser.add_argument("--out", type=Path, default=build_world.DEFAULT_OUT / "callback")
-    args = parser.parse_args(argv)
-    if not build_world.is_built(args.world):
-        build_world.build(args.world)
-    figures = train(args.out, args.world)
-    result = agreement(args.out, args.world)
-    print(
+def source_hash() -> str:
+    """What the stamp depends on: this file and the world's build."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(build_world.source_hash("full", 0).encode())
+    return digest.hexdigest()[:16]
+
+
+def is_built(out: Path) -> bool:
+    try:
+        stamp = json.loads((out / STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(stamp, dict) and stamp.get("source") == source_hash()
+
+
+def build(out: Path, world: Path, log: Any = print, compare: bool = True) -> dict[str, Any]:
+    """Train both stages with the callback into `out` and, with `compare`, ask pytest-ilp
+    about forgetting both ways; the figures also go to `out/callback.json`."""
+    from pytest_ilp.integrations.transformers import atomic_write
+
+    (out / STAMP).unlink(missing_ok=True)
+    figures = train(out, world, log)
+    if compare:
+        figures["agreement"] = agreement(out, world)
+        log(agreement_line(figures["agreement"]))
+    atomic_write(out / STAMP, json.dumps({"source": source_hash(), **figures}, indent=1) + "\n")
+    return figures
+
+
+def agreement_line(result: dict[str, Any]) -> str:
+    return (
         f"forgetting, trajectory alone vs stage-1 checkpoint as history: "
         f"{result['both']} samples diagnosed by both, {len(result['history_only'])} by history "
         f"only, {len(result['trajectory_only'])} by the trajectory only; planted forgetting "
@@ -191,9 +216,36 @@ def main(argv: list[str] | None = None) -> int:
         f"(trajectory); same cause on {result['same_cause_all_samples']}/{result['samples']} "
         "samples"
     )
-    (args.out / "agreement.json").write_text(
-        json.dumps({**figures, "agreement": result}, indent=1) + "\n", encoding="utf-8"
-    )
+
+
+def summary_lines(out: Path) -> list[str]:
+    """What the main job shows of the integration (empty when it was not built)."""
+    if not is_built(out):
+        return []
+    stamp = json.loads((out / STAMP).read_text(encoding="utf-8"))
+    lines = []
+    for stage, points in stamp["logged"].items():
+        shares = ", ".join(f"{p['ilp/learned']:.0%}" for p in points)
+        seconds = stamp["timings_s"][stage]
+        callback = stamp["timings_s"][f"{stage} callback"]
+        lines.append(
+            f"{stage}: SFTTrainer {seconds:.1f} s, ILPCallback {callback:.1f} s of it; "
+            f"learned at each epoch: {shares}"
+        )
+    lines.append(f"trajectory: {out / 'stage2' / 'ilp-trajectory.jsonl'}")
+    if "agreement" in stamp:
+        lines.append(agreement_line(stamp["agreement"]))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--world", type=Path, default=build_world.DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=build_world.DEFAULT_OUT / "callback")
+    args = parser.parse_args(argv)
+    if not build_world.is_built(args.world):
+        build_world.build(args.world)
+    build(args.out, args.world)
     return 0
 
 
