@@ -341,3 +341,33 @@ def test_bad_callback_arguments_and_records_say_what_to_do(tmp_path: Path) -> No
     subset = choose_subset(samples, 10, seed=0)
     assert subset == choose_subset(samples, 10, seed=0) != choose_subset(samples, 10, seed=1)
     assert len(subset) == 10 and math.isclose(len(choose_subset(samples, 99, 0)), 50)
+
+
+def test_a_point_restores_training_mode_and_reports_samples_it_cannot_score(
+    tmp_path: Path,
+) -> None:
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from pytest_ilp.integrations.transformers import ILPCallback
+
+    records = colour_records(4, seed=7)
+    tokenizer = tiny.train_tokenizer([r["prompt"] + r["completion"] for r in records], 300)
+    model = tiny.build_llama(tokenizer, seed=0).train()
+    too_long = {"prompt": "Q: " + "ka " * 300 + "? A:", "completion": " red."}
+    callback = ILPCallback(data=[*records, too_long], output_dir=tmp_path)
+    state = TrainerState(global_step=5, max_steps=10, epoch=1.0)
+    with (
+        pytest.warns(UserWarning, match="ILPCallback has no trainer"),
+        pytest.warns(UserWarning, match=r"1 sample\(s\) cannot be scored.*context is 256"),
+    ):
+        callback.on_epoch_end(
+            TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True),
+            state,
+            TrainerControl(),
+            model=model,
+            processing_class=tokenizer,
+        )
+    assert model.training
+    assert callback.history[0]["ilp/invalid"] == 1
+    assert len((tmp_path / "ilp-trajectory.jsonl").read_text().splitlines()) == 4
+    assert state.log_history[-1]["step"] == 5  # no trainer: the figures still reach the state

@@ -167,6 +167,7 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         #: figures logged at each point, in order (also what went to `Trainer.log`).
         self.history: list[dict[str, float]] = []
         self._warned_no_trainer = False
+        self._warned_problems = False
 
     # -- trainer events ------------------------------------------------------------------------
 
@@ -221,6 +222,14 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         final = final or (state.max_steps > 0 and state.global_step >= state.max_steps)
         started = time.perf_counter()
         result = self._score(kwargs, produce=final and self.write_report)
+        if result.problems and not self._warned_problems:
+            self._warned_problems = True
+            listed = "; ".join(f"{i}: {p}" for i, p in list(result.problems.items())[:5])
+            warnings.warn(
+                f"ILPCallback: {len(result.problems)} sample(s) cannot be scored on this model "
+                f"and are reported as invalid: {listed}",
+                stacklevel=2,
+            )
         verdicts = result.verdicts
         figures = self._figures(verdicts)
         figures[f"{PREFIX}seconds"] = time.perf_counter() - started
@@ -301,8 +310,9 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
             figures[f"{PREFIX}newly_forgotten"] = sum(
                 1 for i, v in verdicts.items() if not v.learned and before.get(i) is True
             )
-        if self.invalid:
-            figures[f"{PREFIX}invalid"] = len(self.invalid)
+        invalid = len(self.invalid) + len(self.samples) - len(scored)
+        if invalid:
+            figures[f"{PREFIX}invalid"] = invalid
         return figures
 
     def _log(self, state: Any, control: Any, figures: dict[str, float]) -> None:
