@@ -205,10 +205,11 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
             return
         if self.last_step != state.global_step:  # steps since the last point: one more
             self._check(args, state, control, kwargs, final=True)
-        elif self.final is None:  # the last point skipped generation: the report wants it
+        if not self.write_report:
+            return
+        if self.final is None:  # the last point (early stopping) skipped generation
             self.final = self._score(kwargs, produce=True)
-        if self.write_report and self.final is not None:
-            self._report(self._output_dir(args))
+        self._report(self._output_dir(args))
 
     # -- a check point -------------------------------------------------------------------------
 
