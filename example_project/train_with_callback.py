@@ -195,14 +195,15 @@ def is_built(out: Path) -> bool:
 def build(out: Path, world: Path, log: Any = print, compare: bool = True) -> dict[str, Any]:
     """Train both stages with the callback into `out` and, with `compare`, ask pytest-ilp
     about forgetting both ways; the figures also go to `out/callback.json`."""
-    from pytest_ilp.integrations.transformers import atomic_write
+    from pytest_ilp.atomic import write_text_atomic
 
     (out / STAMP).unlink(missing_ok=True)
     figures = train(out, world, log)
     if compare:
         figures["agreement"] = agreement(out, world)
         log(agreement_line(figures["agreement"]))
-    atomic_write(out / STAMP, json.dumps({"source": source_hash(), **figures}, indent=1) + "\n")
+    stamp = {"source": source_hash(), **figures}
+    write_text_atomic(out / STAMP, json.dumps(stamp, indent=1) + "\n")
     return figures
 
 

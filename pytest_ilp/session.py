@@ -6,7 +6,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,9 @@ class IlpSession:
     final: RunOutput | None = None
     #: the exit status the session ends with, once the gate has had its say.
     exitstatus: int | None = None
+    #: what failed to collect (node id -> the error's last line): a data file that could not
+    #: be read, a test module that did not import.
+    collection_errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -299,6 +302,12 @@ class IlpSession:
         """The verdict of a sample; raises `SampleProblem` when it could not be scored."""
         if sample.problem is not None:
             raise SampleProblem(sample.problem)
+        if self.result is None and self.collection_errors:
+            # pytest-xdist runs the items it collected even after collection errors.
+            raise SampleProblem(
+                "not scored: this run has collection errors (see them above); fix them, or "
+                "pass --continue-on-collection-errors to check the samples that did load"
+            )
         if self.result is None:
             raise RuntimeError("pytest-ilp: samples are scored before the first test runs")
         problem = self.result.problems.get(sample.id)
@@ -355,12 +364,13 @@ class IlpSession:
             )
             for o in self.outcomes()
         }
-        self.gate = evaluate(
+        gate = evaluate(
             samples,
             [Scope(key, budgets, tuple(ids)) for key, (budgets, ids) in scopes.items()],
             strict=self.settings.strict,
             baseline=None if self.baseline is None else relative(self.baseline.path, self.rootpath),
         )
+        self.gate = replace(gate, unread=tuple(self.collection_errors))
 
     def output(self) -> RunOutput:
         """What this run produced, as plain data (what an xdist worker sends its controller)."""
@@ -376,6 +386,7 @@ class IlpSession:
             root=self.rootpath,
             gate=self.gate,
             shard=str(settings.shard) if settings.shard is not None else None,
+            collection_errors=self.collection_errors,
         )
         return RunOutput(
             report=report,

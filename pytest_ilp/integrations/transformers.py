@@ -32,7 +32,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,6 +41,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pytest_ilp.api import score_model
+from pytest_ilp.atomic import write_text_atomic
 from pytest_ilp.backends import BackendOptions
 from pytest_ilp.diagnosis import Thresholds, diagnose
 from pytest_ilp.errors import IlpDataError
@@ -256,7 +256,7 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         self.last = {i: v.learned for i, v in verdicts.items()}
         self.last_step = state.global_step
         self.final = result if final and self.write_report else None
-        atomic_write(
+        write_text_atomic(
             self._output_dir(args) / TRAJECTORY_FILE,
             "".join(json_text(r, indent=None) + "\n" for r in self.records),
         )
@@ -353,7 +353,7 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
             fragile_margin=self.fragile_margin,
             root=Path.cwd(),
         )
-        atomic_write(folder / REPORT_FILE, json_text(document) + "\n")
+        write_text_atomic(folder / REPORT_FILE, json_text(document) + "\n")
         timing = (
             f"checked {len(self.samples)} samples at {self.points - 1 - _points(self.previous)} "
             f"points in {self.seconds:.1f} s; trajectory {folder / TRAJECTORY_FILE}, "
@@ -449,20 +449,6 @@ def choose_subset(samples: Sequence[Sample], size: int | None, seed: int) -> lis
 
 
 # -- files -------------------------------------------------------------------------------------
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and a rename: a
-    reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _read_trajectory(path: Path) -> list[dict[str, Any]]:
