@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_ilp.causes import CAUSES
-from pytest_ilp.report import REPORT_SCHEMA, Summary, gate_of
+from pytest_ilp.report import READABLE_SCHEMAS, REPORT_SCHEMA, Summary, gate_of
 from pytest_ilp.shards import Shard
 
 
@@ -91,16 +91,20 @@ def summary_of_records(records: Sequence[Mapping[str, Any]]) -> Summary:
         fragile=tuple(r["id"] for r in records if r.get("fragile")),
         invalid=tuple(r["id"] for r in records if r.get("error") is not None),
         causes={cause: counts[cause] for cause in order},
+        # A schema-1 report's records predate criteria: they were judged exact.
+        criteria=dict(
+            Counter(r.get("criterion") or "exact" for r in records if r.get("learned") is not None)
+        ),
     )
 
 
 def _check(name: str, document: Mapping[str, Any]) -> None:
     if not isinstance(document, Mapping) or "schema" not in document:
         raise MergeError(f"{name}: not a pytest-ilp report (no `schema` field)")
-    if document["schema"] != REPORT_SCHEMA:
+    if document["schema"] not in READABLE_SCHEMAS:
         raise MergeError(
-            f"{name}: report schema {document['schema']!r}, but this pytest-ilp reads schema "
-            f"{REPORT_SCHEMA}"
+            f"{name}: report schema {document['schema']!r}, but this pytest-ilp reads schemas "
+            f"{', '.join(map(str, READABLE_SCHEMAS))} (it writes {REPORT_SCHEMA})"
         )
     missing = [key for key in _REPORT_KEYS if key not in document]
     if missing:

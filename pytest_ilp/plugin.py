@@ -21,6 +21,7 @@ from pytest_ilp.checks import record_properties, running
 from pytest_ilp.diagnosis import Diagnosis, diagnose
 from pytest_ilp.gate import valid_names
 from pytest_ilp.items import (
+    CRITERION_MARKER_LINE,
     RUN_BUDGETS,
     IlpDataFile,
     IlpDatasetDir,
@@ -30,7 +31,9 @@ from pytest_ilp.items import (
     ilp_failure_text,
     is_must_learn,
     item_budgets,
+    marked_criterion,
     parametrize_samples,
+    sample_criteria,
     sample_of,
     select_shard,
 )
@@ -55,6 +58,7 @@ MARKERS = (
     "ilp_dataset(*paths): parametrize this test's ilp_sample fixture over the samples of these "
     "data files or folders (relative to the test file)",
     MARKER_LINE,
+    CRITERION_MARKER_LINE,
 )
 
 
@@ -230,6 +234,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             _budget_names(config),
             pytest.Collector.CollectError,
         )
+        try:
+            marked_criterion(metafunc.definition)
+        except pytest.UsageError as exc:
+            raise pytest.Collector.CollectError(str(exc)) from None
         parametrize_samples(metafunc, session)
 
 
@@ -245,6 +253,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     scope = [(s, is_must_learn(item)) for item in session.items if (s := sample_of(item))]
     if not scope:
         return
+    criteria = sample_criteria(session.items, state.settings)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def log(message: str) -> None:
@@ -267,7 +276,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         warnings.catch_warnings(record=True) as caught,
     ):
         warnings.simplefilter("always", IlpWarning)
-        state.score(scope, log, progress_reporter(log), diagnoser)
+        state.score(scope, log, progress_reporter(log), diagnoser, criteria)
     for record in caught:
         config.issue_config_time_warning(record.message, stacklevel=2)  # type: ignore[arg-type]
     state.apply_gate(budget_scopes(session.items, state.settings, _budget_names(config)))

@@ -23,6 +23,7 @@ from typing import Any
 from tabulate import tabulate
 
 from pytest_ilp.causes import CAUSES
+from pytest_ilp.criteria import parse_criterion
 from pytest_ilp.diagnosis import Diagnosis
 from pytest_ilp.gate import (
     Budget,
@@ -38,7 +39,11 @@ from pytest_ilp.samples import Sample
 from pytest_ilp.signals import Signals
 from pytest_ilp.verdicts import Verdict
 
-REPORT_SCHEMA = 1
+#: 2: every sample record says which criterion judged it (`criterion`, `criterion_figures`)
+#: and the summary counts samples per criterion (`criteria`).
+REPORT_SCHEMA = 2
+#: the schemas this version reads back (baselines, merge): a schema-1 report is all `exact`.
+READABLE_SCHEMAS = (1, 2)
 #: characters of a prompt or target shown in a failure report before the middle is elided.
 SHOWN_CHARS = 300
 #: a `\\xNN` byte escape in a text, as json.dumps writes it (the backslash doubled).
@@ -81,6 +86,8 @@ class Summary:
     invalid: tuple[str, ...]
     #: unlearned samples per diagnosed cause (empty when nothing was diagnosed).
     causes: Mapping[str, int] = field(default_factory=dict)
+    #: samples per criterion (its spec), the default `exact` included.
+    criteria: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Summary:
@@ -93,6 +100,7 @@ class Summary:
             fragile=tuple(data["fragile"]),
             invalid=tuple(data["invalid"]),
             causes=dict(data.get("causes") or {}),
+            criteria=dict(data.get("criteria") or {}),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -106,6 +114,7 @@ class Summary:
             "fragile": list(self.fragile),
             "invalid": list(self.invalid),
             "causes": dict(self.causes),
+            "criteria": dict(self.criteria),
         }
 
 
@@ -123,6 +132,7 @@ def summarize(outcomes: Sequence[SampleOutcome], fragile_margin: float) -> Summa
         ),
         invalid=tuple(o.sample.id for o in outcomes if o.problem is not None),
         causes=_count_causes(outcomes),
+        criteria=dict(Counter(o.verdict.criterion for o in outcomes if o.verdict is not None)),
     )
 
 
@@ -173,6 +183,8 @@ def summary_lines(
         tablefmt="simple",
     )
     lines = [f"checkpoint {checkpoint} ({backend})", *table.splitlines()]
+    if summary.criteria and set(summary.criteria) != {"exact"}:
+        lines.append(criteria_line(summary.criteria))
     if gate is not None:
         lines += gate_lines(gate)
     elif summary.causes:
@@ -196,6 +208,13 @@ def summary_lines(
             verdict += f" (exit status {exitstatus} comes from outside the gate)"
         lines.append(verdict)
     return lines
+
+
+def criteria_line(criteria: Mapping[str, int]) -> str:
+    """Which criteria judged the samples, e.g. "criteria: exact 40, choice:mean 10"."""
+    if len(criteria) == 1:
+        return f"criterion: {next(iter(criteria))}"
+    return "criteria: " + ", ".join(f"{spec} {count}" for spec, count in criteria.items())
 
 
 def gate_lines(gate: GateResult) -> list[str]:
@@ -275,21 +294,31 @@ def failure_text(outcome: SampleOutcome, root: Path, decision: Decision | None =
     """What a person needs to act on an unlearned sample: no traceback, just the evidence, and
     why the gate fails it."""
     sample, verdict = outcome.sample, outcome.verdict
-    assert verdict is not None and verdict.first_divergence is not None
+    assert verdict is not None
     divergence = verdict.first_divergence
     tag = " [must-learn]" if outcome.must_learn else ""
     ending = " + EOS" if verdict.produced_stopped else " (no EOS within the generation budget)"
     lines = [
         f"sample {sample.id} ({location(sample, root)}) was not learned{tag}",
+        f"  criterion: {criterion_text(verdict)}",
         f"  prompt:    {prompt_text(sample)}",
         f"  expected:  {_quote(sample.target)} + EOS",
-        f"  produced:  {_quote(verdict.produced or '')}{ending}",
-        f"  diverged at target token {divergence.position + 1} of {verdict.target_tokens}: "
-        f"expected {_quote(divergence.expected, 40)} (p={divergence.expected_prob:.3f}), "
-        f"predicted {_quote(divergence.predicted, 40)} (p={divergence.predicted_prob:.3f})",
-        f"  token accuracy {verdict.token_accuracy:.2f} ({verdict.matched}/{verdict.target_tokens})"
-        f"   mean NLL {verdict.nll:.3f} nats/token   margin {verdict.margin:+.3f} nats",
     ]
+    if divergence is None:
+        lines.append("  produced:  the target itself (greedy decoding reproduces it)")
+    else:
+        lines += [
+            f"  produced:  {_quote(verdict.produced or '')}{ending}"
+            if verdict.produced is not None
+            else "  produced:  (not generated)",
+            f"  diverged at target token {divergence.position + 1} of {verdict.target_tokens}: "
+            f"expected {_quote(divergence.expected, 40)} (p={divergence.expected_prob:.3f}), "
+            f"predicted {_quote(divergence.predicted, 40)} (p={divergence.predicted_prob:.3f})",
+        ]
+    lines.append(
+        f"  token accuracy {verdict.token_accuracy:.2f} ({verdict.matched}/{verdict.target_tokens})"
+        f"   mean NLL {verdict.nll:.3f} nats/token   margin {verdict.margin:+.3f} nats"
+    )
     diagnosis = outcome.diagnosis
     if diagnosis is not None:
         lines.append(f"  cause:     {diagnosis.cause}: {diagnosis.evidence}")
@@ -302,6 +331,40 @@ def failure_text(outcome: SampleOutcome, root: Path, decision: Decision | None =
     if verdict.note:
         lines.append(f"  note: {verdict.note}")
     return "\n".join(lines)
+
+
+def criterion_text(verdict: Verdict) -> str:
+    """The criterion that judged the sample and what it measured, in one line."""
+    criterion = parse_criterion(verdict.criterion)
+    figures = verdict.figures
+    name = criterion.name
+    if name == "exact":
+        return "exact (greedy decoding must reproduce the target, then EOS)"
+    if name == "prefix":
+        return f"{criterion.label}: {figures.get('reproduced_tokens')} reproduced"
+    if name == "token_accuracy":
+        return f"{criterion.label}: {verdict.token_accuracy:.3f}"
+    if name == "nll":
+        return f"{criterion.label}: {verdict.nll:.3f}"
+    if name == "normalized":
+        return (
+            f"normalized: output {_quote(str(figures.get('normalized_output')), 80)} vs target "
+            f"{_quote(str(figures.get('normalized_target')), 80)}"
+        )
+    if name == "choice":
+        options = figures.get("options") or []
+        if len(options) < 2:
+            return criterion.label
+        best = int(figures.get("best_distractor", 0)) + 1
+        per = "/token" if criterion.score == "mean" else ""
+        return (
+            f"{criterion.label}: target {options[0]['score']:.3f}{per} vs distractor {best} "
+            f"{_quote(options[best]['text'], 60)} {options[best]['score']:.3f}{per}"
+        )
+    return (
+        f"{criterion.label}: {figures.get('passes')} of {figures.get('n')} completions reproduce "
+        f"it (pass rate {figures.get('pass_rate', 0):.2f}, sample seed {figures.get('seed')})"
+    )
 
 
 def problem_text(sample: Sample, problem: str, root: Path) -> str:
@@ -340,6 +403,12 @@ def item_properties(
         return properties
     properties += [
         ("ilp_learned", verdict.learned),
+        ("ilp_criterion", verdict.criterion),
+        *(
+            (f"ilp_criterion_{name}", round(value, 4) if isinstance(value, float) else value)
+            for name, value in verdict.figures.items()
+            if isinstance(value, (int, float, str, bool))
+        ),
         ("ilp_token_accuracy", round(verdict.token_accuracy, 4)),
         ("ilp_nll", round(verdict.nll, 4)),
         ("ilp_margin", round(verdict.margin, 4)),
@@ -382,7 +451,7 @@ def json_report(
     shard: str | None = None,
     collection_errors: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The `--ilp-report` document (schema 1, documented in the README).
+    """The `--ilp-report` document (schema 2, documented in docs/json-report.md).
 
     `collection_errors` (node id -> message): what failed to collect under
     --continue-on-collection-errors, so a report never hides a data file it could not read.
@@ -415,6 +484,8 @@ def _sample_record(
         "tags": list(sample.tags),
         "must_learn": outcome.must_learn,
         "learned": verdict.learned if verdict else None,
+        "criterion": verdict.criterion if verdict else None,
+        "criterion_figures": _json_safe(dict(verdict.figures)) if verdict else None,
         "token_accuracy": None,
         "target_tokens": None,
         "first_divergence": None,

@@ -18,7 +18,9 @@ messages            ``messages``: [{role, content}, ...]        everything befor
 sharegpt            ``conversations``: [{from, value}, ...]     as ``messages``
 ==================  ==========================================  =============================
 
-Optional fields on every record: ``id``, ``stage``, ``tags``, ``must_learn``, ``meta``.
+Optional fields on every record: ``id``, ``stage``, ``tags``, ``must_learn``, ``meta``,
+``criterion`` (how this sample is judged, see `pytest_ilp.criteria`) and ``distractors`` (wrong
+responses to the same prompt, for the ``choice`` criterion).
 A record without ``id`` gets a short hash of its prompt and target, so ids survive reordering.
 
 A file that cannot be parsed (bad syntax, a record nested deeper than `MAX_DEPTH`, an integer
@@ -47,6 +49,7 @@ from typing import Any
 
 import yaml
 
+from pytest_ilp.criteria import Criterion, parse_criterion
 from pytest_ilp.errors import IlpDataError
 
 TEXT_SUFFIXES = (".jsonl", ".json", ".yaml", ".yml")
@@ -108,6 +111,10 @@ class Sample:
     problem: str | None = None
     #: the id came from the record's `id` field (not from a content hash).
     explicit_id: bool = False
+    #: wrong responses to the same prompt (the `choice` criterion's other options).
+    distractors: tuple[str, ...] = ()
+    #: the record's own `criterion` field, if any.
+    criterion: Criterion | None = None
 
     @property
     def location(self) -> str:
@@ -709,6 +716,23 @@ def _parse_optional_fields(record: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(meta, Mapping):
             raise ValueError("`meta` must be a mapping")
         extras["meta"] = dict(meta)
+    distractors = record.get("distractors")
+    if distractors is not None:
+        if (
+            not isinstance(distractors, list)
+            or not distractors
+            or not all(isinstance(d, str) and d.strip() for d in distractors)
+        ):
+            raise ValueError(
+                "`distractors` must be a non-empty list of non-empty strings (wrong responses "
+                "to the same prompt)"
+            )
+        extras["distractors"] = tuple(distractors)
+    if record.get("criterion") is not None:
+        try:
+            extras["criterion"] = parse_criterion(record["criterion"])
+        except ValueError as exc:
+            raise ValueError(f"`criterion`: {exc}") from None
     return extras
 
 

@@ -7,6 +7,10 @@ Everything it returns is plain data: a fully cached run loads neither tokenizer 
 
 Samples are always rendered with the tokenizer of the checkpoint under test (`renderer`), so
 every checkpoint scores exactly the same token ids.
+
+Each sample is judged by its criterion (`Job.criteria`, see `pytest_ilp.criteria`): the pass
+gives every teacher-forced figure; `choice` adds each distractor as one more request sharing
+the sample's prompt, `sampled` draws completions, `normalized` generates the greedy output.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pytest_ilp.backends import (
     GenerateRequest,
     LiveModel,
     Progress,
+    SampleRequest,
     ScoreRequest,
     TokenScores,
     describe_backend,
@@ -31,11 +36,19 @@ from pytest_ilp.backends import (
 )
 from pytest_ilp.cache import CACHE_SCHEMA, ScoreCache, stable_hash
 from pytest_ilp.checkpoint import CheckpointInfo
+from pytest_ilp.criteria import EXACT, Criterion
 from pytest_ilp.decoding import byte_safe_decoder
 from pytest_ilp.render import Rendered, render_samples
 from pytest_ilp.samples import Sample
 from pytest_ilp.settings import Settings
-from pytest_ilp.verdicts import Verdict, continues_target, judge, with_production
+from pytest_ilp.verdicts import (
+    Verdict,
+    continues_target,
+    decide,
+    judge,
+    reproduces,
+    with_production,
+)
 
 #: tokens generated past the end of the target, to show what an unlearned sample runs on into.
 GENERATE_PAST_TARGET = 8
@@ -87,10 +100,15 @@ class Job:
     produce: bool = True
     #: sample id -> target position to probe (the divergence of the checkpoint under test).
     probe_at: Mapping[str, int] = field(default_factory=dict)
+    #: sample id -> the criterion that judges it; `exact` for the samples not named.
+    criteria: Mapping[str, Criterion] = field(default_factory=dict)
     #: a model in memory to score instead of loading `checkpoint` (which then describes it,
     #: see `checkpoint.in_memory`), with the tokenizer that renders the samples. Never cached:
     #: its weights change while it trains.
     live: LiveModel | None = None
+
+    def criterion_of(self, sample_id: str) -> Criterion:
+        return self.criteria.get(sample_id, EXACT)
 
     @property
     def is_renderer(self) -> bool:
@@ -116,8 +134,9 @@ def score_samples(
     result = ScoringResult(checkpoint=job.checkpoint, backend=description)
     checkable = []
     for sample in samples:
-        if sample.problem is not None:
-            result.problems[sample.id] = sample.problem
+        problem = sample.problem or _criterion_problem(sample, job.criterion_of(sample.id))
+        if problem is not None:
+            result.problems[sample.id] = problem
         else:
             checkable.append(sample)
     keys = {s.id: _entry_key(s, job) for s in checkable}
@@ -160,8 +179,33 @@ def sample_key(sample: Sample) -> str:
 
 def _entry_key(sample: Sample, job: Job) -> str:
     key = sample_key(sample)
+    criterion = job.criterion_of(sample.id)
+    if criterion.name != "exact":
+        key += f"|{criterion.spec}"  # sampled's carries its seed
+    if criterion.name == "choice":
+        key += "|" + stable_hash(list(sample.distractors))
     position = job.probe_at.get(sample.id)
     return key if position is None else f"{key}@{position}"
+
+
+def sample_seed(seed: int, sample: Sample) -> int:
+    """The seed of one sample's draws under `sampled`: the criterion's seed and the sample's
+    content, hashed. It does not depend on the other samples, their order or the batch."""
+    return int(stable_hash({"seed": seed, "sample": sample.content_key()}, length=8), 16) % 2**31
+
+
+def _criterion_problem(sample: Sample, criterion: Criterion) -> str | None:
+    if criterion.name != "choice":
+        return None
+    if not sample.distractors:
+        return (
+            "the choice criterion needs wrong responses to compare the target with: give the "
+            'record a "distractors": ["...", ...] list, or judge it by another criterion'
+        )
+    if sample.target in sample.distractors:
+        number = sample.distractors.index(sample.target) + 1
+        return f"distractor {number} is the target itself: the choice would be a tie"
+    return None
 
 
 def _run_key(settings: Settings, job: Job, cache: ScoreCache, description: str) -> str:
@@ -221,6 +265,16 @@ def _compute(
             entries[sample.id] = {"problem": problem}
         else:
             ready.append(item)
+    by_id = {s.id: s for s in samples}
+    options = _render_options(
+        [by_id[r.sample_id] for r in ready if job.criterion_of(r.sample_id).name == "choice"],
+        tokenizer,
+        settings,
+        stop_ids,
+        job,
+        entries,
+    )
+    ready = [r for r in ready if r.sample_id not in entries]
     if not ready:
         return entries
 
@@ -235,27 +289,62 @@ def _compute(
     else:
         backend = load_backend(settings.backend, job.checkpoint, settings.backend_options)
     try:
-        ready = _fitting(ready, backend.max_sequence_length, settings.backend, entries)
-        scores = backend.score(
-            [ScoreRequest(r.input_ids, r.target_start) for r in ready], progress(len(ready))
-        )
-        verdicts = [judge(r, s, stop_ids, decode) for r, s in zip(ready, scores)]
+        ready = _fitting(ready, backend.max_sequence_length, settings.backend, entries, options)
+        # The options of a choice sample share its prompt: one group per sample.
+        requests = [
+            ScoreRequest(r.input_ids, r.target_start, i if r.sample_id in options else None)
+            for i, r in enumerate(ready)
+        ]
+        for i, r in enumerate(ready):
+            requests += [
+                ScoreRequest(o.input_ids, o.target_start, i) for o in options.get(r.sample_id, ())
+            ]
+        scored = backend.score(requests, progress(len(requests)))
+        scores = scored[: len(ready)]
+        option_scores: dict[str, list[TokenScores]] = {}
+        rest = iter(scored[len(ready) :])
+        for r in ready:
+            option_scores[r.sample_id] = [next(rest) for _ in options.get(r.sample_id, ())]
+        verdicts = {r.sample_id: judge(r, s, stop_ids, decode) for r, s in zip(ready, scores)}
+        completions = _sampled(ready, by_id, job, backend, stop_ids)
+        # Whether each sample is learned by the pass alone (a divergence may still turn out
+        # to spell the target text): only unlearned ones are generated to show their output.
+        pre = {
+            r.sample_id: not job.criterion_of(r.sample_id).needs_greedy_output
+            and decide(
+                verdicts[r.sample_id],
+                job.criterion_of(r.sample_id),
+                **_evidence(
+                    r,
+                    s,
+                    by_id,
+                    job.criterion_of(r.sample_id),
+                    option_scores,
+                    completions,
+                    stop_ids,
+                    decode,
+                ),
+            ).learned
+            for r, s in zip(ready, scores)
+        }
         # Where greedy decoding leaves the target, and with which token, is known from the
         # pass: only what follows that token is generated (nothing, if it ends the reply).
         # A sample whose predicted token still spells the target text is generated for every
-        # checkpoint (its verdict is about the text); the others only to show what they produce.
+        # checkpoint (its verdict is about the text), as is one whose criterion compares the
+        # whole greedy output (normalized); the others only to show what an unlearned sample
+        # produces (`pre`: the verdict before any retokenized reading).
         spelling = {
-            r.sample_id for r, v in zip(ready, verdicts) if continues_target(v, stop_ids, decode)
+            r.sample_id
+            for r in ready
+            if continues_target(verdicts[r.sample_id], stop_ids, decode)
         }
         starts: dict[str, tuple[Rendered, int, int, bool]] = {}
-        for r, s, v in zip(ready, scores, verdicts):
-            if v.first_divergence is not None and (job.produce or r.sample_id in spelling):
-                starts[r.sample_id] = (
-                    r,
-                    v.first_divergence.position,
-                    v.first_divergence.predicted_id,
-                    r.sample_id in spelling,
-                )
+        for r, s in zip(ready, scores):
+            v = verdicts[r.sample_id]
+            whole = r.sample_id in spelling or job.criterion_of(r.sample_id).needs_greedy_output
+            if v.first_divergence is not None and (whole or (job.produce and not pre[r.sample_id])):
+                divergence = v.first_divergence
+                starts[r.sample_id] = (r, divergence.position, divergence.predicted_id, whole)
             if r.sample_id in job.probe_at:
                 position = job.probe_at[r.sample_id]
                 starts[f"probe:{r.sample_id}"] = (r, position, s.top1_ids[position], False)
@@ -273,14 +362,30 @@ def _compute(
         )
     finally:
         backend.close()
-    for rendered_sample, token_scores, verdict in zip(ready, scores, verdicts):
+    for rendered_sample, token_scores in zip(ready, scores):
         sample_id = rendered_sample.sample_id
-        if verdict.first_divergence is not None and (job.produce or sample_id in spelling):
+        verdict = verdicts[sample_id]
+        if sample_id in starts:
             verdict = with_production(
                 verdict, token_scores, generated.get(sample_id, ()), stop_ids, decode
             )
-            if not job.produce:
-                verdict = replace(verdict, produced=None, produced_stopped=False)
+        criterion = job.criterion_of(sample_id)
+        verdict = decide(
+            verdict,
+            criterion,
+            **_evidence(
+                rendered_sample,
+                token_scores,
+                by_id,
+                criterion,
+                option_scores,
+                completions,
+                stop_ids,
+                decode,
+            ),
+        )
+        if not job.produce or verdict.learned:
+            verdict = replace(verdict, produced=None, produced_stopped=False)
         entry: dict[str, Any] = {"verdict": verdict.to_dict()}
         if sample_id in job.probe_at:
             entry["probe"] = asdict(
@@ -297,21 +402,122 @@ def _compute(
     return entries
 
 
+def _render_options(
+    choice: Sequence[Sample],
+    tokenizer: Any,
+    settings: Settings,
+    stop_ids: frozenset[int],
+    job: Job,
+    entries: dict[str, dict[str, Any]],
+) -> dict[str, list[Rendered]]:
+    """Each choice sample's distractors, rendered as targets of its prompt; a distractor that
+    cannot be rendered makes its sample a problem (in `entries`) that says which."""
+    wrong = [replace(s, target=d) for s in choice for d in s.distractors]
+    rendered = iter(
+        render_samples(wrong, tokenizer, settings.render, stop_ids, job.checkpoint.max_length)
+    )
+    options: dict[str, list[Rendered]] = {}
+    for sample in choice:
+        own = [next(rendered) for _ in sample.distractors]
+        for number, option in enumerate(own, start=1):
+            problem = option if isinstance(option, str) else _vocabulary_problem(option, job)
+            if problem is not None:
+                entries[sample.id] = {"problem": f"distractor {number}: {problem}"}
+                break
+        else:
+            options[sample.id] = [o for o in own if isinstance(o, Rendered)]
+    return options
+
+
+def _sampled(
+    ready: Sequence[Rendered],
+    by_id: Mapping[str, Sample],
+    job: Job,
+    backend: Any,
+    stop_ids: frozenset[int],
+) -> dict[str, tuple[int, list[tuple[int, ...]]]]:
+    """The seed and completions of each sample judged by `sampled`, by id."""
+    chosen = [r for r in ready if job.criterion_of(r.sample_id).name == "sampled"]
+    if not chosen:
+        return {}
+    requests = []
+    for r in chosen:
+        criterion = job.criterion_of(r.sample_id)
+        assert criterion.n is not None and criterion.temperature is not None
+        requests.append(
+            SampleRequest(
+                input_ids=r.prompt_ids,
+                n=criterion.n,
+                temperature=criterion.temperature,
+                seed=sample_seed(criterion.seed or 0, by_id[r.sample_id]),
+                max_new_tokens=len(r.target_ids) + GENERATE_PAST_TARGET,
+                stop_ids=stop_ids,
+            )
+        )
+    drawn = backend.sample(requests)
+    return {
+        r.sample_id: (request.seed, completions)
+        for r, request, completions in zip(chosen, requests, drawn)
+    }
+
+
+def _evidence(
+    rendered: Rendered,
+    scores: TokenScores,
+    by_id: Mapping[str, Sample],
+    criterion: Criterion,
+    option_scores: Mapping[str, list[TokenScores]],
+    completions: Mapping[str, tuple[int, list[tuple[int, ...]]]],
+    stop_ids: frozenset[int],
+    decode: Callable[[list[int]], str],
+) -> dict[str, Any]:
+    """What `decide` needs beyond the teacher-forced verdict, for this sample's criterion."""
+    sample_id = rendered.sample_id
+    if criterion.name == "normalized":
+        target = rendered.target_ids
+        ended = bool(target) and target[-1] in stop_ids
+        return {"target_text": decode(list(target[:-1] if ended else target))}
+    if criterion.name == "choice":
+        sample = by_id[sample_id]
+        return {
+            "option_logprobs": [
+                list(s.target_logprobs) for s in [scores, *option_scores[sample_id]]
+            ],
+            "option_texts": [sample.target, *sample.distractors],
+        }
+    if criterion.name == "sampled":
+        seed, drawn = completions[sample_id]
+        return {
+            "seed": seed,
+            "reproduces": [
+                reproduces(tokens, rendered.target_ids, stop_ids, decode) for tokens in drawn
+            ],
+        }
+    return {}
+
+
 def _fitting(
-    ready: list[Rendered], limit: int | None, backend: str, entries: dict[str, dict[str, Any]]
+    ready: list[Rendered],
+    limit: int | None,
+    backend: str,
+    entries: dict[str, dict[str, Any]],
+    options: Mapping[str, list[Rendered]],
 ) -> list[Rendered]:
-    """The samples the backend can score; the others become problems that say what to do."""
+    """The samples the backend can score (each of their options too); the others become
+    problems that say what to do."""
     if limit is None:
         return ready
     for r in ready:
-        if len(r.input_ids) > limit:
+        longest = max([len(o.input_ids) for o in options.get(r.sample_id, ())], default=0)
+        if max(len(r.input_ids), longest) > limit:
             entries[r.sample_id] = {
-                "problem": f"prompt + target is {len(r.input_ids)} tokens but the {backend} "
+                "problem": f"prompt + target is {max(len(r.input_ids), longest)} tokens "
+                f"(with the longest distractor) but the {backend} "
                 f"backend scores at most {limit} (vLLM keeps one token of max_model_len for "
                 "its own output); raise max_model_len in the backend args of ilp.yaml, shorten "
                 "the sample, or use --ilp-backend=hf"
             }
-    return [r for r in ready if len(r.input_ids) <= limit]
+    return [r for r in ready if r.sample_id not in entries]
 
 
 def _continuation_request(
@@ -324,11 +530,15 @@ def _continuation_request(
 ) -> GenerateRequest:
     """Continue after `token` at target `position`: the target's remaining length, and a bit.
 
-    `whole`: the continuation may still spell the target text, so it may run to the target's
-    end (through other, possibly more, tokens) whatever `generate_max_tokens` says.
+    `whole`: the verdict reads the whole greedy output (it may still spell the target text
+    through other, possibly more, tokens; or the criterion is `normalized`), so
+    `generate_max_tokens` does not cut it short: twice the target's remaining tokens, and a
+    bit, and at least `generate_max_tokens`.
     """
     remaining = len(rendered.target_ids) - position - 1
     budget = remaining + GENERATE_PAST_TARGET
+    if whole:
+        budget = max(settings.generate_max_tokens, 2 * remaining + GENERATE_PAST_TARGET)
     return GenerateRequest(
         input_ids=(*rendered.input_ids[: rendered.target_start + position], token),
         max_new_tokens=max(1, budget if whole else min(settings.generate_max_tokens, budget)),

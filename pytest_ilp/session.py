@@ -16,6 +16,7 @@ from pytest_ilp.backends import Progress
 from pytest_ilp.baseline import Baseline, BaselineError, load_baseline
 from pytest_ilp.cache import ScoreCache
 from pytest_ilp.checkpoint import CheckpointInfo, inspect_checkpoint
+from pytest_ilp.criteria import Criterion
 from pytest_ilp.diagnosis import Diagnosis
 from pytest_ilp.errors import IlpDataError, SampleProblem
 from pytest_ilp.export import remediation_records
@@ -77,6 +78,8 @@ class IlpSession:
     diagnoses: dict[str, Diagnosis] = field(default_factory=dict)
     #: samples of the selected items, in item order, with their must-learn flag.
     in_scope: dict[str, bool] = field(default_factory=dict)
+    #: the criterion each sample in scope is judged by.
+    criteria: dict[str, Criterion] = field(default_factory=dict)
     baseline: Baseline | None = None
     #: the gate's decisions, once scoring and diagnosis are done.
     gate: GateResult | None = None
@@ -155,20 +158,31 @@ class IlpSession:
         log: Callable[[str], None],
         progress: Callable[[int], Progress],
         diagnoser: Diagnoser,
+        criteria: Mapping[str, Criterion] | None = None,
     ) -> None:
         """Score every sample in scope (deduplicated) once per session, then diagnose the
-        unlearned ones: the checkpoint under test, each history checkpoint, the base model."""
+        unlearned ones: the checkpoint under test, each history checkpoint, the base model.
+
+        `criteria`: each sample's criterion (markers applied); by default the settings'.
+        Every checkpoint judges a sample by the same criterion, so "learned at an earlier
+        stage" means what "learned" means for the final one."""
         for sample, must_learn in scope:
             self.in_scope[sample.id] = self.in_scope.get(sample.id, False) or must_learn
         samples = [self.samples[i] for i in self.in_scope]
+        self.criteria = {
+            s.id: (criteria or {}).get(s.id) or self.settings.criterion_for(s) for s in samples
+        }
 
         def run(job: Job, subset: list[Sample]) -> ScoringResult:
             result = score_samples(subset, self.settings, job, self.cache, log, progress)
             self.passes.append(result)
             return result
 
-        self.result = final = run(Job(self.checkpoint, self.checkpoint), samples)
-        unlearned = {i: v for i, v in final.verdicts.items() if v.first_divergence is not None}
+        def job(info: CheckpointInfo, **kwargs: Any) -> Job:
+            return Job(info, self.checkpoint, criteria=self.criteria, **kwargs)
+
+        self.result = final = run(job(self.checkpoint), samples)
+        unlearned = {i: v for i, v in final.verdicts.items() if not v.learned}
         if not unlearned:
             return
         # The base and history checkpoints only explain failures: they score the unlearned
@@ -178,7 +192,7 @@ class IlpSession:
         history = []
         for stage, info in self.history:
             try:
-                history.append((stage, run(Job(info, self.checkpoint, produce=False), samples)))
+                history.append((stage, run(job(info, produce=False), samples)))
             except IncompatibleTokenizer as exc:
                 missing["history"] = f"history signals skipped: {exc}"
                 warnings.warn(IlpWarning(missing["history"]), stacklevel=1)
@@ -194,9 +208,7 @@ class IlpSession:
                 if v.first_divergence is not None
             }
             try:
-                base = run(
-                    Job(self.base, self.checkpoint, produce=False, probe_at=probe_at), samples
-                )
+                base = run(job(self.base, produce=False, probe_at=probe_at), samples)
             except IncompatibleTokenizer as exc:
                 missing["base"] = f"base signals skipped: {exc}"
                 warnings.warn(IlpWarning(missing["base"]), stacklevel=1)
