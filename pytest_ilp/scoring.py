@@ -14,17 +14,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import pytest
 
 from pytest_ilp.backends import (
     GenerateRequest,
+    LiveModel,
     Progress,
     ScoreRequest,
     TokenScores,
     describe_backend,
+    live_backend,
     load_backend,
 )
 from pytest_ilp.cache import CACHE_SCHEMA, ScoreCache, stable_hash
@@ -32,7 +34,7 @@ from pytest_ilp.checkpoint import CheckpointInfo
 from pytest_ilp.render import Rendered, render_samples
 from pytest_ilp.samples import Sample
 from pytest_ilp.settings import Settings
-from pytest_ilp.verdicts import Verdict, judge, with_production
+from pytest_ilp.verdicts import Verdict, continues_target, judge, with_production
 
 #: tokens generated past the end of the target, to show what an unlearned sample runs on into.
 GENERATE_PAST_TARGET = 8
@@ -89,6 +91,10 @@ class Job:
     produce: bool = True
     #: sample id -> target position to probe (the divergence of the checkpoint under test).
     probe_at: Mapping[str, int] = field(default_factory=dict)
+    #: a model in memory to score instead of loading `checkpoint` (which then describes it,
+    #: see `checkpoint.in_memory`), with the tokenizer that renders the samples. Never cached:
+    #: its weights change while it trains.
+    live: LiveModel | None = None
 
     @property
     def is_renderer(self) -> bool:
@@ -105,7 +111,12 @@ def score_samples(
 ) -> ScoringResult:
     """Verdicts for `samples` on `job.checkpoint`, scoring only what the cache does not hold."""
     started = time.perf_counter()
-    description = describe_backend(settings.backend, job.checkpoint, settings.backend_options)
+    if job.live is not None:
+        if cache is not None:
+            raise ValueError("a model in memory is never cached: pass cache=None")
+        description = job.live.describe()
+    else:
+        description = describe_backend(settings.backend, job.checkpoint, settings.backend_options)
     result = ScoringResult(checkpoint=job.checkpoint, backend=description)
     checkable = []
     for sample in samples:
@@ -197,7 +208,7 @@ def _compute(
     if not samples:
         return {}
     trust = settings.backend_options.trust_remote_code
-    tokenizer = load_tokenizer(job.renderer, trust)
+    tokenizer = job.live.tokenizer if job.live is not None else load_tokenizer(job.renderer, trust)
     if not job.is_renderer:
         _check_same_tokenizer(tokenizer, load_tokenizer(job.checkpoint, trust), job)
     stop_ids = frozenset({tokenizer.eos_token_id, *job.checkpoint.generation_stop_ids()} - {None})
@@ -224,7 +235,10 @@ def _compute(
         f"scoring {len(ready)} samples ({sum(len(r.input_ids) for r in ready)} tokens) "
         f"on {job.checkpoint.folder.name} with {settings.backend}"
     )
-    backend = load_backend(settings.backend, job.checkpoint, settings.backend_options)
+    if job.live is not None:
+        backend = live_backend(job.live, settings.backend_options)
+    else:
+        backend = load_backend(settings.backend, job.checkpoint, settings.backend_options)
     try:
         ready = _fitting(ready, backend.max_sequence_length, settings.backend, entries)
         # A probed sample is scored from its prompt's second token on: the same pass then
@@ -245,25 +259,31 @@ def _compute(
         verdicts = [judge(r, s, stop_ids, decode) for r, s in zip(ready, scores)]
         # Where greedy decoding leaves the target, and with which token, is known from the
         # pass: only what follows that token is generated (nothing, if it ends the reply).
-        starts: dict[str, tuple[Rendered, int, int]] = {}
+        # A sample whose predicted token still spells the target text is generated for every
+        # checkpoint (its verdict is about the text); the others only to show what they produce.
+        spelling = {
+            r.sample_id for r, v in zip(ready, verdicts) if continues_target(v, stop_ids, decode)
+        }
+        starts: dict[str, tuple[Rendered, int, int, bool]] = {}
         for r, s, v in zip(ready, scores, verdicts):
-            if job.produce and v.first_divergence is not None:
+            if v.first_divergence is not None and (job.produce or r.sample_id in spelling):
                 starts[r.sample_id] = (
                     r,
                     v.first_divergence.position,
                     v.first_divergence.predicted_id,
+                    r.sample_id in spelling,
                 )
             if r.sample_id in job.probe_at:
                 position = job.probe_at[r.sample_id]
-                starts[f"probe:{r.sample_id}"] = (r, position, s.top1_ids[position])
+                starts[f"probe:{r.sample_id}"] = (r, position, s.top1_ids[position], False)
         wanted = {k: v for k, v in starts.items() if v[2] not in stop_ids}
         generated = dict(
             zip(
                 wanted,
                 backend.generate(
                     [
-                        _continuation_request(r, position, token, stop_ids, settings)
-                        for r, position, token in wanted.values()
+                        _continuation_request(r, position, token, stop_ids, settings, whole)
+                        for r, position, token, whole in wanted.values()
                     ]
                 ),
             )
@@ -272,8 +292,12 @@ def _compute(
         backend.close()
     for rendered_sample, token_scores, verdict in zip(ready, scores, verdicts):
         sample_id = rendered_sample.sample_id
-        if job.produce and verdict.first_divergence is not None:
-            verdict = with_production(verdict, generated.get(sample_id, ()), stop_ids, decode)
+        if verdict.first_divergence is not None and (job.produce or sample_id in spelling):
+            verdict = with_production(
+                verdict, token_scores, generated.get(sample_id, ()), stop_ids, decode
+            )
+            if not job.produce:
+                verdict = replace(verdict, produced=None, produced_stopped=False)
         entry: dict[str, Any] = {"verdict": verdict.to_dict()}
         if sample_id in job.probe_at:
             entry["probe"] = asdict(
@@ -330,13 +354,23 @@ def _fitting(
 
 
 def _continuation_request(
-    rendered: Rendered, position: int, token: int, stop_ids: frozenset[int], settings: Settings
+    rendered: Rendered,
+    position: int,
+    token: int,
+    stop_ids: frozenset[int],
+    settings: Settings,
+    whole: bool,
 ) -> GenerateRequest:
-    """Continue after `token` at target `position`: the target's remaining length, and a bit."""
+    """Continue after `token` at target `position`: the target's remaining length, and a bit.
+
+    `whole`: the continuation may still spell the target text, so it may run to the target's
+    end (through other, possibly more, tokens) whatever `generate_max_tokens` says.
+    """
     remaining = len(rendered.target_ids) - position - 1
+    budget = remaining + GENERATE_PAST_TARGET
     return GenerateRequest(
         input_ids=(*rendered.input_ids[: rendered.target_start + position], token),
-        max_new_tokens=max(1, min(settings.generate_max_tokens, remaining + GENERATE_PAST_TARGET)),
+        max_new_tokens=max(1, budget if whole else min(settings.generate_max_tokens, budget)),
         stop_ids=stop_ids,
     )
 

@@ -41,6 +41,9 @@ class Verdict:
     positive when learned, and then a small value means fragile (a near-tie that another dtype,
     batch shape or device may flip); negative when not learned. `produced` is what greedy
     decoding from the prompt actually gives (only for unlearned samples), without its stop token.
+    `retokenized`: greedy decoding reproduced the target text through other tokens than the
+    tokenizer's encoding of it; then `margin` covers the target positions up to the first
+    token that differs (the ones after it were generated, not scored).
     """
 
     sample_id: str
@@ -54,6 +57,7 @@ class Verdict:
     #: whether `produced` ended in a stop token within the generation budget.
     produced_stopped: bool = False
     note: str | None = None
+    retokenized: bool = False
 
     @property
     def target_tokens(self) -> int:
@@ -141,18 +145,72 @@ def _runner_up(scores: TokenScores, t: int, expected: int, stop_ids: frozenset[i
     return min(top2, math.log(left)) if left > 0 else -math.inf
 
 
+def continues_target(
+    verdict: Verdict, stop_ids: frozenset[int], decode: Callable[[list[int]], str]
+) -> bool:
+    """Whether the token predicted at the divergence may still spell the target text.
+
+    Greedy decoding can reproduce the target through other tokens only if the target's tokens
+    before the divergence and the predicted token decode to the start of the target text. A
+    token that ends inside a multi-byte character decodes to U+FFFD: that cannot be told yet.
+    """
+    divergence = verdict.first_divergence
+    if divergence is None or divergence.predicted_id in stop_ids:
+        return False
+    so_far = decode([*verdict.target_ids[: divergence.position], divergence.predicted_id])
+    return "\ufffd" in so_far or target_text(verdict, stop_ids, decode).startswith(so_far)
+
+
+def target_text(
+    verdict: Verdict, stop_ids: frozenset[int], decode: Callable[[list[int]], str]
+) -> str:
+    """The target's text, without the stop token that ends it."""
+    ids = verdict.target_ids
+    return decode(list(ids[:-1] if ids and ids[-1] in stop_ids else ids))
+
+
 def with_production(
     verdict: Verdict,
+    scores: TokenScores,
     generated: tuple[int, ...],
     stop_ids: frozenset[int],
     decode: Callable[[list[int]], str],
 ) -> Verdict:
-    """Attach the greedy output: the target up to the divergence, the token predicted there,
-    then what the model generated after it."""
+    """Judge the greedy output by its text: the target up to the divergence, the token
+    predicted there, then what the model generated after it.
+
+    When that text is the target's (and stops where the target stops), the sample is learned,
+    reproduced through other tokens; otherwise it is attached as `produced`.
+    """
     divergence = verdict.first_divergence
     assert divergence is not None
     tokens = [*verdict.target_ids[: divergence.position], divergence.predicted_id, *generated]
     stopped = bool(tokens) and tokens[-1] in stop_ids
     if stopped:
         tokens = tokens[:-1]
-    return replace(verdict, produced=decode(tokens), produced_stopped=stopped)
+    produced = decode(tokens)
+    expected = target_text(verdict, stop_ids, decode)
+    ends_in_stop = bool(verdict.target_ids) and verdict.target_ids[-1] in stop_ids
+    spelled = (produced == expected and stopped) if ends_in_stop else produced.startswith(expected)
+    if not spelled:
+        return replace(verdict, produced=produced, produced_stopped=stopped)
+    position = divergence.position
+    # The greedy choice's lead where the encodings part (over whichever token is second).
+    lead_there = scores.top1_logprobs[position] - scores.top2_logprobs[position]
+    earlier = [
+        scores.top1_logprobs[t] - _runner_up(scores, t, verdict.target_ids[t], stop_ids)
+        for t in range(position)
+    ]
+    how = (
+        f"greedy decoding reproduces the target text through other tokens: at target token "
+        f"{position + 1} it chose {divergence.predicted!r} where the tokenizer's encoding "
+        f"has {divergence.expected!r}"
+    )
+    return replace(
+        verdict,
+        learned=True,
+        first_divergence=None,
+        margin=min([lead_there, *earlier]),
+        retokenized=True,
+        note=f"{verdict.note}; {how}" if verdict.note else how,
+    )
