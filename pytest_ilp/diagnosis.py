@@ -6,21 +6,29 @@ rule that matches is listed in `causes`:
 1. forgetting: an earlier checkpoint (`--ilp-history`) reproduced the sample; the one under
    test does not. With the data's stages mapped to checkpoints, only a sample of an earlier
    stage counts, from the end of its own stage on.
-2. data_inconsistency: a near-duplicate prompt in the data has another target. The evidence
-   says whether the model produces that sibling's target, or the prompts are identical.
+2. data_inconsistency: a near-duplicate prompt in the data has another target (a looser
+   rewording counts only when the model produces its target). The evidence says whether the
+   model produces that sibling's target, or the prompts are identical.
 3. under_optimization: the target is long (several times the median target length of the
    data): a complex pattern.
-4. knowledge_conflict: at the divergence the base model (`--ilp-base`) confidently prefers
-   another token than the target's (p >= conflict_confidence). The evidence says whether the
-   fine-tuned model produces the base model's answer.
+4. knowledge_conflict: at the divergence the base model (`--ilp-base`) prefers another token
+   than the target's, one that can start an answer, about a subject it is familiar with; it is
+   confident (p >= conflict_confidence), or fairly sure (p >= answer_confidence) and the
+   fine-tuned model produces that token too.
 5. under_optimization: the target is made of rare tokens (several times the median rarity of
    the data's targets), and the base model holds no confident alternative. Without a base
    model the evidence says that missing knowledge is not ruled out.
 6. missing_knowledge: the base model gives the target's token little probability at the
-   divergence (< unknown_target_prob) and has no confident alternative (SliCK "unknown").
+   divergence (< unknown_target_prob) and holds no confident alternative (SliCK "unknown"): a
+   confident guess about a subject it never read (see `signals.Familiarity`) is none.
 7. under_optimization: none of the above, and the target's NLL was still falling between the
    last two checkpoints, or its training loss was still falling.
 8. undiagnosed: nothing matched; the evidence says which missing input would decide it.
+
+Each cause comes with a confidence: "strong" when the deciding evidence is direct (the model
+produces a sibling's target, an earlier checkpoint reproduced the sample, the base model is
+sure of another answer and the fine-tuned model follows it...), "weak" when it is a hint; a
+sample the model nearly reproduces gets "weak" whatever the rule.
 
 Every threshold is a field of `Thresholds`, set in ilp.yaml under `diagnosis:`.
 """

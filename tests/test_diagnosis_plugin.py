@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +123,16 @@ def test_base_model_signals_decide_conflict_or_missing_knowledge(
         causes[sample_id] = sample["cause"]
         assert "history" in sample["signals"]["missing"]
     assert {"knowledge_conflict", "missing_knowledge"} <= set(causes.values())
+    samples = report_of(pytester)
+    weak = Counter(s["cause"] for s in samples.values() if s.get("confidence") == "weak")
+    document = json.loads((pytester.path / "report.json").read_text())
+    assert document["summary"]["weak_causes"] == dict(weak)
     junit = ET.parse(pytester.path / "junit.xml")
     for case in junit.iter("testcase"):
         properties = {p.get("name"): p.get("value") for p in case.iter("property")}
         assert properties.get("ilp_cause") == causes.get(case.get("name"))
+        if case.get("name") in causes:
+            assert properties["ilp_confidence"] == samples[case.get("name")]["confidence"]
 
 
 def test_forgetting_when_an_earlier_checkpoint_reproduced_the_sample(
@@ -148,6 +155,9 @@ def test_forgetting_when_an_earlier_checkpoint_reproduced_the_sample(
     for sample in learned_at_stage1:
         assert sample["cause"] == "forgetting"
         assert sample["evidence"].startswith("learned at stage1 (margin +")
+        # Direct evidence, unless the final checkpoint nearly reproduces the sample.
+        near_miss = sample["margin"] > -1.0
+        assert sample["confidence"] == ("weak" if near_miss else "strong")
     result.stdout.fnmatch_lines(
         ["  cause:     forgetting (strong): learned at stage1*", "*forgetting*"]
     )
