@@ -24,7 +24,7 @@ from tabulate import tabulate
 
 from pytest_ilp.causes import CAUSES
 from pytest_ilp.criteria import parse_criterion
-from pytest_ilp.diagnosis import Diagnosis
+from pytest_ilp.diagnosis import WEAK, Diagnosis
 from pytest_ilp.gate import (
     Budget,
     Decision,
@@ -88,6 +88,8 @@ class Summary:
     causes: Mapping[str, int] = field(default_factory=dict)
     #: samples per criterion (its spec), the default `exact` included.
     criteria: Mapping[str, int] = field(default_factory=dict)
+    #: of those, the ones whose cause is only a weak guess (see `Diagnosis.confidence`).
+    weak_causes: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Summary:
@@ -101,6 +103,7 @@ class Summary:
             invalid=tuple(data["invalid"]),
             causes=dict(data.get("causes") or {}),
             criteria=dict(data.get("criteria") or {}),
+            weak_causes=dict(data.get("weak_causes") or {}),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -115,6 +118,7 @@ class Summary:
             "invalid": list(self.invalid),
             "causes": dict(self.causes),
             "criteria": dict(self.criteria),
+            "weak_causes": dict(self.weak_causes),
         }
 
 
@@ -133,11 +137,18 @@ def summarize(outcomes: Sequence[SampleOutcome], fragile_margin: float) -> Summa
         invalid=tuple(o.sample.id for o in outcomes if o.problem is not None),
         causes=_count_causes(outcomes),
         criteria=dict(Counter(o.verdict.criterion for o in outcomes if o.verdict is not None)),
+        weak_causes=_count_causes(outcomes, weak_only=True),
     )
 
 
-def _count_causes(outcomes: Sequence[SampleOutcome]) -> dict[str, int]:
-    counts = Counter(o.cause for o in outcomes if o.unlearned and o.cause is not None)
+def _count_causes(outcomes: Sequence[SampleOutcome], weak_only: bool = False) -> dict[str, int]:
+    counts = Counter(
+        o.cause
+        for o in outcomes
+        if o.unlearned
+        and o.cause is not None
+        and (not weak_only or (o.diagnosis is not None and o.diagnosis.confidence == WEAK))
+    )
     known = [c for c in CAUSES if c in counts]
     custom = sorted(c for c in counts if c not in CAUSES)
     return {cause: counts[cause] for cause in [*known, *custom]}
@@ -193,6 +204,11 @@ def summary_lines(
             for cause, count in summary.causes.items()
         ]
         lines += ["", *tabulate(rows, headers=["cause", "unlearned", "share"]).splitlines(), ""]
+    if summary.weak_causes:
+        lines.append(
+            "weak guesses among the causes (thin evidence): "
+            + ", ".join(f"{cause} {count}" for cause, count in summary.weak_causes.items())
+        )
     if summary.must_learn_unlearned:
         lines.append("must-learn samples not learned: " + _ids(summary.must_learn_unlearned))
     if summary.fragile:
@@ -321,7 +337,8 @@ def failure_text(outcome: SampleOutcome, root: Path, decision: Decision | None =
     )
     diagnosis = outcome.diagnosis
     if diagnosis is not None:
-        lines.append(f"  cause:     {diagnosis.cause}: {diagnosis.evidence}")
+        confidence = f" ({diagnosis.confidence})" if diagnosis.confidence else ""
+        lines.append(f"  cause:     {diagnosis.cause}{confidence}: {diagnosis.evidence}")
         others = [c for c in diagnosis.causes if c != diagnosis.cause]
         if others:
             lines.append(f"  also:      {', '.join(others)}")
@@ -418,6 +435,7 @@ def item_properties(
     if outcome.diagnosis is not None:
         properties += [
             ("ilp_cause", outcome.diagnosis.cause),
+            ("ilp_confidence", outcome.diagnosis.confidence or ""),
             ("ilp_causes", ",".join(outcome.diagnosis.causes)),
             ("ilp_evidence", outcome.diagnosis.evidence),
             ("ilp_suggestion", outcome.diagnosis.suggestion),
@@ -578,6 +596,10 @@ def signals_record(signals: Signals) -> dict[str, Any]:
     """The figures behind a diagnosis, so causes can be recomputed offline."""
     data = asdict(signals)
     data["missing"] = dict(signals.missing or {})
+    if data.get("base") is not None:
+        # Per-token figures of the prompt: `familiarity` sums them up.
+        for key in ("prompt_pieces", "prompt_surprisal"):
+            data["base"]["probe"].pop(key, None)
     safe: dict[str, Any] = _json_safe(data)
     return safe
 
