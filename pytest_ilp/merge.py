@@ -58,6 +58,14 @@ def merge_reports(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str,
         "merged_from": [
             {"report": name, "shard": document.get("shard")} for name, document in reports
         ],
+        # Every shard collects every file, so each lists the same errors: keep each once.
+        "collection_errors": list(
+            {
+                error["node"]: error
+                for _, document in reports
+                for error in document.get("collection_errors") or []
+            }.values()
+        ),
         "gate": _merged_gate_settings(reports),
     }
     gate = gate_of(merged)
@@ -192,4 +200,7 @@ def _merged_gate_settings(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> d
         "strict": first["gate"].get("strict", False),
         "baseline": first["gate"].get("baseline"),
         "scopes": [{"scope": key, "budgets": budgets} for key, budgets in scopes.items()],
+        "unread": list(
+            dict.fromkeys(node for _, d in reports for node in d["gate"].get("unread") or [])
+        ),
     }

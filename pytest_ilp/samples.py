@@ -42,6 +42,7 @@ import json
 import os
 import re
 import stat
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -752,6 +753,10 @@ def _record_id(record: Mapping[str, Any]) -> str | None:
     text = str(value)
     if not text.strip():
         raise ValueError("`id` is empty; give a name or leave the field out")
+    control = next((c for c in text if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        # The id names a test on the command line, in the terminal and in JUnit XML.
+        raise ValueError(f"`id` {text!r} holds the control character {control!r}; rename it")
     return text
 
 
