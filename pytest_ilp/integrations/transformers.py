@@ -233,9 +233,6 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
             )
         verdicts = result.verdicts
         figures = self._figures(verdicts)
-        figures[f"{PREFIX}seconds"] = time.perf_counter() - started
-        self.seconds += figures[f"{PREFIX}seconds"]
-        self.history.append(figures)
         for sample in self.samples:
             verdict = verdicts.get(sample.id)
             if verdict is None:
@@ -260,6 +257,9 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
             self._output_dir(args) / TRAJECTORY_FILE,
             "".join(json_text(r, indent=None) + "\n" for r in self.records),
         )
+        figures[f"{PREFIX}seconds"] = time.perf_counter() - started
+        self.seconds += figures[f"{PREFIX}seconds"]
+        self.history.append(figures)
         self._log(state, control, figures)
 
     def _score(self, kwargs: Mapping[str, Any], produce: bool) -> ScoringResult:
