@@ -81,6 +81,11 @@ def summary_of_records(records: Sequence[Mapping[str, Any]]) -> Summary:
     the outcomes)."""
     unlearned = [r for r in records if r["learned"] is False]
     counts = Counter(r["cause"] for r in unlearned if r.get("cause") is not None)
+    weak = Counter(
+        r["cause"]
+        for r in unlearned
+        if r.get("cause") is not None and r.get("confidence") == "weak"
+    )
     order = [c for c in CAUSES if c in counts] + sorted(c for c in counts if c not in CAUSES)
     return Summary(
         samples=len(records),
@@ -91,6 +96,7 @@ def summary_of_records(records: Sequence[Mapping[str, Any]]) -> Summary:
         fragile=tuple(r["id"] for r in records if r.get("fragile")),
         invalid=tuple(r["id"] for r in records if r.get("error") is not None),
         causes={cause: counts[cause] for cause in order},
+        weak_causes={cause: weak[cause] for cause in order if cause in weak},
     )
 
 
