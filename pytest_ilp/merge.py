@@ -89,6 +89,11 @@ def summary_of_records(records: Sequence[Mapping[str, Any]]) -> Summary:
     the outcomes)."""
     unlearned = [r for r in records if r["learned"] is False]
     counts = Counter(r["cause"] for r in unlearned if r.get("cause") is not None)
+    weak = Counter(
+        r["cause"]
+        for r in unlearned
+        if r.get("cause") is not None and r.get("confidence") == "weak"
+    )
     order = [c for c in CAUSES if c in counts] + sorted(c for c in counts if c not in CAUSES)
     return Summary(
         samples=len(records),
@@ -103,6 +108,7 @@ def summary_of_records(records: Sequence[Mapping[str, Any]]) -> Summary:
         criteria=dict(
             Counter(r.get("criterion") or "exact" for r in records if r.get("learned") is not None)
         ),
+        weak_causes={cause: weak[cause] for cause in order if cause in weak},
     )
 
 
