@@ -136,6 +136,20 @@ def ilp_failure_text(item: pytest.Item, error: BaseException) -> str | None:
     return None
 
 
+def drop_second_paths(items: list[pytest.Item]) -> None:
+    """Keep one item per data sample: a data file that pytest reached twice (through a link
+    and its real path) is one file, and its records are one sample each."""
+    seen: set[str] = set()
+    kept = []
+    for item in items:
+        if isinstance(item, IlpSampleItem):
+            if item.sample.id in seen:
+                continue
+            seen.add(item.sample.id)
+        kept.append(item)
+    items[:] = kept
+
+
 def select_shard(config: pytest.Config, items: list[pytest.Item], shard: Shard) -> None:
     """Keep the sample items of this shard (and every item that checks no sample)."""
     keep: list[pytest.Item] = []

@@ -58,6 +58,14 @@ def merge_reports(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str,
         "merged_from": [
             {"report": name, "shard": document.get("shard")} for name, document in reports
         ],
+        # Every shard collects every file, so each lists the same errors: keep each once.
+        "collection_errors": list(
+            {
+                error["node"]: error
+                for _, document in reports
+                for error in document.get("collection_errors") or []
+            }.values()
+        ),
         "gate": _merged_gate_settings(reports),
     }
     gate = gate_of(merged)
@@ -81,6 +89,11 @@ def summary_of_records(records: Sequence[Mapping[str, Any]]) -> Summary:
     the outcomes)."""
     unlearned = [r for r in records if r["learned"] is False]
     counts = Counter(r["cause"] for r in unlearned if r.get("cause") is not None)
+    weak = Counter(
+        r["cause"]
+        for r in unlearned
+        if r.get("cause") is not None and r.get("confidence") == "weak"
+    )
     order = [c for c in CAUSES if c in counts] + sorted(c for c in counts if c not in CAUSES)
     return Summary(
         samples=len(records),
@@ -95,6 +108,7 @@ def summary_of_records(records: Sequence[Mapping[str, Any]]) -> Summary:
         criteria=dict(
             Counter(r.get("criterion") or "exact" for r in records if r.get("learned") is not None)
         ),
+        weak_causes={cause: weak[cause] for cause in order if cause in weak},
     )
 
 
@@ -192,4 +206,7 @@ def _merged_gate_settings(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> d
         "strict": first["gate"].get("strict", False),
         "baseline": first["gate"].get("baseline"),
         "scopes": [{"scope": key, "budgets": budgets} for key, budgets in scopes.items()],
+        "unread": list(
+            dict.fromkeys(node for _, d in reports for node in d["gate"].get("unread") or [])
+        ),
     }

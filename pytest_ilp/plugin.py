@@ -27,6 +27,7 @@ from pytest_ilp.items import (
     IlpDatasetDir,
     budget_scopes,
     check_budget_names,
+    drop_second_paths,
     ilp_failure_text,
     is_must_learn,
     item_budgets,
@@ -44,7 +45,7 @@ from pytest_ilp.outputs import (
     write_files,
 )
 from pytest_ilp.report import relative
-from pytest_ilp.samples import Sample
+from pytest_ilp.samples import Sample, is_link_loop
 from pytest_ilp.scopes import MARKER_LINE
 from pytest_ilp.session import STATE_KEY, IlpSession, IlpWarning, progress_reporter
 from pytest_ilp.signals import Signals
@@ -121,6 +122,12 @@ def _add_data_to_args(config: pytest.Config, data_files: list[Path]) -> None:
     covered = [(base / arg.split("::")[0]).resolve() for arg in config.args]
     for path in data_files:
         if not any(path == c or c in path.parents for c in covered):
+            if "::" in str(path):
+                raise pytest.UsageError(
+                    f"--ilp-data: {path}: pytest reads '::' in an argument as a test name, so "
+                    "this path cannot join the run beside the tests named on the command line; "
+                    "rename it (or its folder) without '::'"
+                )
             config.args.append(str(path))
 
 
@@ -136,6 +143,25 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         f"backend {session.settings.backend}, cache {cache}",
         f"ilp: data {data}",
     ]
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Do not walk into a link back up the tree (`self -> .`, `up -> ..`): pytest would follow
+    it until the path is too long, collecting the same files again at every level. Nor collect
+    a link to a data file that is read under its own path."""
+    session = config.stash.get(STATE_KEY, None)
+    if session is None:
+        return None
+    if is_link_loop(collection_path):
+        return True
+    # A link to a data file read under its own path (a data folder) is that file again.
+    if (
+        collection_path.is_symlink()
+        and collection_path.resolve() in session.data_files
+        and collection_path.absolute() not in session.data_paths
+    ):
+        return True
+    return None
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -165,7 +191,10 @@ def _nodeid(parent: pytest.Collector, path: Path) -> str | None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = config.stash.get(STATE_KEY, None)
-    if state is not None and state.settings.shard is not None:
+    if state is None:
+        return
+    drop_second_paths(items)
+    if state.settings.shard is not None:
         select_shard(config, items, state.settings.shard)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -23,7 +24,7 @@ from tabulate import tabulate
 
 from pytest_ilp.causes import CAUSES
 from pytest_ilp.criteria import parse_criterion
-from pytest_ilp.diagnosis import Diagnosis
+from pytest_ilp.diagnosis import WEAK, Diagnosis
 from pytest_ilp.gate import (
     Budget,
     Decision,
@@ -45,6 +46,8 @@ REPORT_SCHEMA = 2
 READABLE_SCHEMAS = (1, 2)
 #: characters of a prompt or target shown in a failure report before the middle is elided.
 SHOWN_CHARS = 300
+#: a `\\xNN` byte escape in a text, as json.dumps writes it (the backslash doubled).
+_DOUBLED_BYTE_ESCAPE = re.compile(r"\\\\x([0-9a-f]{2})")
 #: sample ids listed per line of the summary before "+N more".
 LISTED_IDS = 10
 
@@ -85,6 +88,8 @@ class Summary:
     causes: Mapping[str, int] = field(default_factory=dict)
     #: samples per criterion (its spec), the default `exact` included.
     criteria: Mapping[str, int] = field(default_factory=dict)
+    #: of those, the ones whose cause is only a weak guess (see `Diagnosis.confidence`).
+    weak_causes: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Summary:
@@ -98,6 +103,7 @@ class Summary:
             invalid=tuple(data["invalid"]),
             causes=dict(data.get("causes") or {}),
             criteria=dict(data.get("criteria") or {}),
+            weak_causes=dict(data.get("weak_causes") or {}),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -112,6 +118,7 @@ class Summary:
             "invalid": list(self.invalid),
             "causes": dict(self.causes),
             "criteria": dict(self.criteria),
+            "weak_causes": dict(self.weak_causes),
         }
 
 
@@ -130,11 +137,18 @@ def summarize(outcomes: Sequence[SampleOutcome], fragile_margin: float) -> Summa
         invalid=tuple(o.sample.id for o in outcomes if o.problem is not None),
         causes=_count_causes(outcomes),
         criteria=dict(Counter(o.verdict.criterion for o in outcomes if o.verdict is not None)),
+        weak_causes=_count_causes(outcomes, weak_only=True),
     )
 
 
-def _count_causes(outcomes: Sequence[SampleOutcome]) -> dict[str, int]:
-    counts = Counter(o.cause for o in outcomes if o.unlearned and o.cause is not None)
+def _count_causes(outcomes: Sequence[SampleOutcome], weak_only: bool = False) -> dict[str, int]:
+    counts = Counter(
+        o.cause
+        for o in outcomes
+        if o.unlearned
+        and o.cause is not None
+        and (not weak_only or (o.diagnosis is not None and o.diagnosis.confidence == WEAK))
+    )
     known = [c for c in CAUSES if c in counts]
     custom = sorted(c for c in counts if c not in CAUSES)
     return {cause: counts[cause] for cause in [*known, *custom]}
@@ -190,6 +204,11 @@ def summary_lines(
             for cause, count in summary.causes.items()
         ]
         lines += ["", *tabulate(rows, headers=["cause", "unlearned", "share"]).splitlines(), ""]
+    if summary.weak_causes:
+        lines.append(
+            "weak guesses among the causes (thin evidence): "
+            + ", ".join(f"{cause} {count}" for cause, count in summary.weak_causes.items())
+        )
     if summary.must_learn_unlearned:
         lines.append("must-learn samples not learned: " + _ids(summary.must_learn_unlearned))
     if summary.fragile:
@@ -318,7 +337,8 @@ def failure_text(outcome: SampleOutcome, root: Path, decision: Decision | None =
     )
     diagnosis = outcome.diagnosis
     if diagnosis is not None:
-        lines.append(f"  cause:     {diagnosis.cause}: {diagnosis.evidence}")
+        confidence = f" ({diagnosis.confidence})" if diagnosis.confidence else ""
+        lines.append(f"  cause:     {diagnosis.cause}{confidence}: {diagnosis.evidence}")
         others = [c for c in diagnosis.causes if c != diagnosis.cause]
         if others:
             lines.append(f"  also:      {', '.join(others)}")
@@ -378,10 +398,12 @@ def prompt_text(sample: Sample) -> str:
 
 
 def _quote(text: str, limit: int = SHOWN_CHARS) -> str:
+    """The text in double quotes, escaped as in JSON, except that the bytes of an incomplete
+    character (see `pytest_ilp.decoding`) read `\\xe2\\x82`, as written, not `\\\\xe2`."""
     if len(text) > limit:
         keep = limit // 2
         text = f"{text[:keep]} … {text[-keep:]}"
-    return json.dumps(text, ensure_ascii=False)
+    return _DOUBLED_BYTE_ESCAPE.sub(r"\\x\1", json.dumps(text, ensure_ascii=False))
 
 
 def item_properties(
@@ -413,6 +435,7 @@ def item_properties(
     if outcome.diagnosis is not None:
         properties += [
             ("ilp_cause", outcome.diagnosis.cause),
+            ("ilp_confidence", outcome.diagnosis.confidence or ""),
             ("ilp_causes", ",".join(outcome.diagnosis.causes)),
             ("ilp_evidence", outcome.diagnosis.evidence),
             ("ilp_suggestion", outcome.diagnosis.suggestion),
@@ -573,6 +596,10 @@ def signals_record(signals: Signals) -> dict[str, Any]:
     """The figures behind a diagnosis, so causes can be recomputed offline."""
     data = asdict(signals)
     data["missing"] = dict(signals.missing or {})
+    if data.get("base") is not None:
+        # Per-token figures of the prompt: `familiarity` sums them up.
+        for key in ("prompt_pieces", "prompt_surprisal"):
+            data["base"]["probe"].pop(key, None)
     safe: dict[str, Any] = _json_safe(data)
     return safe
 

@@ -37,6 +37,7 @@ from pytest_ilp.backends import (
 from pytest_ilp.cache import CACHE_SCHEMA, ScoreCache, stable_hash
 from pytest_ilp.checkpoint import CheckpointInfo
 from pytest_ilp.criteria import EXACT, Criterion
+from pytest_ilp.decoding import byte_safe_decoder
 from pytest_ilp.render import Rendered, render_samples
 from pytest_ilp.samples import Sample
 from pytest_ilp.settings import Settings
@@ -72,6 +73,11 @@ class Probe:
     target_prob: float
     continuation: str = ""
     stopped: bool = False
+    #: the prompt's tokens as text, and the checkpoint's surprisal (nats) of each of them given
+    #: the tokens before it (the first token, with nothing before it, has none): how familiar
+    #: the question's own words are to the checkpoint (see `signals.familiarity`).
+    prompt_pieces: tuple[str, ...] = ()
+    prompt_surprisal: tuple[float, ...] = ()
 
 
 @dataclass
@@ -184,7 +190,8 @@ def _entry_key(sample: Sample, job: Job) -> str:
     if criterion.name == "choice":
         key += "|" + stable_hash(list(sample.distractors))
     position = job.probe_at.get(sample.id)
-    return key if position is None else f"{key}@{position}"
+    # "p": a probe entry carries the prompt's surprisal (entries from before it had none).
+    return key if position is None else f"{key}@p{position}"
 
 
 def sample_seed(seed: int, sample: Sample) -> int:
@@ -225,6 +232,8 @@ def _run_key(settings: Settings, job: Job, cache: ScoreCache, description: str) 
             "render": asdict(settings.render),
             "produce": job.produce,
             "generate_max_tokens": settings.generate_max_tokens,
+            # Texts (produced, divergence tokens) are decoded byte-safe: not from older entries.
+            "decode": "byte-safe",
         }
     )
 
@@ -275,9 +284,7 @@ def _compute(
     if not ready:
         return entries
 
-    def decode(ids: list[int]) -> str:
-        text: str = tokenizer.decode(ids, skip_special_tokens=False)
-        return text
+    decode = byte_safe_decoder(tokenizer)
 
     log(
         f"scoring {len(ready)} samples ({sum(len(r.input_ids) for r in ready)} tokens) "
@@ -289,17 +296,31 @@ def _compute(
         backend = load_backend(settings.backend, job.checkpoint, settings.backend_options)
     try:
         ready = _fitting(ready, backend.max_sequence_length, settings.backend, entries, options)
-        # The options of a choice sample share its prompt: one group per sample.
+        # A probed sample is scored from its prompt's second token on: the same pass then
+        # says how surprising the prompt is (the target's figures are split off below). The
+        # options of a choice sample share its prompt instead: one group per sample, each
+        # scored from the target on.
+        starts_at = [
+            r.target_start if r.sample_id in options else _scored_from(r, job) for r in ready
+        ]
         requests = [
-            ScoreRequest(r.input_ids, r.target_start, i if r.sample_id in options else None)
-            for i, r in enumerate(ready)
+            ScoreRequest(r.input_ids, start, i if r.sample_id in options else None)
+            for i, (r, start) in enumerate(zip(ready, starts_at))
         ]
         for i, r in enumerate(ready):
             requests += [
                 ScoreRequest(o.input_ids, o.target_start, i) for o in options.get(r.sample_id, ())
             ]
         scored = backend.score(requests, progress(len(requests)))
-        scores = scored[: len(ready)]
+        both = scored[: len(ready)]
+        prompt_scores = {
+            r.sample_id: s.target_logprobs[: r.target_start - start]
+            for r, s, start in zip(ready, both, starts_at)
+            if start < r.target_start
+        }
+        scores = [
+            _from_target(s, r.target_start - start) for r, s, start in zip(ready, both, starts_at)
+        ]
         option_scores: dict[str, list[TokenScores]] = {}
         rest = iter(scored[len(ready) :])
         for r in ready:
@@ -393,6 +414,7 @@ def _compute(
                     generated.get(f"probe:{sample_id}", ()),
                     stop_ids,
                     decode,
+                    prompt_scores.get(sample_id, ()),
                 )
             )
         entries[sample_id] = entry
@@ -493,6 +515,27 @@ def _evidence(
     return {}
 
 
+def _scored_from(rendered: Rendered, job: Job) -> int:
+    """Where a sample's pass starts scoring: its target, or for a probed sample its prompt's
+    second token (the first has no context to be predicted from)."""
+    if rendered.sample_id in job.probe_at and rendered.target_start > 1:
+        return 1
+    return rendered.target_start
+
+
+def _from_target(scores: TokenScores, offset: int) -> TokenScores:
+    """The figures of the target positions of a pass that started `offset` tokens earlier."""
+    if offset == 0:
+        return scores
+    return TokenScores(
+        target_logprobs=scores.target_logprobs[offset:],
+        top1_ids=scores.top1_ids[offset:],
+        top1_logprobs=scores.top1_logprobs[offset:],
+        top2_ids=scores.top2_ids[offset:],
+        top2_logprobs=scores.top2_logprobs[offset:],
+    )
+
+
 def _fitting(
     ready: list[Rendered],
     limit: int | None,
@@ -550,10 +593,12 @@ def _probe(
     generated: tuple[int, ...],
     stop_ids: frozenset[int],
     decode: Callable[[list[int]], str],
+    prompt_logprobs: Sequence[float] = (),
 ) -> Probe:
     top = scores.top1_ids[position]
     tokens = [top, *generated]
     stopped = tokens[-1] in stop_ids
+    prompt = rendered.input_ids[: rendered.target_start] if prompt_logprobs else ()
     return Probe(
         position=position,
         top_id=top,
@@ -562,6 +607,8 @@ def _probe(
         target_prob=math.exp(scores.target_logprobs[position]),
         continuation=decode(tokens[:-1] if stopped else tokens),
         stopped=stopped,
+        prompt_pieces=tuple(decode([t]) for t in prompt),
+        prompt_surprisal=tuple(round(-lp, 4) for lp in prompt_logprobs),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 import warnings
@@ -28,6 +29,7 @@ from pytest_ilp.settings import Settings, Stage
 from pytest_ilp.signals import (
     BaseSignals,
     CheckpointVerdict,
+    Familiarity,
     HistorySignals,
     Signals,
     TargetStatistics,
@@ -35,6 +37,8 @@ from pytest_ilp.signals import (
     dataset_signals,
     find_siblings,
     knowledge,
+    least_familiar_word,
+    prompt_document_frequency,
     read_train_log,
     training_signals,
     trajectory_history,
@@ -60,7 +64,10 @@ class IlpSession:
     checkpoint: CheckpointInfo
     rootpath: Path
     cache: ScoreCache | None
+    #: the data files (and saved dataset folders), resolved.
     data_files: list[Path] = field(default_factory=list)
+    #: the same, as found (absolute, links not resolved).
+    data_paths: list[Path] = field(default_factory=list)
     base: CheckpointInfo | None = None
     history: list[tuple[Stage, CheckpointInfo]] = field(default_factory=list)
     #: the stage name ilp.yaml gives the checkpoint under test, if it lists it.
@@ -121,6 +128,7 @@ class IlpSession:
             rootpath,
             cache,
             [p.resolve() for p in data_files],
+            [p.absolute() for p in data_files],
             base=inspect_checkpoint(settings.base, "--ilp-base") if settings.base else None,
             history=[
                 (stage, inspect_checkpoint(stage.checkpoint, "--ilp-history"))
@@ -224,8 +232,10 @@ class IlpSession:
         verdicts = self.result.verdicts
         # A sample that cannot be checked (an empty target, a bad record) contradicts nothing.
         checkable = [s for s in self.samples.values() if s.problem is None]
-        siblings = find_siblings(checkable, unlearned, self.settings.diagnosis.near_duplicate)
+        limits = self.settings.diagnosis
+        siblings = find_siblings(checkable, unlearned, limits.paraphrase_candidate)
         stats = TargetStatistics.of(verdicts.values())
+        familiar = _familiarity(base, prompt_document_frequency(checkable), len(checkable))
         for sample_id, verdict in unlearned.items():
             sample = self.samples[sample_id]
             own_missing = dict(missing)
@@ -249,9 +259,14 @@ class IlpSession:
                     )
             signals = Signals(
                 dataset=dataset_signals(
-                    verdict, siblings.get(sample_id, []), self.samples, verdicts, stats
+                    verdict,
+                    siblings.get(sample_id, []),
+                    self.samples,
+                    verdicts,
+                    stats,
+                    limits.near_duplicate,
                 ),
-                base=self._base_signals(sample_id, base),
+                base=self._base_signals(sample_id, base, familiar.get(sample_id)),
                 history=history_signals,
                 training=(
                     training_signals(self.train_log[sample_id])
@@ -277,7 +292,9 @@ class IlpSession:
         )
         return trajectory_history(points, final, sample.stage)
 
-    def _base_signals(self, sample_id: str, base: ScoringResult | None) -> BaseSignals | None:
+    def _base_signals(
+        self, sample_id: str, base: ScoringResult | None, familiarity: Familiarity | None
+    ) -> BaseSignals | None:
         if base is None or sample_id not in base.probes:
             return None
         verdict, probe = base.verdicts[sample_id], base.probes[sample_id]
@@ -287,6 +304,7 @@ class IlpSession:
             nll=verdict.nll,
             probe=probe,
             knowledge=knowledge(verdict.learned, probe, self.settings.diagnosis.weakly_known_prob),
+            familiarity=familiarity,
         )
 
     def _history_signals(
@@ -447,6 +465,25 @@ class RunOutput:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunOutput:
         return cls(**data)
+
+
+def _familiarity(
+    base: ScoringResult | None, prompt_df: Mapping[str, int], prompts: int
+) -> dict[str, Familiarity]:
+    """Each probed prompt's least familiar content word, against the median over them all."""
+    if base is None:
+        return {}
+    words = {}
+    for sample_id, probe in base.probes.items():
+        found = least_familiar_word(probe.prompt_pieces, probe.prompt_surprisal, prompt_df, prompts)
+        if found is not None:
+            words[sample_id] = found
+    if not words:
+        return {}
+    median = statistics.median(nats for _, nats in words.values())
+    return {
+        i: Familiarity(word, round(nats, 3), round(median, 3)) for i, (word, nats) in words.items()
+    }
 
 
 def _baseline(settings: Settings) -> Baseline | None:

@@ -66,6 +66,31 @@ def test_quick_benchmark_compares_with_lm_eval(work: Path) -> None:
     assert "lm-eval is_greedy:" in out
 
 
+def test_callback_cost_benchmark_runs(tmp_path: Path) -> None:
+    pytest.importorskip("trl", reason="benchmarks/callback_cost.py trains with TRL")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "callback_cost.py"),
+            "--samples=24",
+            "--epochs=1",
+            "--subsets=8",
+            "--threads=1",
+            "--hidden=64",
+            "--vocab=600",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "default (all samples)     24 samples: check" in result.stdout
+    assert "sample=8                   8 samples: check" in result.stdout
+    assert "target: default check <= 10% of the epoch" in result.stdout
+
+
 def test_quick_criteria_benchmark_times_every_criterion_against_exact(work: Path) -> None:
     """benchmarks/criteria.py --quick (on the tiny model the runs above built) prints each
     criterion's cost as a ratio to exact, and the verdicts it timed."""
