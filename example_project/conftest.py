@@ -11,6 +11,7 @@ first, and the last line says how a passing gate looks.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Generator
 from contextlib import nullcontext
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 import build_world
+import train_with_callback
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -46,8 +48,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int) -> Generator[None, None, None]:
+@pytest.hookimpl(wrapper=True, tryfirst=True, specname="pytest_terminal_summary")
+def pytest_terminal_summary_last_line(
+    terminalreporter: Any, exitstatus: int
+) -> Generator[None, None, None]:
     """The very last line before pytest's counts, after pytest-ilp's closing block."""
     result = yield
     if exitstatus == pytest.ExitCode.TESTS_FAILED:
@@ -56,3 +60,26 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int) -> Generator
             f"python -m pytest example_project {PASSING}"
         )
     return result
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The trainer-callback integration (train_with_callback.py, when TRL is installed): its
+    training runs once, after the world; the pytest-ilp comparison stays in the script."""
+    out = build_world.DEFAULT_OUT / "callback"
+    if importlib.util.find_spec("trl") is None or train_with_callback.is_built(out):
+        return
+    capture = session.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
+        train_with_callback.build(out, build_world.DEFAULT_OUT, log=_log, compare=False)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = train_with_callback.summary_lines(build_world.DEFAULT_OUT / "callback")
+    if lines:
+        terminalreporter.section("during training: ILPCallback (train_with_callback.py)")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+def _log(line: str) -> None:
+    print(f"example world: {line}", file=sys.stderr, flush=True)
