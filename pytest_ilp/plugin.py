@@ -38,6 +38,7 @@ from pytest_ilp.items import (
     select_shard,
 )
 from pytest_ilp.outputs import (
+    closing,
     gate_exit_status,
     run_output,
     terminal_lines,
@@ -254,6 +255,10 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     if not scope:
         return
     criteria = sample_criteria(session.items, state.settings)
+    deselected = [item for item in state.deselected if sample_of(item) is not None]
+    others = [(s, is_must_learn(item)) for item in deselected if (s := sample_of(item))]
+    # The deselected samples' criteria too: a cached verdict counts only if judged the same way.
+    criteria = {**sample_criteria(deselected, state.settings), **criteria}
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def log(message: str) -> None:
@@ -276,10 +281,24 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         warnings.catch_warnings(record=True) as caught,
     ):
         warnings.simplefilter("always", IlpWarning)
-        state.score(scope, log, progress_reporter(log), diagnoser, criteria)
+        state.score(scope, log, progress_reporter(log), diagnoser, criteria, others)
     for record in caught:
         config.issue_config_time_warning(record.message, stacklevel=2)  # type: ignore[arg-type]
-    state.apply_gate(budget_scopes(session.items, state.settings, _budget_names(config)))
+    names = _budget_names(config)
+    outside = budget_scopes(deselected, state.settings, names) if deselected else {}
+    state.apply_gate(
+        budget_scopes(session.items, state.settings, names),
+        {key: ids for key, (_, ids) in outside.items()},
+    )
+
+
+def pytest_deselected(items: Sequence[pytest.Item]) -> None:
+    """Remember the samples that `-k`, `-m`, `--lf` or a shard left out: those the cache
+    knows still count towards the budgets, so the selection never changes an outcome."""
+    if items:
+        state = items[0].config.stash.get(STATE_KEY, None)
+        if state is not None:
+            state.deselected.extend(items)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -309,6 +328,27 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(line)
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True, specname="pytest_terminal_summary")
+def pytest_terminal_summary_closing(
+    terminalreporter: Any, config: pytest.Config
+) -> Generator[None, None, None]:
+    """After everything else of the summary (pytest's short test summary included), just
+    before its final counts line: the verdict, the files written and what to try next.
+    (pytest only reads hook functions named pytest_*; `specname` names the hook.)"""
+    result = yield
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or state.final is None or is_worker(config):
+        return result
+    lines = closing(
+        state.final, state.settings, config.rootpath, state.written, config.invocation_params.args
+    )
+    if lines:
+        terminalreporter.write_sep("=", "ilp gate")
+        for line in lines:
+            terminalreporter.write_line(line)
+    return result
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Gather the run's output; a worker sends it to the controller, the controller (or a run
@@ -333,10 +373,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         # complete report or baseline with a partial one.
         return
     if output is None:
-        write_empty_report(state, config.rootpath)
+        state.written = write_empty_report(state, config.rootpath)
         return
     state.exitstatus = gate_exit_status(session, output)
-    write_files(output, state.settings, config.rootpath, os.environ)
+    state.written = write_files(output, state.settings, config.rootpath, os.environ)
 
 
 @pytest.fixture

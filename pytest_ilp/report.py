@@ -26,6 +26,8 @@ from pytest_ilp.causes import CAUSES
 from pytest_ilp.criteria import parse_criterion
 from pytest_ilp.diagnosis import WEAK, Diagnosis
 from pytest_ilp.gate import (
+    FAILED,
+    TOLERATED,
     Budget,
     Decision,
     GateResult,
@@ -226,6 +228,98 @@ def summary_lines(
     return lines
 
 
+@dataclass(frozen=True)
+class ConfiguredOutputs:
+    """Which outputs the run was configured to write (the closing block suggests the others)."""
+
+    report: bool = False
+    export: bool = False
+    baseline: bool = False
+
+
+def closing_lines(
+    gate: GateResult,
+    written: Sequence[tuple[str, str]],
+    command: str,
+    configured: ConfiguredOutputs,
+) -> list[str]:
+    """The short block a person reads last: the gate's verdict, what failed and what was
+    tolerated, every file the run wrote (`written`: what, path), and the commands to try next
+    (`command`: the run's own, `pytest example_project`, which they extend)."""
+    lines = [verdict_line(gate)]
+    failed, tolerated = gate.count(FAILED), gate.count(TOLERATED)
+    outcome = []
+    if failed:
+        outcome.append(f"{failed} unlearned sample{_s(failed)} failed the run (reports above)")
+    if tolerated:
+        outcome.append(f"{tolerated} tolerated (xfailed: within budget or known)")
+    if gate.invalid:
+        outcome.append(f"{len(gate.invalid)} could not be checked (see their errors)")
+    if outcome:
+        lines.append("  " + "; ".join(outcome))
+    if gate.must_learn_unlearned:
+        lines.append("  must-learn samples not learned: " + _ids(gate.must_learn_unlearned))
+    width = max((len(what) for what, _ in written), default=0)
+    for index, (what, path) in enumerate(written):
+        lines.append(f"  {'written:' if index == 0 else '':9} {what:{width}}  {path}")
+    suggestions = _next_steps(gate, command, configured)
+    for index, (run, why) in enumerate(suggestions):
+        lines.append(f"  {'next:' if index == 0 else '':9} {run}")
+        lines.append(f"  {'':9}   {why}")
+    if suggestions and "…" in command:
+        lines.append(f"  {'':9} (… stands for this run's arguments)")
+    return lines
+
+
+def _next_steps(
+    gate: GateResult, command: str, configured: ConfiguredOutputs
+) -> list[tuple[str, str]]:
+    steps: list[tuple[str, str]] = []
+    first_failed = next(
+        (i for s in gate.scopes for i, d in s.decisions.items() if d.outcome == FAILED), None
+    )
+    if first_failed is not None:
+        steps.append(
+            (
+                f"{command} -k {first_failed}",
+                "one failing sample alone (the gate decides it the same)",
+            )
+        )
+    if gate.passed:
+        if not configured.report:
+            steps.append(
+                (
+                    f"{command} --ilp-report=ilp-report.json",
+                    "keep every sample's verdict, cause and figures",
+                )
+            )
+        return steps
+    if gate.unlearned and not configured.export:
+        steps.append(
+            (
+                f"{command} --ilp-export=ilp-unlearned.jsonl",
+                "the unlearned samples with cause and fix, to mend the data or train on",
+            )
+        )
+    if not configured.baseline:
+        steps.append(
+            (
+                f"{command} --ilp-baseline=ilp-baseline.json --ilp-update-baseline",
+                "record today's unlearned samples; later runs with "
+                "--ilp-baseline=ilp-baseline.json fail only on new ones",
+            )
+        )
+    elif gate.regressions:
+        steps.append(
+            (f"{command} --ilp-update-baseline", "accept the regressions into the baseline")
+        )
+    return steps
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
 def criteria_line(criteria: Mapping[str, int]) -> str:
     """Which criteria judged the samples, e.g. "criteria: exact 40, choice:mean 10"."""
     if len(criteria) == 1:
@@ -243,6 +337,13 @@ def gate_lines(gate: GateResult) -> list[str]:
         if headed:
             lines += ["", f"budgets of {result.scope.label}:"]
         lines += ["", *gate_table(result.rows, gate.baseline is not None, "simple").splitlines()]
+        others = len({s.id for s in result.scope.others} - set(result.scope.sample_ids))
+        if others:
+            selected = len(result.scope.sample_ids)
+            lines.append(
+                f"(over {selected + others} samples: {selected} selected, and {others} outside "
+                "the selection whose verdicts the cache holds)"
+            )
     if lines:
         lines.append("")
     if gate.baseline is not None:
@@ -585,6 +686,7 @@ def gate_of(document: Mapping[str, Any]) -> GateResult | None:
             key=s["scope"],
             budgets={name: Budget.from_dict(b) for name, b in s["budgets"].items()},
             sample_ids=tuple(members[s["scope"]]),
+            others=tuple(GateSample.from_dict(o) for o in s.get("outside_selection") or ()),
         )
         for s in recorded["scopes"]
     ]

@@ -127,8 +127,12 @@ def score_samples(
     cache: ScoreCache | None,
     log: Callable[[str], None],
     progress: Callable[[int], Progress | None],
+    cached_only: bool = False,
 ) -> ScoringResult:
-    """Verdicts for `samples` on `job.checkpoint`, scoring only what the cache does not hold."""
+    """Verdicts for `samples` on `job.checkpoint`, scoring only what the cache does not hold.
+
+    `cached_only`: score nothing; the result holds only the samples the cache has (for the
+    samples outside the selection, which count towards the budgets when known)."""
     started = time.perf_counter()
     if job.live is not None:
         if cache is not None:
@@ -146,7 +150,15 @@ def score_samples(
             checkable.append(sample)
     keys = {s.id: _entry_key(s, job) for s in checkable}
 
-    if cache is None:
+    if cached_only:
+        if cache is not None:
+            run_key = _run_key(settings, job, cache, description)
+            entries = _lookup(cache.load(run_key), checkable, keys)
+        else:
+            entries = {}
+        checkable = [s for s in checkable if s.id in entries]
+        result.cached = len(checkable)
+    elif cache is None:
         entries = _compute(checkable, settings, job, log, progress)
         result.computed = len(checkable)
     else:

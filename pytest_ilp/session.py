@@ -93,6 +93,12 @@ class IlpSession:
     final: RunOutput | None = None
     #: the exit status the session ends with, once the gate has had its say.
     exitstatus: int | None = None
+    #: the items `-k`, `-m`, `--lf` or a shard deselected (pytest_deselected).
+    deselected: list[pytest.Item] = field(default_factory=list)
+    #: samples outside the selection known from the cache: id -> (verdict, must-learn).
+    outside: dict[str, tuple[Verdict, bool]] = field(default_factory=dict)
+    #: every file the run wrote, as (what, path): the closing block announces them.
+    written: list[tuple[str, Path]] = field(default_factory=list)
     #: what failed to collect (node id -> the error's last line): a data file that could not
     #: be read, a test module that did not import.
     collection_errors: dict[str, str] = field(default_factory=dict)
@@ -163,40 +169,80 @@ class IlpSession:
         progress: Callable[[int], Progress],
         diagnoser: Diagnoser,
         criteria: Mapping[str, Criterion] | None = None,
+        others: Sequence[tuple[Sample, bool]] = (),
     ) -> None:
         """Score every sample in scope (deduplicated) once per session, then diagnose the
         unlearned ones: the checkpoint under test, each history checkpoint, the base model.
 
         `criteria`: each sample's criterion (markers applied); by default the settings'.
         Every checkpoint judges a sample by the same criterion, so "learned at an earlier
-        stage" means what "learned" means for the final one."""
+        stage" means what "learned" means for the final one.
+
+        `others`: the samples the selection left out. Those whose verdicts (and, when
+        unlearned, every diagnosis input) the cache holds are read from it, never scored, and
+        diagnosed with the rest: they count towards the budgets (`self.outside`)."""
         for sample, must_learn in scope:
             self.in_scope[sample.id] = self.in_scope.get(sample.id, False) or must_learn
         samples = [self.samples[i] for i in self.in_scope]
+        outside: dict[str, bool] = {}
+        for sample, must_learn in others:
+            if sample.id not in self.in_scope:
+                outside[sample.id] = outside.get(sample.id, False) or must_learn
+        # Read from the cache only: a sample outside the selection counts only when everything
+        # its gate decision needs is known.
+        known = [self.samples[i] for i in outside] if self.cache is not None else []
         self.criteria = {
-            s.id: (criteria or {}).get(s.id) or self.settings.criterion_for(s) for s in samples
+            s.id: (criteria or {}).get(s.id) or self.settings.criterion_for(s)
+            for s in [*samples, *known]
         }
 
-        def run(job: Job, subset: list[Sample]) -> ScoringResult:
+        def run(job: Job, subset: list[Sample], known: list[Sample]) -> ScoringResult:
             result = score_samples(subset, self.settings, job, self.cache, log, progress)
             self.passes.append(result)
+            if known:
+                cached = score_samples(
+                    known, self.settings, job, self.cache, log, progress, cached_only=True
+                )
+                result = replace(
+                    result,
+                    verdicts={**result.verdicts, **cached.verdicts},
+                    probes={**result.probes, **cached.probes},
+                )
             return result
 
         def job(info: CheckpointInfo, **kwargs: Any) -> Job:
             return Job(info, self.checkpoint, criteria=self.criteria, **kwargs)
 
-        self.result = final = run(job(self.checkpoint), samples)
-        unlearned = {i: v for i, v in final.verdicts.items() if not v.learned}
-        if not unlearned:
-            return
+        self.result = final = run(job(self.checkpoint), samples, known)
+        known_ids = {s.id for s in known} & set(final.verdicts)
+        unlearned = {
+            i: v
+            for i, v in final.verdicts.items()
+            if not v.learned and (i in self.in_scope or i in known_ids)
+        }
+        if unlearned:
+            known_ids &= self._diagnose_all(unlearned, known_ids, run, job, diagnoser)
+        self.outside = {i: (final.verdicts[i], outside[i]) for i in outside if i in known_ids}
+
+    def _diagnose_all(
+        self,
+        unlearned: dict[str, Verdict],
+        known_ids: set[str],
+        run: Callable[[Job, list[Sample], list[Sample]], ScoringResult],
+        job: Callable[..., Job],
+        diagnoser: Diagnoser,
+    ) -> set[str]:
+        """Score the base and history checkpoints on the unlearned samples and diagnose them;
+        returns the ids outside the selection that could be diagnosed from the cache."""
         # The base and history checkpoints only explain failures: they score the unlearned
-        # samples alone.
-        samples = [self.samples[i] for i in unlearned]
+        # samples alone (those outside the selection: from the cache only).
+        samples = [self.samples[i] for i in unlearned if i not in known_ids]
+        known = [self.samples[i] for i in unlearned if i in known_ids]
         missing: dict[str, str] = {}
         history = []
         for stage, info in self.history:
             try:
-                history.append((stage, run(job(info, produce=False), samples)))
+                history.append((stage, run(job(info, produce=False), samples, known)))
             except IncompatibleTokenizer as exc:
                 missing["history"] = f"history signals skipped: {exc}"
                 warnings.warn(IlpWarning(missing["history"]), stacklevel=1)
@@ -212,13 +258,20 @@ class IlpSession:
                 if v.first_divergence is not None
             }
             try:
-                base = run(job(self.base, produce=False, probe_at=probe_at), samples)
+                base = run(job(self.base, produce=False, probe_at=probe_at), samples, known)
             except IncompatibleTokenizer as exc:
                 missing["base"] = f"base signals skipped: {exc}"
                 warnings.warn(IlpWarning(missing["base"]), stacklevel=1)
         else:
             missing["base"] = "needs --ilp-base to tell missing knowledge and knowledge conflicts"
+        # An unlearned sample outside the selection whose base or history verdict is not in
+        # the cache is left out: diagnosed without it, its cause could differ from a full run's.
+        for result in [*(r for _, r in history), *([base] if base is not None else [])]:
+            for sample_id in {s.id for s in known} - set(result.verdicts):
+                known_ids.discard(sample_id)
+                unlearned.pop(sample_id, None)
         self._diagnose(unlearned, history, base, missing, diagnoser)
+        return known_ids
 
     def _diagnose(
         self,
@@ -381,9 +434,14 @@ class IlpSession:
             return None
         return compare_with_baseline(learned, self.baseline.learned[sample_id])
 
-    def apply_gate(self, scopes: Mapping[str, tuple[Mapping[str, Any], Sequence[str]]]) -> None:
+    def apply_gate(
+        self,
+        scopes: Mapping[str, tuple[Mapping[str, Any], Sequence[str]]],
+        outside: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         """Decide every sample in scope: `scopes` maps each scope key to its budgets and the ids
-        of its samples (see `gate.evaluate`)."""
+        of its samples (see `gate.evaluate`); `outside` maps a scope key to the ids of its
+        deselected samples, which count towards its budgets when the cache knew them."""
         samples = {
             o.sample.id: GateSample(
                 id=o.sample.id,
@@ -394,9 +452,27 @@ class IlpSession:
             )
             for o in self.outcomes()
         }
+        others: dict[str, GateSample] = {}
+        for sample_id, (verdict, must_learn) in self.outside.items():
+            diagnosis = self.diagnoses.get(sample_id)
+            others[sample_id] = GateSample(
+                id=sample_id,
+                learned=verdict.learned,
+                cause=diagnosis.cause if diagnosis is not None else None,
+                must_learn=must_learn,
+                baseline=self._compared(sample_id, verdict.learned),
+            )
         gate = evaluate(
             samples,
-            [Scope(key, budgets, tuple(ids)) for key, (budgets, ids) in scopes.items()],
+            [
+                Scope(
+                    key,
+                    budgets,
+                    tuple(ids),
+                    tuple(others[i] for i in (outside or {}).get(key, ()) if i in others),
+                )
+                for key, (budgets, ids) in scopes.items()
+            ],
             strict=self.settings.strict,
             baseline=None if self.baseline is None else relative(self.baseline.path, self.rootpath),
         )
