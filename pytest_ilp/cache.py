@@ -26,7 +26,7 @@ from typing import Any
 from filelock import FileLock
 
 #: bump when the meaning of a cached entry changes, so old entries are never misread.
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 2  # 2: unlearned verdicts carry per-token probabilities and pieces
 
 
 def stable_hash(data: Any, length: int = 24) -> str:

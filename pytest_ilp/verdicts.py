@@ -41,6 +41,10 @@ class Verdict:
     positive when learned, and then a small value means fragile (a near-tie that another dtype,
     batch shape or device may flip); negative when not learned. `produced` is what greedy
     decoding from the prompt actually gives (only for unlearned samples), without its stop token.
+
+    For an unlearned sample, `target_probs` holds the probability the model gave each target
+    token (teacher-forced) and `target_pieces` the text of each token (what the HTML report
+    shades); both stay empty for learned samples, to keep caches and reports small.
     """
 
     sample_id: str
@@ -54,6 +58,10 @@ class Verdict:
     #: whether `produced` ended in a stop token within the generation budget.
     produced_stopped: bool = False
     note: str | None = None
+    target_probs: tuple[float, ...] = ()
+    #: the target's text split at its token boundaries (a character that spans several tokens
+    #: belongs to the token that completes it, so the pieces join to the decoded target).
+    target_pieces: tuple[str, ...] = ()
 
     @property
     def target_tokens(self) -> int:
@@ -79,6 +87,8 @@ class Verdict:
                 **data,
                 "sample_id": sample_id,
                 "target_ids": tuple(data["target_ids"]),
+                "target_probs": tuple(data.get("target_probs") or ()),
+                "target_pieces": tuple(data.get("target_pieces") or ()),
                 "first_divergence": Divergence(**divergence) if divergence else None,
             }
         )
@@ -124,6 +134,9 @@ def judge(
         nll=nll,
         margin=margin,
         note=rendered.note,
+        target_probs=()
+        if divergence is None
+        else tuple(math.exp(lp) for lp in scores.target_logprobs),
     )
 
 
@@ -155,4 +168,30 @@ def with_production(
     stopped = bool(tokens) and tokens[-1] in stop_ids
     if stopped:
         tokens = tokens[:-1]
-    return replace(verdict, produced=decode(tokens), produced_stopped=stopped)
+    return replace(
+        verdict,
+        produced=decode(tokens),
+        produced_stopped=stopped,
+        target_pieces=token_pieces(verdict.target_ids, decode),
+    )
+
+
+def token_pieces(ids: tuple[int, ...], decode: Callable[[list[int]], str]) -> tuple[str, ...]:
+    """The text each token adds to the target (the pieces join to the decoded target).
+
+    Decoding token by token would show half a character as U+FFFD wherever a byte-level BPE
+    splits one (a CJK character, an emoji), and would lose SentencePiece's leading spaces. So
+    each token is decoded after the token before it (text-generation-inference's incremental
+    detokenizer): a character split over tokens goes to the token that completes it.
+    """
+    pieces = []
+    prefix, read = 0, 0
+    for end in range(1, len(ids) + 1):
+        before = decode(list(ids[prefix:read]))
+        text = decode(list(ids[prefix:end]))
+        if len(text) > len(before) and (not text.endswith("\ufffd") or end == len(ids)):
+            pieces.append(text[len(before) :])
+            prefix, read = read, end
+        else:
+            pieces.append("")  # an incomplete character: a later token completes it
+    return tuple(pieces)
