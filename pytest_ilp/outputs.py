@@ -1,5 +1,6 @@
 """Where a run's results go once its tests are done: the terminal, the exit status, and the
-files (JSON report, baseline, Markdown summary, `$GITHUB_STEP_SUMMARY`, remediation export).
+files (JSON report, baseline, Markdown summary, `$GITHUB_STEP_SUMMARY`, HTML page,
+remediation export).
 
 Everything is taken from one `RunOutput` (this process's own, or the xdist workers'), through
 the pure builders of `report` and `markdown`.
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from pytest_ilp.baseline import learned_by_id
+from pytest_ilp.html_report import write_html
 from pytest_ilp.markdown import STEP_SUMMARY, markdown_summary
 from pytest_ilp.report import (
     gate_of,
@@ -83,6 +85,8 @@ def write_files(
     if step_summary and text is not None:
         with open(step_summary, "a", encoding="utf-8") as handle:
             handle.write(text + "\n")
+    if settings.html is not None:
+        write_html(settings.html, report)
     if settings.export is not None:
         settings.export.parent.mkdir(parents=True, exist_ok=True)
         settings.export.write_text(
@@ -110,9 +114,9 @@ def updated_baseline(path: Path, report: Mapping[str, Any]) -> Mapping[str, Any]
 
 def write_empty_report(state: IlpSession, root: Path) -> None:
     """Nothing was scored (nothing selected, --collect-only, no worker output): the JSON
-    report, when asked for, says so."""
+    report and the HTML page, when asked for, say so."""
     settings = state.settings
-    if settings.report is None:
+    if settings.report is None and settings.html is None:
         return
     document = json_report(
         [],
@@ -122,7 +126,10 @@ def write_empty_report(state: IlpSession, root: Path) -> None:
         fragile_margin=settings.fragile_margin,
         root=root,
     )
-    _write_json(settings.report, document)
+    if settings.report is not None:
+        _write_json(settings.report, document)
+    if settings.html is not None:
+        write_html(settings.html, document)
 
 
 def _write_json(path: Path, document: Mapping[str, Any]) -> None:
