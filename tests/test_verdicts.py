@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -123,3 +124,16 @@ def test_verdicts_survive_a_round_trip_through_json_data() -> None:
         decode,
     )
     assert Verdict.from_dict(verdict.to_dict(), "s") == verdict
+
+
+def test_an_unlearned_verdict_keeps_its_token_probabilities_through_the_cache() -> None:
+    verdict = judge(
+        RENDERED,
+        scores([(11, -0.1, 4, -3, -0.1), (30, -0.4, 12, -1.5, -1.5), (EOS, -0.1, 4, -3, -0.1)]),
+        STOPS,
+        decode,
+    )
+    produced = with_production(verdict, (31, EOS), STOPS, decode)
+    assert produced.target_pieces == ("<11>", "<12>", f"<{EOS}>")
+    assert [round(p, 3) for p in produced.target_probs] == [0.905, 0.223, 0.905]
+    assert Verdict.from_dict(json.loads(json.dumps(produced.to_dict())), "s") == produced
