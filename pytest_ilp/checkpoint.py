@@ -37,6 +37,9 @@ class CheckpointInfo:
     adapter: Mapping[str, Any] | None = None
     #: the model folder an adapter applies to; None for a full model.
     base_folder: Path | None = None
+    #: the generation config of a model in memory (a training run's, see `in_memory`); None:
+    #: read generation_config.json from the folder.
+    generation_config: Mapping[str, Any] | None = None
 
     @property
     def model_folder(self) -> Path:
@@ -85,8 +88,11 @@ class CheckpointInfo:
         """
         ids: set[int] = set()
         sources = [self.config]
-        for folder in dict.fromkeys((self.folder, self.model_folder)):
-            sources.append(_read_json(folder / "generation_config.json") or {})
+        if self.generation_config is not None:
+            sources.append(self.generation_config)
+        else:
+            for folder in dict.fromkeys((self.folder, self.model_folder)):
+                sources.append(_read_json(folder / "generation_config.json") or {})
         for source in sources:
             value = source.get("eos_token_id")
             if isinstance(value, int):
@@ -94,6 +100,17 @@ class CheckpointInfo:
             elif isinstance(value, list):
                 ids.update(v for v in value if isinstance(v, int))
         return ids
+
+
+def in_memory(model: Any, folder: Path) -> CheckpointInfo:
+    """A transformers model in memory, described as `save_pretrained` would save it into
+    `folder` (its config.json and generation_config.json), without saving anything."""
+    generation = getattr(model, "generation_config", None)
+    return CheckpointInfo(
+        folder,
+        model.config.to_dict(),
+        generation_config=generation.to_dict() if generation is not None else {},
+    )
 
 
 def holds_tokenizer(folder: Path) -> bool:
@@ -130,6 +147,7 @@ def inspect_checkpoint(
         return CheckpointInfo(folder, base_info.config, adapter=adapter, base_folder=base)
     config = _read_json(folder / "config.json")
     if config is not None:
+        _check_context_length(folder / "config.json", config)
         return CheckpointInfo(folder, config)
     nested = sorted(p.parent.name for p in folder.glob("*/config.json"))
     hint = f" (sub-folders with one: {', '.join(nested[:5])})" if nested else ""
@@ -137,6 +155,23 @@ def inspect_checkpoint(
         f"{what}: {folder} holds no config.json{hint}; "
         "point it at a folder written by save_pretrained"
     )
+
+
+def _check_context_length(path: Path, config: Mapping[str, Any]) -> None:
+    """A context length that is not a positive integer ("128" as a string) would otherwise
+    surface as a confusing error from deep inside transformers or the tokenizer."""
+    for section in (config, config.get("text_config")):
+        if not isinstance(section, Mapping):
+            continue
+        for name in CONTEXT_FIELDS:
+            value = section.get(name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0
+            ):
+                raise pytest.UsageError(
+                    f"{path}: `{name}` must be a positive integer, got {value!r}; "
+                    "fix config.json (save_pretrained writes it as a number)"
+                )
 
 
 def _adapter_base(

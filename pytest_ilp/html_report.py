@@ -15,8 +15,6 @@ bar is a link that filters the table.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pytest_ilp.atomic import write_text_atomic
 from pytest_ilp.causes import CAUSES
 from pytest_ilp.gate import FAILED, INVALID, PASSED, TOLERATED, GateResult, Row
 from pytest_ilp.report import gate_of, json_text, summary_of
@@ -153,16 +152,7 @@ def html_page(report: Mapping[str, Any], title: str = "pytest-ilp report") -> st
 
 def write_html(path: Path, report: Mapping[str, Any]) -> None:
     """Write the page atomically: a reader (a CI artifact upload) never sees half a page."""
-    text = html_page(report)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, html_page(report))
 
 
 def check_report(document: Any, name: str) -> None:

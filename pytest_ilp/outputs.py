@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pytest_ilp.atomic import write_text_atomic
 from pytest_ilp.baseline import learned_by_id
 from pytest_ilp.html_report import write_html
 from pytest_ilp.markdown import STEP_SUMMARY, markdown_summary
@@ -79,8 +80,7 @@ def write_files(
         checkpoint = relative(settings.checkpoint, root)
         text = markdown_summary(report, summary_of(report), gate_of(report), checkpoint)
     if settings.markdown is not None and text is not None:
-        settings.markdown.parent.mkdir(parents=True, exist_ok=True)
-        settings.markdown.write_text(text, encoding="utf-8")
+        write_text_atomic(settings.markdown, text)
     step_summary = environ.get(STEP_SUMMARY)
     if step_summary and text is not None:
         with open(step_summary, "a", encoding="utf-8") as handle:
@@ -88,10 +88,8 @@ def write_files(
     if settings.html is not None:
         write_html(settings.html, report)
     if settings.export is not None:
-        settings.export.parent.mkdir(parents=True, exist_ok=True)
-        settings.export.write_text(
-            "".join(json_text(r, indent=None) + "\n" for r in output.export),
-            encoding="utf-8",
+        write_text_atomic(
+            settings.export, "".join(json_text(r, indent=None) + "\n" for r in output.export)
         )
 
 
@@ -125,6 +123,7 @@ def write_empty_report(state: IlpSession, root: Path) -> None:
         backend=settings.backend,
         fragile_margin=settings.fragile_margin,
         root=root,
+        collection_errors=state.collection_errors,
     )
     if settings.report is not None:
         _write_json(settings.report, document)
@@ -133,5 +132,4 @@ def write_empty_report(state: IlpSession, root: Path) -> None:
 
 
 def _write_json(path: Path, document: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json_text(document) + "\n", encoding="utf-8")
+    write_text_atomic(path, json_text(document) + "\n")

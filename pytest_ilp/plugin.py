@@ -21,15 +21,19 @@ from pytest_ilp.checks import record_properties, running
 from pytest_ilp.diagnosis import Diagnosis, diagnose
 from pytest_ilp.gate import valid_names
 from pytest_ilp.items import (
+    CRITERION_MARKER_LINE,
     RUN_BUDGETS,
     IlpDataFile,
     IlpDatasetDir,
     budget_scopes,
     check_budget_names,
+    drop_second_paths,
     ilp_failure_text,
     is_must_learn,
     item_budgets,
+    marked_criterion,
     parametrize_samples,
+    sample_criteria,
     sample_of,
     select_shard,
 )
@@ -41,7 +45,7 @@ from pytest_ilp.outputs import (
     write_files,
 )
 from pytest_ilp.report import relative
-from pytest_ilp.samples import Sample
+from pytest_ilp.samples import Sample, is_link_loop
 from pytest_ilp.scopes import MARKER_LINE
 from pytest_ilp.session import STATE_KEY, IlpSession, IlpWarning, progress_reporter
 from pytest_ilp.signals import Signals
@@ -54,6 +58,7 @@ MARKERS = (
     "ilp_dataset(*paths): parametrize this test's ilp_sample fixture over the samples of these "
     "data files or folders (relative to the test file)",
     MARKER_LINE,
+    CRITERION_MARKER_LINE,
 )
 
 
@@ -87,8 +92,23 @@ def pytest_configure(config: pytest.Config) -> None:
     session = IlpSession.create(resolved, config.rootpath, cache_root, run_cache_of(config))
     config.stash[STATE_KEY] = session
     _add_data_to_args(config, session.data_files)
+    config.pluginmanager.register(CollectionErrors(session), "ilp-collection-errors")
     if config.pluginmanager.hasplugin("xdist") and not is_worker(config):
         config.pluginmanager.register(IlpXdist(config), "ilp-xdist")
+
+
+class CollectionErrors:
+    """Remembers what failed to collect (on an xdist controller, what its workers report), so
+    that the report names it and the gate cannot pass without its samples."""
+
+    def __init__(self, session: IlpSession) -> None:
+        self.session = session
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            lines = [line for line in report.longreprtext.splitlines() if line.strip()]
+            message = lines[-1].strip() if lines else "collection failed"
+            self.session.collection_errors[report.nodeid or "."] = message
 
 
 def _add_data_to_args(config: pytest.Config, data_files: list[Path]) -> None:
@@ -102,6 +122,12 @@ def _add_data_to_args(config: pytest.Config, data_files: list[Path]) -> None:
     covered = [(base / arg.split("::")[0]).resolve() for arg in config.args]
     for path in data_files:
         if not any(path == c or c in path.parents for c in covered):
+            if "::" in str(path):
+                raise pytest.UsageError(
+                    f"--ilp-data: {path}: pytest reads '::' in an argument as a test name, so "
+                    "this path cannot join the run beside the tests named on the command line; "
+                    "rename it (or its folder) without '::'"
+                )
             config.args.append(str(path))
 
 
@@ -117,6 +143,25 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         f"backend {session.settings.backend}, cache {cache}",
         f"ilp: data {data}",
     ]
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Do not walk into a link back up the tree (`self -> .`, `up -> ..`): pytest would follow
+    it until the path is too long, collecting the same files again at every level. Nor collect
+    a link to a data file that is read under its own path."""
+    session = config.stash.get(STATE_KEY, None)
+    if session is None:
+        return None
+    if is_link_loop(collection_path):
+        return True
+    # A link to a data file read under its own path (a data folder) is that file again.
+    if (
+        collection_path.is_symlink()
+        and collection_path.resolve() in session.data_files
+        and collection_path.absolute() not in session.data_paths
+    ):
+        return True
+    return None
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -146,7 +191,10 @@ def _nodeid(parent: pytest.Collector, path: Path) -> str | None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = config.stash.get(STATE_KEY, None)
-    if state is not None and state.settings.shard is not None:
+    if state is None:
+        return
+    drop_second_paths(items)
+    if state.settings.shard is not None:
         select_shard(config, items, state.settings.shard)
 
 
@@ -186,6 +234,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             _budget_names(config),
             pytest.Collector.CollectError,
         )
+        try:
+            marked_criterion(metafunc.definition)
+        except pytest.UsageError as exc:
+            raise pytest.Collector.CollectError(str(exc)) from None
         parametrize_samples(metafunc, session)
 
 
@@ -201,6 +253,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     scope = [(s, is_must_learn(item)) for item in session.items if (s := sample_of(item))]
     if not scope:
         return
+    criteria = sample_criteria(session.items, state.settings)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def log(message: str) -> None:
@@ -223,7 +276,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         warnings.catch_warnings(record=True) as caught,
     ):
         warnings.simplefilter("always", IlpWarning)
-        state.score(scope, log, progress_reporter(log), diagnoser)
+        state.score(scope, log, progress_reporter(log), diagnoser, criteria)
     for record in caught:
         config.issue_config_time_warning(record.message, stacklevel=2)  # type: ignore[arg-type]
     state.apply_gate(budget_scopes(session.items, state.settings, _budget_names(config)))
@@ -268,6 +321,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if is_worker(config):
         if output is not None:
             send_to_controller(config, output)
+        return
+    if state.collection_errors and not config.option.continue_on_collection_errors:
+        # xdist ends a run with collection errors as a failed one (exit 1); pytest alone
+        # interrupts it (exit 2). Both are the same run cut short: say so alike.
+        if session.exitstatus == pytest.ExitCode.TESTS_FAILED:
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
         return
     if session.exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
         # A run cut short (Ctrl-C, collection errors, a crash) must not replace the last

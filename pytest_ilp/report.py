@@ -13,16 +13,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
 from pytest_ilp.causes import CAUSES
-from pytest_ilp.diagnosis import Diagnosis
+from pytest_ilp.criteria import parse_criterion
+from pytest_ilp.diagnosis import WEAK, Diagnosis
 from pytest_ilp.gate import (
     Budget,
     Decision,
@@ -37,9 +39,15 @@ from pytest_ilp.samples import Sample
 from pytest_ilp.signals import Signals
 from pytest_ilp.verdicts import Verdict
 
-REPORT_SCHEMA = 1
+#: 2: every sample record says which criterion judged it (`criterion`, `criterion_figures`)
+#: and the summary counts samples per criterion (`criteria`).
+REPORT_SCHEMA = 2
+#: the schemas this version reads back (baselines, merge): a schema-1 report is all `exact`.
+READABLE_SCHEMAS = (1, 2)
 #: characters of a prompt or target shown in a failure report before the middle is elided.
 SHOWN_CHARS = 300
+#: a `\\xNN` byte escape in a text, as json.dumps writes it (the backslash doubled).
+_DOUBLED_BYTE_ESCAPE = re.compile(r"\\\\x([0-9a-f]{2})")
 #: sample ids listed per line of the summary before "+N more".
 LISTED_IDS = 10
 
@@ -78,6 +86,10 @@ class Summary:
     invalid: tuple[str, ...]
     #: unlearned samples per diagnosed cause (empty when nothing was diagnosed).
     causes: Mapping[str, int] = field(default_factory=dict)
+    #: samples per criterion (its spec), the default `exact` included.
+    criteria: Mapping[str, int] = field(default_factory=dict)
+    #: of those, the ones whose cause is only a weak guess (see `Diagnosis.confidence`).
+    weak_causes: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Summary:
@@ -90,6 +102,8 @@ class Summary:
             fragile=tuple(data["fragile"]),
             invalid=tuple(data["invalid"]),
             causes=dict(data.get("causes") or {}),
+            criteria=dict(data.get("criteria") or {}),
+            weak_causes=dict(data.get("weak_causes") or {}),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -103,6 +117,8 @@ class Summary:
             "fragile": list(self.fragile),
             "invalid": list(self.invalid),
             "causes": dict(self.causes),
+            "criteria": dict(self.criteria),
+            "weak_causes": dict(self.weak_causes),
         }
 
 
@@ -120,11 +136,19 @@ def summarize(outcomes: Sequence[SampleOutcome], fragile_margin: float) -> Summa
         ),
         invalid=tuple(o.sample.id for o in outcomes if o.problem is not None),
         causes=_count_causes(outcomes),
+        criteria=dict(Counter(o.verdict.criterion for o in outcomes if o.verdict is not None)),
+        weak_causes=_count_causes(outcomes, weak_only=True),
     )
 
 
-def _count_causes(outcomes: Sequence[SampleOutcome]) -> dict[str, int]:
-    counts = Counter(o.cause for o in outcomes if o.unlearned and o.cause is not None)
+def _count_causes(outcomes: Sequence[SampleOutcome], weak_only: bool = False) -> dict[str, int]:
+    counts = Counter(
+        o.cause
+        for o in outcomes
+        if o.unlearned
+        and o.cause is not None
+        and (not weak_only or (o.diagnosis is not None and o.diagnosis.confidence == WEAK))
+    )
     known = [c for c in CAUSES if c in counts]
     custom = sorted(c for c in counts if c not in CAUSES)
     return {cause: counts[cause] for cause in [*known, *custom]}
@@ -170,6 +194,8 @@ def summary_lines(
         tablefmt="simple",
     )
     lines = [f"checkpoint {checkpoint} ({backend})", *table.splitlines()]
+    if summary.criteria and set(summary.criteria) != {"exact"}:
+        lines.append(criteria_line(summary.criteria))
     if gate is not None:
         lines += gate_lines(gate)
     elif summary.causes:
@@ -178,6 +204,11 @@ def summary_lines(
             for cause, count in summary.causes.items()
         ]
         lines += ["", *tabulate(rows, headers=["cause", "unlearned", "share"]).splitlines(), ""]
+    if summary.weak_causes:
+        lines.append(
+            "weak guesses among the causes (thin evidence): "
+            + ", ".join(f"{cause} {count}" for cause, count in summary.weak_causes.items())
+        )
     if summary.must_learn_unlearned:
         lines.append("must-learn samples not learned: " + _ids(summary.must_learn_unlearned))
     if summary.fragile:
@@ -193,6 +224,13 @@ def summary_lines(
             verdict += f" (exit status {exitstatus} comes from outside the gate)"
         lines.append(verdict)
     return lines
+
+
+def criteria_line(criteria: Mapping[str, int]) -> str:
+    """Which criteria judged the samples, e.g. "criteria: exact 40, choice:mean 10"."""
+    if len(criteria) == 1:
+        return f"criterion: {next(iter(criteria))}"
+    return "criteria: " + ", ".join(f"{spec} {count}" for spec, count in criteria.items())
 
 
 def gate_lines(gate: GateResult) -> list[str]:
@@ -272,24 +310,35 @@ def failure_text(outcome: SampleOutcome, root: Path, decision: Decision | None =
     """What a person needs to act on an unlearned sample: no traceback, just the evidence, and
     why the gate fails it."""
     sample, verdict = outcome.sample, outcome.verdict
-    assert verdict is not None and verdict.first_divergence is not None
+    assert verdict is not None
     divergence = verdict.first_divergence
     tag = " [must-learn]" if outcome.must_learn else ""
     ending = " + EOS" if verdict.produced_stopped else " (no EOS within the generation budget)"
     lines = [
         f"sample {sample.id} ({location(sample, root)}) was not learned{tag}",
+        f"  criterion: {criterion_text(verdict)}",
         f"  prompt:    {prompt_text(sample)}",
         f"  expected:  {_quote(sample.target)} + EOS",
-        f"  produced:  {_quote(verdict.produced or '')}{ending}",
-        f"  diverged at target token {divergence.position + 1} of {verdict.target_tokens}: "
-        f"expected {_quote(divergence.expected, 40)} (p={divergence.expected_prob:.3f}), "
-        f"predicted {_quote(divergence.predicted, 40)} (p={divergence.predicted_prob:.3f})",
-        f"  token accuracy {verdict.token_accuracy:.2f} ({verdict.matched}/{verdict.target_tokens})"
-        f"   mean NLL {verdict.nll:.3f} nats/token   margin {verdict.margin:+.3f} nats",
     ]
+    if divergence is None:
+        lines.append("  produced:  the target itself (greedy decoding reproduces it)")
+    else:
+        lines += [
+            f"  produced:  {_quote(verdict.produced or '')}{ending}"
+            if verdict.produced is not None
+            else "  produced:  (not generated)",
+            f"  diverged at target token {divergence.position + 1} of {verdict.target_tokens}: "
+            f"expected {_quote(divergence.expected, 40)} (p={divergence.expected_prob:.3f}), "
+            f"predicted {_quote(divergence.predicted, 40)} (p={divergence.predicted_prob:.3f})",
+        ]
+    lines.append(
+        f"  token accuracy {verdict.token_accuracy:.2f} ({verdict.matched}/{verdict.target_tokens})"
+        f"   mean NLL {verdict.nll:.3f} nats/token   margin {verdict.margin:+.3f} nats"
+    )
     diagnosis = outcome.diagnosis
     if diagnosis is not None:
-        lines.append(f"  cause:     {diagnosis.cause}: {diagnosis.evidence}")
+        confidence = f" ({diagnosis.confidence})" if diagnosis.confidence else ""
+        lines.append(f"  cause:     {diagnosis.cause}{confidence}: {diagnosis.evidence}")
         others = [c for c in diagnosis.causes if c != diagnosis.cause]
         if others:
             lines.append(f"  also:      {', '.join(others)}")
@@ -299,6 +348,40 @@ def failure_text(outcome: SampleOutcome, root: Path, decision: Decision | None =
     if verdict.note:
         lines.append(f"  note: {verdict.note}")
     return "\n".join(lines)
+
+
+def criterion_text(verdict: Verdict) -> str:
+    """The criterion that judged the sample and what it measured, in one line."""
+    criterion = parse_criterion(verdict.criterion)
+    figures = verdict.figures
+    name = criterion.name
+    if name == "exact":
+        return "exact (greedy decoding must reproduce the target, then EOS)"
+    if name == "prefix":
+        return f"{criterion.label}: {figures.get('reproduced_tokens')} reproduced"
+    if name == "token_accuracy":
+        return f"{criterion.label}: {verdict.token_accuracy:.3f}"
+    if name == "nll":
+        return f"{criterion.label}: {verdict.nll:.3f}"
+    if name == "normalized":
+        return (
+            f"normalized: output {_quote(str(figures.get('normalized_output')), 80)} vs target "
+            f"{_quote(str(figures.get('normalized_target')), 80)}"
+        )
+    if name == "choice":
+        options = figures.get("options") or []
+        if len(options) < 2:
+            return criterion.label
+        best = int(figures.get("best_distractor", 0)) + 1
+        per = "/token" if criterion.score == "mean" else ""
+        return (
+            f"{criterion.label}: target {options[0]['score']:.3f}{per} vs distractor {best} "
+            f"{_quote(options[best]['text'], 60)} {options[best]['score']:.3f}{per}"
+        )
+    return (
+        f"{criterion.label}: {figures.get('passes')} of {figures.get('n')} completions reproduce "
+        f"it (pass rate {figures.get('pass_rate', 0):.2f}, sample seed {figures.get('seed')})"
+    )
 
 
 def problem_text(sample: Sample, problem: str, root: Path) -> str:
@@ -315,10 +398,12 @@ def prompt_text(sample: Sample) -> str:
 
 
 def _quote(text: str, limit: int = SHOWN_CHARS) -> str:
+    """The text in double quotes, escaped as in JSON, except that the bytes of an incomplete
+    character (see `pytest_ilp.decoding`) read `\\xe2\\x82`, as written, not `\\\\xe2`."""
     if len(text) > limit:
         keep = limit // 2
         text = f"{text[:keep]} … {text[-keep:]}"
-    return json.dumps(text, ensure_ascii=False)
+    return _DOUBLED_BYTE_ESCAPE.sub(r"\\x\1", json.dumps(text, ensure_ascii=False))
 
 
 def item_properties(
@@ -335,6 +420,12 @@ def item_properties(
         return properties
     properties += [
         ("ilp_learned", verdict.learned),
+        ("ilp_criterion", verdict.criterion),
+        *(
+            (f"ilp_criterion_{name}", round(value, 4) if isinstance(value, float) else value)
+            for name, value in verdict.figures.items()
+            if isinstance(value, (int, float, str, bool))
+        ),
         ("ilp_token_accuracy", round(verdict.token_accuracy, 4)),
         ("ilp_nll", round(verdict.nll, 4)),
         ("ilp_margin", round(verdict.margin, 4)),
@@ -344,6 +435,7 @@ def item_properties(
     if outcome.diagnosis is not None:
         properties += [
             ("ilp_cause", outcome.diagnosis.cause),
+            ("ilp_confidence", outcome.diagnosis.confidence or ""),
             ("ilp_causes", ",".join(outcome.diagnosis.causes)),
             ("ilp_evidence", outcome.diagnosis.evidence),
             ("ilp_suggestion", outcome.diagnosis.suggestion),
@@ -375,8 +467,13 @@ def json_report(
     root: Path,
     gate: GateResult | None = None,
     shard: str | None = None,
+    collection_errors: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The `--ilp-report` document (schema 1, documented in the README)."""
+    """The `--ilp-report` document (schema 2, documented in docs/json-report.md).
+
+    `collection_errors` (node id -> message): what failed to collect under
+    --continue-on-collection-errors, so a report never hides a data file it could not read.
+    """
     document = {
         "schema": REPORT_SCHEMA,
         "checkpoint": str(checkpoint),
@@ -385,6 +482,9 @@ def json_report(
         "samples": [_sample_record(o, fragile_margin, root, gate) for o in outcomes],
         "summary": summary.as_dict(),
         "shard": shard,
+        "collection_errors": [
+            {"node": node, "error": error} for node, error in (collection_errors or {}).items()
+        ],
     }
     if gate is not None:
         document["gate"] = gate.to_dict()
@@ -402,12 +502,15 @@ def _sample_record(
         "tags": list(sample.tags),
         "must_learn": outcome.must_learn,
         "learned": verdict.learned if verdict else None,
+        "criterion": verdict.criterion if verdict else None,
+        "criterion_figures": _json_safe(dict(verdict.figures)) if verdict else None,
         "token_accuracy": None,
         "target_tokens": None,
         "first_divergence": None,
         "nll": None,
         "margin": None,
         "fragile": False,
+        "retokenized": False,
         "produced": None,
         "cause": None,
         "causes": [],
@@ -433,6 +536,7 @@ def _sample_record(
             nll=verdict.nll,
             margin=_finite(verdict.margin),
             fragile=verdict.is_fragile(fragile_margin),
+            retokenized=verdict.retokenized,
             produced=verdict.produced,
         )
         if not verdict.learned:
@@ -505,13 +609,18 @@ def gate_of(document: Mapping[str, Any]) -> GateResult | None:
         )
         for s in recorded["scopes"]
     ]
-    return evaluate(samples, scopes, strict=bool(recorded["strict"]), baseline=recorded["baseline"])
+    gate = evaluate(samples, scopes, strict=bool(recorded["strict"]), baseline=recorded["baseline"])
+    return replace(gate, unread=tuple(recorded.get("unread") or ()))
 
 
 def signals_record(signals: Signals) -> dict[str, Any]:
     """The figures behind a diagnosis, so causes can be recomputed offline."""
     data = asdict(signals)
     data["missing"] = dict(signals.missing or {})
+    if data.get("base") is not None:
+        # Per-token figures of the prompt: `familiarity` sums them up.
+        for key in ("prompt_pieces", "prompt_surprisal"):
+            data["base"]["probe"].pop(key, None)
     safe: dict[str, Any] = _json_safe(data)
     return safe
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from pytest_ilp.backends import Progress
 from pytest_ilp.baseline import Baseline, BaselineError, load_baseline
 from pytest_ilp.cache import ScoreCache
 from pytest_ilp.checkpoint import CheckpointInfo, inspect_checkpoint
+from pytest_ilp.criteria import Criterion
 from pytest_ilp.diagnosis import Diagnosis
 from pytest_ilp.errors import IlpDataError, SampleProblem
 from pytest_ilp.export import remediation_records
@@ -27,14 +29,19 @@ from pytest_ilp.settings import Settings, Stage
 from pytest_ilp.signals import (
     BaseSignals,
     CheckpointVerdict,
+    Familiarity,
     HistorySignals,
     Signals,
     TargetStatistics,
+    TrainLog,
     dataset_signals,
     find_siblings,
     knowledge,
+    least_familiar_word,
+    prompt_document_frequency,
     read_train_log,
     training_signals,
+    trajectory_history,
 )
 from pytest_ilp.verdicts import Verdict
 
@@ -57,12 +64,15 @@ class IlpSession:
     checkpoint: CheckpointInfo
     rootpath: Path
     cache: ScoreCache | None
+    #: the data files (and saved dataset folders), resolved.
     data_files: list[Path] = field(default_factory=list)
+    #: the same, as found (absolute, links not resolved).
+    data_paths: list[Path] = field(default_factory=list)
     base: CheckpointInfo | None = None
     history: list[tuple[Stage, CheckpointInfo]] = field(default_factory=list)
     #: the stage name ilp.yaml gives the checkpoint under test, if it lists it.
     final_stage: str | None = None
-    train_log: dict[str, list[tuple[float, float]]] | None = None
+    train_log: TrainLog | None = None
     samples: dict[str, Sample] = field(default_factory=dict)
     _by_path: dict[Path, list[Sample]] = field(default_factory=dict)
     result: ScoringResult | None = None
@@ -72,6 +82,8 @@ class IlpSession:
     diagnoses: dict[str, Diagnosis] = field(default_factory=dict)
     #: samples of the selected items, in item order, with their must-learn flag.
     in_scope: dict[str, bool] = field(default_factory=dict)
+    #: the criterion each sample in scope is judged by.
+    criteria: dict[str, Criterion] = field(default_factory=dict)
     baseline: Baseline | None = None
     #: the gate's decisions, once scoring and diagnosis are done.
     gate: GateResult | None = None
@@ -81,6 +93,9 @@ class IlpSession:
     final: RunOutput | None = None
     #: the exit status the session ends with, once the gate has had its say.
     exitstatus: int | None = None
+    #: what failed to collect (node id -> the error's last line): a data file that could not
+    #: be read, a test module that did not import.
+    collection_errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -113,6 +128,7 @@ class IlpSession:
             rootpath,
             cache,
             [p.resolve() for p in data_files],
+            [p.absolute() for p in data_files],
             base=inspect_checkpoint(settings.base, "--ilp-base") if settings.base else None,
             history=[
                 (stage, inspect_checkpoint(stage.checkpoint, "--ilp-history"))
@@ -146,20 +162,31 @@ class IlpSession:
         log: Callable[[str], None],
         progress: Callable[[int], Progress],
         diagnoser: Diagnoser,
+        criteria: Mapping[str, Criterion] | None = None,
     ) -> None:
         """Score every sample in scope (deduplicated) once per session, then diagnose the
-        unlearned ones: the checkpoint under test, each history checkpoint, the base model."""
+        unlearned ones: the checkpoint under test, each history checkpoint, the base model.
+
+        `criteria`: each sample's criterion (markers applied); by default the settings'.
+        Every checkpoint judges a sample by the same criterion, so "learned at an earlier
+        stage" means what "learned" means for the final one."""
         for sample, must_learn in scope:
             self.in_scope[sample.id] = self.in_scope.get(sample.id, False) or must_learn
         samples = [self.samples[i] for i in self.in_scope]
+        self.criteria = {
+            s.id: (criteria or {}).get(s.id) or self.settings.criterion_for(s) for s in samples
+        }
 
         def run(job: Job, subset: list[Sample]) -> ScoringResult:
             result = score_samples(subset, self.settings, job, self.cache, log, progress)
             self.passes.append(result)
             return result
 
-        self.result = final = run(Job(self.checkpoint, self.checkpoint), samples)
-        unlearned = {i: v for i, v in final.verdicts.items() if v.first_divergence is not None}
+        def job(info: CheckpointInfo, **kwargs: Any) -> Job:
+            return Job(info, self.checkpoint, criteria=self.criteria, **kwargs)
+
+        self.result = final = run(job(self.checkpoint), samples)
+        unlearned = {i: v for i, v in final.verdicts.items() if not v.learned}
         if not unlearned:
             return
         # The base and history checkpoints only explain failures: they score the unlearned
@@ -169,13 +196,13 @@ class IlpSession:
         history = []
         for stage, info in self.history:
             try:
-                history.append((stage, run(Job(info, self.checkpoint, produce=False), samples)))
+                history.append((stage, run(job(info, produce=False), samples)))
             except IncompatibleTokenizer as exc:
                 missing["history"] = f"history signals skipped: {exc}"
                 warnings.warn(IlpWarning(missing["history"]), stacklevel=1)
                 history = []
                 break
-        if not self.history:
+        if not self.history and not self._trajectory_judged():
             missing["history"] = "needs --ilp-history to tell forgetting"
         base = None
         if self.base is not None:
@@ -185,9 +212,7 @@ class IlpSession:
                 if v.first_divergence is not None
             }
             try:
-                base = run(
-                    Job(self.base, self.checkpoint, produce=False, probe_at=probe_at), samples
-                )
+                base = run(job(self.base, produce=False, probe_at=probe_at), samples)
             except IncompatibleTokenizer as exc:
                 missing["base"] = f"base signals skipped: {exc}"
                 warnings.warn(IlpWarning(missing["base"]), stacklevel=1)
@@ -207,8 +232,10 @@ class IlpSession:
         verdicts = self.result.verdicts
         # A sample that cannot be checked (an empty target, a bad record) contradicts nothing.
         checkable = [s for s in self.samples.values() if s.problem is None]
-        siblings = find_siblings(checkable, unlearned, self.settings.diagnosis.near_duplicate)
+        limits = self.settings.diagnosis
+        siblings = find_siblings(checkable, unlearned, limits.paraphrase_candidate)
         stats = TargetStatistics.of(verdicts.values())
+        familiar = _familiarity(base, prompt_document_frequency(checkable), len(checkable))
         for sample_id, verdict in unlearned.items():
             sample = self.samples[sample_id]
             own_missing = dict(missing)
@@ -221,12 +248,26 @@ class IlpSession:
                     own_missing["history"] = (
                         f"history signals skipped: at {stage.label}, {result.problems[sample_id]}"
                     )
+            history_signals = self._history_signals(sample, history)
+            if not self.history and self._trajectory_judged():
+                # No saved checkpoints: the trajectory's verdicts stand in for them.
+                history_signals = self._trajectory_signals(sample, verdict)
+                if history_signals is None:
+                    own_missing["history"] = (
+                        "the --ilp-train-log trajectory has no verdict for this sample (checked "
+                        "a subset?), so forgetting cannot be told"
+                    )
             signals = Signals(
                 dataset=dataset_signals(
-                    verdict, siblings.get(sample_id, []), self.samples, verdicts, stats
+                    verdict,
+                    siblings.get(sample_id, []),
+                    self.samples,
+                    verdicts,
+                    stats,
+                    limits.near_duplicate,
                 ),
-                base=self._base_signals(sample_id, base),
-                history=self._history_signals(sample, history),
+                base=self._base_signals(sample_id, base, familiar.get(sample_id)),
+                history=history_signals,
                 training=(
                     training_signals(self.train_log[sample_id])
                     if self.train_log and sample_id in self.train_log
@@ -237,7 +278,23 @@ class IlpSession:
             self.signals[sample_id] = signals
             self.diagnoses[sample_id] = diagnoser(sample, verdict, signals)
 
-    def _base_signals(self, sample_id: str, base: ScoringResult | None) -> BaseSignals | None:
+    def _trajectory_judged(self) -> bool:
+        """Whether the training log is a trajectory with verdicts (written by ILPCallback)."""
+        log = self.train_log or {}
+        return any(p.learned is not None for points in log.values() for p in points)
+
+    def _trajectory_signals(self, sample: Sample, verdict: Verdict) -> HistorySignals | None:
+        points = (self.train_log or {}).get(sample.id)
+        if not points:
+            return None
+        final = CheckpointVerdict(
+            self.final_stage or "final", verdict.learned, verdict.nll, verdict.margin
+        )
+        return trajectory_history(points, final, sample.stage)
+
+    def _base_signals(
+        self, sample_id: str, base: ScoringResult | None, familiarity: Familiarity | None
+    ) -> BaseSignals | None:
         if base is None or sample_id not in base.probes:
             return None
         verdict, probe = base.verdicts[sample_id], base.probes[sample_id]
@@ -247,6 +304,7 @@ class IlpSession:
             nll=verdict.nll,
             probe=probe,
             knowledge=knowledge(verdict.learned, probe, self.settings.diagnosis.weakly_known_prob),
+            familiarity=familiarity,
         )
 
     def _history_signals(
@@ -274,6 +332,12 @@ class IlpSession:
         """The verdict of a sample; raises `SampleProblem` when it could not be scored."""
         if sample.problem is not None:
             raise SampleProblem(sample.problem)
+        if self.result is None and self.collection_errors:
+            # pytest-xdist runs the items it collected even after collection errors.
+            raise SampleProblem(
+                "not scored: this run has collection errors (see them above); fix them, or "
+                "pass --continue-on-collection-errors to check the samples that did load"
+            )
         if self.result is None:
             raise RuntimeError("pytest-ilp: samples are scored before the first test runs")
         problem = self.result.problems.get(sample.id)
@@ -330,12 +394,13 @@ class IlpSession:
             )
             for o in self.outcomes()
         }
-        self.gate = evaluate(
+        gate = evaluate(
             samples,
             [Scope(key, budgets, tuple(ids)) for key, (budgets, ids) in scopes.items()],
             strict=self.settings.strict,
             baseline=None if self.baseline is None else relative(self.baseline.path, self.rootpath),
         )
+        self.gate = replace(gate, unread=tuple(self.collection_errors))
 
     def output(self) -> RunOutput:
         """What this run produced, as plain data (what an xdist worker sends its controller)."""
@@ -351,6 +416,7 @@ class IlpSession:
             root=self.rootpath,
             gate=self.gate,
             shard=str(settings.shard) if settings.shard is not None else None,
+            collection_errors=self.collection_errors,
         )
         return RunOutput(
             report=report,
@@ -399,6 +465,25 @@ class RunOutput:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunOutput:
         return cls(**data)
+
+
+def _familiarity(
+    base: ScoringResult | None, prompt_df: Mapping[str, int], prompts: int
+) -> dict[str, Familiarity]:
+    """Each probed prompt's least familiar content word, against the median over them all."""
+    if base is None:
+        return {}
+    words = {}
+    for sample_id, probe in base.probes.items():
+        found = least_familiar_word(probe.prompt_pieces, probe.prompt_surprisal, prompt_df, prompts)
+        if found is not None:
+            words[sample_id] = found
+    if not words:
+        return {}
+    median = statistics.median(nats for _, nats in words.values())
+    return {
+        i: Familiarity(word, round(nats, 3), round(median, 3)) for i, (word, nats) in words.items()
+    }
 
 
 def _baseline(settings: Settings) -> Baseline | None:

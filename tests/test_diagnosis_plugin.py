@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -100,12 +101,19 @@ def test_base_model_signals_decide_conflict_or_missing_knowledge(
         if sample["learned"]:
             continue
         probe = sample["signals"]["base"]["probe"]
+        familiarity = sample["signals"]["base"]["familiarity"]
         divergence = sample["first_divergence"]
         assert probe["position"] == divergence["position"]
         assert probe["top_prob"] == pytest.approx(divergence["predicted_prob"], rel=1e-4)
+        # The base's own confident answer is a conflict when that answer is a word and the
+        # prompt's subject is familiar to it; a guess about an unfamiliar subject is not.
+        unfamiliar = familiarity is not None and (
+            familiarity["surprisal"] >= 1.5 * familiarity["median"]
+        )
+        answer = any(ch.isalnum() for ch in probe["top_token"])
         expected = (
             "knowledge_conflict"
-            if probe["top_prob"] >= 0.3
+            if probe["top_prob"] >= 0.3 and answer and not unfamiliar
             else "missing_knowledge"
             if probe["target_prob"] < 0.1
             else None
@@ -115,10 +123,16 @@ def test_base_model_signals_decide_conflict_or_missing_knowledge(
         causes[sample_id] = sample["cause"]
         assert "history" in sample["signals"]["missing"]
     assert {"knowledge_conflict", "missing_knowledge"} <= set(causes.values())
+    samples = report_of(pytester)
+    weak = Counter(s["cause"] for s in samples.values() if s.get("confidence") == "weak")
+    document = json.loads((pytester.path / "report.json").read_text())
+    assert document["summary"]["weak_causes"] == dict(weak)
     junit = ET.parse(pytester.path / "junit.xml")
     for case in junit.iter("testcase"):
         properties = {p.get("name"): p.get("value") for p in case.iter("property")}
         assert properties.get("ilp_cause") == causes.get(case.get("name"))
+        if case.get("name") in causes:
+            assert properties["ilp_confidence"] == samples[case.get("name")]["confidence"]
 
 
 def test_forgetting_when_an_earlier_checkpoint_reproduced_the_sample(
@@ -141,7 +155,12 @@ def test_forgetting_when_an_earlier_checkpoint_reproduced_the_sample(
     for sample in learned_at_stage1:
         assert sample["cause"] == "forgetting"
         assert sample["evidence"].startswith("learned at stage1 (margin +")
-    result.stdout.fnmatch_lines(["  cause:     forgetting: learned at stage1*", "*forgetting*"])
+        # Direct evidence, unless the final checkpoint nearly reproduces the sample.
+        near_miss = sample["margin"] > -1.0
+        assert sample["confidence"] == ("weak" if near_miss else "strong")
+    result.stdout.fnmatch_lines(
+        ["  cause:     forgetting (strong): learned at stage1*", "*forgetting*"]
+    )
     # The history checkpoint scores the unlearned samples only, and the summary says its cost.
     unlearned = sum(1 for s in samples.values() if s["learned"] is False)
     result.stdout.fnmatch_lines(
@@ -166,7 +185,8 @@ def test_data_inconsistency_when_the_model_gives_a_duplicate_prompts_target(
     assert sample["signals"]["dataset"]["siblings"][0]["similarity"] == 1.0
     result.stdout.fnmatch_lines(
         [
-            f"  cause:     data_inconsistency: 1 near-duplicate prompt(s) * e.g. {learned['id']}"
+            "  cause:     data_inconsistency (strong): 1 near-duplicate prompt(s) * e.g. "
+            f"{learned['id']}"
             " (similarity 1.00), and the model produces*"
         ]
     )

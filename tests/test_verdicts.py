@@ -9,7 +9,13 @@ import pytest
 
 from pytest_ilp.backends import TokenScores
 from pytest_ilp.render import Rendered
-from pytest_ilp.verdicts import Verdict, judge, with_production
+from pytest_ilp.verdicts import (
+    Verdict,
+    continues_target,
+    judge,
+    with_production,
+    with_token_figures,
+)
 
 EOS, OTHER_EOS = 2, 3
 STOPS = frozenset({EOS, OTHER_EOS})
@@ -110,9 +116,12 @@ def test_production_is_target_prefix_then_predicted_then_continuation() -> None:
         STOPS,
         decode,
     )
-    produced = with_production(verdict, (31, EOS), STOPS, decode)
+    token_scores = scores(
+        [(11, -0.1, 4, -3, -0.1), (30, -0.4, 12, -1.5, -1.5), (EOS, -0.1, 4, -3, -0.1)]
+    )
+    produced = with_production(verdict, token_scores, (31, EOS), STOPS, decode)
     assert produced.produced == "<11><30><31>" and produced.produced_stopped
-    running_on = with_production(verdict, (31, 32), STOPS, decode)
+    running_on = with_production(verdict, token_scores, (31, 32), STOPS, decode)
     assert running_on.produced == "<11><30><31><32>" and not running_on.produced_stopped
 
 
@@ -126,14 +135,73 @@ def test_verdicts_survive_a_round_trip_through_json_data() -> None:
     assert Verdict.from_dict(verdict.to_dict(), "s") == verdict
 
 
-def test_an_unlearned_verdict_keeps_its_token_probabilities_through_the_cache() -> None:
-    verdict = judge(
-        RENDERED,
-        scores([(11, -0.1, 4, -3, -0.1), (30, -0.4, 12, -1.5, -1.5), (EOS, -0.1, 4, -3, -0.1)]),
-        STOPS,
-        decode,
+# A byte-level vocabulary where "Cat" is one token and also "C" + "at": the tokenizer encodes
+# "Cat" as 20, the model may spell it 21 + 22.
+TEXT = {10: "The ", 20: "Cat", 21: "C", 22: "at", 23: "ow", 24: " sat", EOS: "", OTHER_EOS: ""}
+
+
+def text_decode(ids: list[int]) -> str:
+    return "".join(TEXT[i] for i in ids)
+
+
+SPELLED = Rendered("cat", input_ids=(1, 10, 20, 24, EOS), target_start=1, mode="raw")
+# Target "The Cat sat": at "Cat" the model predicts "C" (a prefix of what the target spells).
+SPLIT_SCORES = scores(
+    [
+        (10, -0.1, 4, -3.0, -0.1),
+        (21, -0.5, 20, -1.2, -1.2),
+        (24, -0.2, 4, -2.0, -0.2),
+        (EOS, -0.1, 4, -3.0, -0.1),
+    ]
+)
+
+
+def test_a_target_spelled_through_other_tokens_is_learned() -> None:
+    verdict = judge(SPELLED, SPLIT_SCORES, STOPS, text_decode)
+    assert not verdict.learned and continues_target(verdict, STOPS, text_decode)
+    text = with_production(verdict, SPLIT_SCORES, (22, 24, EOS), STOPS, text_decode)
+    assert text.learned and text.retokenized and text.first_divergence is None
+    assert text.produced is None
+    assert text.note is not None and "'C' where the tokenizer's encoding has 'Cat'" in text.note
+    # The margin covers the positions up to the split: the greedy lead there is 0.7 nats.
+    assert text.margin == pytest.approx(0.7)
+    assert text.matched == verdict.matched == 3
+
+
+def test_the_same_text_without_the_stop_is_not_learned() -> None:
+    verdict = judge(SPELLED, SPLIT_SCORES, STOPS, text_decode)
+    running_on = with_production(verdict, SPLIT_SCORES, (22, 24, 23), STOPS, text_decode)
+    assert not running_on.learned and not running_on.retokenized
+    assert running_on.produced == "The Cat satow" and not running_on.produced_stopped
+
+
+def test_a_prediction_that_leaves_the_target_text_needs_no_generation() -> None:
+    other = scores(
+        [
+            (10, -0.1, 4, -3.0, -0.1),
+            (23, -0.5, 20, -1.2, -1.2),
+            (24, -0.2, 4, -2.0, -0.2),
+            (EOS, -0.1, 4, -3.0, -0.1),
+        ]
     )
-    produced = with_production(verdict, (31, EOS), STOPS, decode)
-    assert produced.target_pieces == ("<11>", "<12>", f"<{EOS}>")
-    assert [round(p, 3) for p in produced.target_probs] == [0.905, 0.223, 0.905]
-    assert Verdict.from_dict(json.loads(json.dumps(produced.to_dict())), "s") == produced
+    verdict = judge(SPELLED, other, STOPS, text_decode)
+    assert not continues_target(verdict, STOPS, text_decode)
+    produced = with_production(verdict, other, (24, EOS), STOPS, text_decode)
+    assert not produced.learned and produced.produced == "The ow sat"
+
+
+def test_a_target_without_a_stop_is_spelled_when_the_text_starts_with_it() -> None:
+    open_ended = Rendered("open", input_ids=(1, 10, 20), target_start=1, mode="raw")
+    split = scores([(10, -0.1, 4, -3.0, -0.1), (21, -0.5, 20, -1.2, -1.2)])
+    verdict = judge(open_ended, split, STOPS, text_decode)
+    assert with_production(verdict, split, (22, 24), STOPS, text_decode).learned
+
+
+def test_an_unlearned_verdict_keeps_its_token_probabilities_through_the_cache() -> None:
+    figures = scores(
+        [(11, -0.1, 4, -3, -0.1), (30, -0.4, 12, -1.5, -1.5), (EOS, -0.1, 4, -3, -0.1)]
+    )
+    verdict = with_token_figures(judge(RENDERED, figures, STOPS, decode), figures, decode)
+    assert verdict.target_pieces == ("<11>", "<12>", f"<{EOS}>")
+    assert [round(p, 3) for p in verdict.target_probs] == [0.905, 0.223, 0.905]
+    assert Verdict.from_dict(json.loads(json.dumps(verdict.to_dict())), "s") == verdict

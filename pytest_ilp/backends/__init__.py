@@ -37,10 +37,15 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    """Score `input_ids[target_start:]` given everything before it (teacher forcing)."""
+    """Score `input_ids[target_start:]` given everything before it (teacher forcing).
+
+    Requests with the same `group` (the options of one multiple-choice sample) share their
+    prompt: a backend computes it once for all of them.
+    """
 
     input_ids: tuple[int, ...]
     target_start: int
+    group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,20 @@ class GenerateRequest:
 
 
 @dataclass(frozen=True)
+class SampleRequest:
+    """`n` sampled continuations of `input_ids` at `temperature` (no top-k or top-p cut), each
+    at most `max_new_tokens` and ending at a stop token. `seed` alone decides the draws, so the
+    same request gives the same completions whatever else is asked in the same call."""
+
+    input_ids: tuple[int, ...]
+    n: int
+    temperature: float
+    seed: int
+    max_new_tokens: int
+    stop_ids: frozenset[int]
+
+
+@dataclass(frozen=True)
 class BackendOptions:
     """Settings every backend understands, plus backend-specific `args` passed through."""
 
@@ -80,6 +99,24 @@ class BackendOptions:
     #: `base_model_name_or_path`.
     adapter_base: Path | None = None
     args: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True, eq=False)
+class LiveModel:
+    """A transformers causal LM already in memory (a training run's) and its tokenizer.
+
+    Scored as it is, on its own device and in its own dtype, by the hf backend; the caller
+    puts it in eval mode for the pass and back in training mode after.
+    """
+
+    model: Any
+    tokenizer: Any
+
+    def describe(self) -> str:
+        """Like `describe_backend`: "hf cpu float32"."""
+        parameter = next(self.model.parameters())
+        dtype = str(parameter.dtype).removeprefix("torch.")
+        return f"hf {parameter.device.type} {dtype}"
 
 
 class ScoringBackend(Protocol):
@@ -98,6 +135,11 @@ class ScoringBackend(Protocol):
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[tuple[int, ...]]:
         """Greedy new tokens per request (the stop token included when reached), in order."""
+        ...
+
+    def sample(self, requests: Sequence[SampleRequest]) -> list[list[tuple[int, ...]]]:
+        """The `n` sampled completions of each request (each cut after its first stop token),
+        in order; reproducible from each request's seed alone."""
         ...
 
     def close(self) -> None:
@@ -149,3 +191,10 @@ def load_backend(name: str, checkpoint: CheckpointInfo, options: BackendOptions)
     """Import and build the backend called `name` on the checkpoint."""
     backend: ScoringBackend = _backend_class(name)(checkpoint, options)
     return backend
+
+
+def live_backend(live: LiveModel, options: BackendOptions) -> ScoringBackend:
+    """The hf backend on a model in memory (nothing loaded, nothing copied)."""
+    from pytest_ilp.backends.hf import HFBackend
+
+    return HFBackend.in_memory(live.model, options)
