@@ -181,12 +181,27 @@ def embedded_json(data: Any) -> str:
 
 
 def _page_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A sample record without the fields the page does not show, and without nulls."""
+    """A sample record as the page's script reads it: without the fields the page does not
+    show, without nulls, empty lists and false flags (the script reads a missing field as
+    false), numbers to 4 significant digits. A third of the bytes of the report's record."""
     return {
-        key: value
+        key: _compact(value)
         for key, value in record.items()
-        if key not in LEFT_OUT and value is not None and value != []
+        if key not in LEFT_OUT
+        and value is not None
+        and value != []
+        and (value is not False or key == "learned")
     }
+
+
+def _compact(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.4g}") if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    return value
 
 
 def _scopes(gate: GateResult | None) -> list[tuple[str, int, list[Row]]]:

@@ -139,6 +139,7 @@
         `${JSON.stringify(d.expected)} (p=${fixed(d.expected_prob, 3)}), predicted ` +
         `${JSON.stringify(d.predicted)} (p=${fixed(d.predicted_prob, 3)})`);
     }
+    if (r.criterion) add("criterion", r.criterion);
     add("figures", `token accuracy ${fixed(r.token_accuracy, 2)} · mean NLL ${fixed(r.nll, 3)} ` +
       `nats/token · margin ${signed(r.margin)} nats`);
     if (r.cause) {
