@@ -92,6 +92,14 @@ def _html(reports: Sequence[Path], output: Path) -> int:
     except (MergeError, HtmlReportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (KeyError, TypeError, ValueError) as exc:  # a record or the gate lacks a field
+        names = ", ".join(str(path) for path in reports)
+        print(
+            f"error: {names}: not a whole pytest-ilp report ({type(exc).__name__}: {exc}); "
+            "write it again with --ilp-report",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except OSError as exc:
         print(f"error: {output}: cannot write it: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE

@@ -8,8 +8,8 @@ of rows at a time (so 100,000 samples cost one `JSON.parse`, not 100,000 table r
 
 The charts are hand-drawn SVG rather than matplotlib or plotly: they are bar charts and
 histograms only, a few lines of geometry each; drawn here they cost no dependency (matplotlib
-is some 40 MB and a second of import), match the page's style in light and dark mode, and each
-bar is a link that filters the table.
+would be a large install and a slow import for four bar charts), follow the page's light and
+dark styles, and each bar is a link that filters the table.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def embedded_json(data: Any) -> str:
 def _page_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """A sample record as the page's script reads it: without the fields the page does not
     show, without nulls, empty lists and false flags (the script reads a missing field as
-    false), numbers to 4 significant digits. A third of the bytes of the report's record."""
+    false), numbers to 4 significant digits."""
     return {
         key: _compact(value)
         for key, value in record.items()

@@ -255,6 +255,16 @@ def test_the_html_command_names_a_file_that_is_not_a_report(
         f"error: {bad}: not a pytest-ilp JSON report (no `schema` field)\n"
     )
     assert not (tmp_path / "page.html").exists()
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(
+        '{"schema": 2, "samples": [{"id": "a"}], "summary": {}, "fragile_margin": 0.1, '
+        '"backend": "hf"}',
+        encoding="utf-8",
+    )
+    assert ilp_command(["html", str(truncated), "-o", str(tmp_path / "page.html")]) == 4
+    assert capsys.readouterr().err.startswith(
+        f"error: {truncated}: not a whole pytest-ilp report (KeyError: 'samples')"
+    )
     missing = tmp_path / "missing.json"
     assert ilp_command(["html", str(missing), "-o", str(tmp_path / "page.html")]) == 4
     assert str(missing) in capsys.readouterr().err
