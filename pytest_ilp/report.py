@@ -640,6 +640,8 @@ def _sample_record(
             retokenized=verdict.retokenized,
             produced=verdict.produced,
         )
+        if not verdict.learned:
+            record.update(_unlearned_detail(sample, verdict))
     if outcome.diagnosis is not None:
         record.update(outcome.diagnosis.to_dict())
     if outcome.signals is not None:
@@ -653,6 +655,25 @@ def _sample_record(
             baseline=outcome.baseline,
         )
     return record
+
+
+def _unlearned_detail(sample: Sample, verdict: Verdict) -> dict[str, Any]:
+    """What a person reads to act on an unlearned sample (the HTML page shows it): the prompt
+    (text, or the chat turns before the target), the target, and each target token with the
+    probability the model gave it. Learned samples leave these out, so that a report of
+    100,000 samples stays small."""
+    tokens = None
+    if verdict.target_pieces and len(verdict.target_pieces) == len(verdict.target_probs):
+        tokens = [
+            [piece, round(prob, 4)]
+            for piece, prob in zip(verdict.target_pieces, verdict.target_probs)
+        ]
+    return {
+        "prompt": sample.prompt,
+        "messages": None if sample.messages is None else [dict(m) for m in sample.messages],
+        "target": sample.target,
+        "target_token_probs": tokens,
+    }
 
 
 # -- reading reports back ----------------------------------------------------------------------

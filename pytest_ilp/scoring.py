@@ -48,6 +48,7 @@ from pytest_ilp.verdicts import (
     judge,
     reproduces,
     with_production,
+    with_token_figures,
 )
 
 #: tokens generated past the end of the target, to show what an unlearned sample runs on into.
@@ -298,6 +299,10 @@ def _compute(
 
     decode = byte_safe_decoder(tokenizer)
 
+    def plain_decode(ids: list[int]) -> str:
+        text: str = tokenizer.decode(ids, skip_special_tokens=False)
+        return text
+
     log(
         f"scoring {len(ready)} samples ({sum(len(r.input_ids) for r in ready)} tokens) "
         f"on {job.checkpoint.folder.name} with {settings.backend}"
@@ -416,6 +421,10 @@ def _compute(
         )
         if not job.produce or verdict.learned:
             verdict = replace(verdict, produced=None, produced_stopped=False)
+        else:
+            # What the HTML report shows of an unlearned sample: each target token's
+            # probability and text (split where the plain decode says a character is whole).
+            verdict = with_token_figures(verdict, token_scores, plain_decode)
         entry: dict[str, Any] = {"verdict": verdict.to_dict()}
         if sample_id in job.probe_at:
             entry["probe"] = asdict(
