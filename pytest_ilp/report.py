@@ -520,10 +520,6 @@ def signals_record(signals: Signals) -> dict[str, Any]:
     """The figures behind a diagnosis, so causes can be recomputed offline."""
     data = asdict(signals)
     data["missing"] = dict(signals.missing or {})
-    if data.get("base") is not None:
-        # Per-token figures of the prompt: `familiarity` sums them up.
-        for key in ("prompt_pieces", "prompt_surprisal"):
-            data["base"]["probe"].pop(key, None)
     safe: dict[str, Any] = _json_safe(data)
     return safe
 
