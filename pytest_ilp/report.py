@@ -361,11 +361,12 @@ def item_properties(
     if outcome.diagnosis is not None:
         properties += [
             ("ilp_cause", outcome.diagnosis.cause),
-            ("ilp_confidence", outcome.diagnosis.confidence or ""),
             ("ilp_causes", ",".join(outcome.diagnosis.causes)),
             ("ilp_evidence", outcome.diagnosis.evidence),
             ("ilp_suggestion", outcome.diagnosis.suggestion),
         ]
+        if outcome.diagnosis.confidence is not None:
+            properties.append(("ilp_confidence", outcome.diagnosis.confidence))
     if decision is not None:
         properties.append(("ilp_gate", decision.outcome))
         if decision.reason:
