@@ -536,11 +536,12 @@ def item_properties(
     if outcome.diagnosis is not None:
         properties += [
             ("ilp_cause", outcome.diagnosis.cause),
-            ("ilp_confidence", outcome.diagnosis.confidence or ""),
             ("ilp_causes", ",".join(outcome.diagnosis.causes)),
             ("ilp_evidence", outcome.diagnosis.evidence),
             ("ilp_suggestion", outcome.diagnosis.suggestion),
         ]
+        if outcome.diagnosis.confidence is not None:
+            properties.append(("ilp_confidence", outcome.diagnosis.confidence))
     if decision is not None:
         properties.append(("ilp_gate", decision.outcome))
         if decision.reason:
@@ -719,10 +720,6 @@ def signals_record(signals: Signals) -> dict[str, Any]:
     """The figures behind a diagnosis, so causes can be recomputed offline."""
     data = asdict(signals)
     data["missing"] = dict(signals.missing or {})
-    if data.get("base") is not None:
-        # Per-token figures of the prompt: `familiarity` sums them up.
-        for key in ("prompt_pieces", "prompt_surprisal"):
-            data["base"]["probe"].pop(key, None)
     safe: dict[str, Any] = _json_safe(data)
     return safe
 

@@ -132,7 +132,8 @@ def test_base_model_signals_decide_conflict_or_missing_knowledge(
         properties = {p.get("name"): p.get("value") for p in case.iter("property")}
         assert properties.get("ilp_cause") == causes.get(case.get("name"))
         if case.get("name") in causes:
-            assert properties["ilp_confidence"] == samples[case.get("name")]["confidence"]
+            confidence = samples[case.get("name")]["confidence"]
+            assert properties.get("ilp_confidence") == confidence
 
 
 def test_forgetting_when_an_earlier_checkpoint_reproduced_the_sample(
