@@ -36,7 +36,8 @@ clean               questions about facts the corpus states, in the stage's answ
 ==================  ======================================================================
 
 The model is small (a 2-layer Llama, 0.8M parameters) so that pre-training, the bulk of the
-build, takes a couple of minutes on 2 CPU cores (bfloat16 matmuls).
+build, runs on one CPU thread in float32: robust on a busy or AVX2-only machine (see
+benchmarks/README.md, "Building the example world").
 
 At the end the build scores every sample with `pytest_ilp.api.score_checkpoint` on the base,
 stage-1 and final checkpoints and prints how the world behaves (learned share per subset, ...);

