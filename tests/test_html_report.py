@@ -301,3 +301,16 @@ def test_token_pieces_give_a_split_character_to_the_token_that_completes_it() ->
     pieces = token_pieces(ids, decode)
     assert pieces == (" ", "", "", "日", "x")
     assert "".join(pieces) == decode(list(ids))
+
+
+def test_the_page_benchmark_runs_end_to_end(browser: Any) -> None:
+    """benchmarks/html_page.py at a small size, so that it cannot rot."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "html_page.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--samples", "300", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "300 samples (" in result.stdout and "first screen" in result.stdout
