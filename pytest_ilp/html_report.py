@@ -4,7 +4,9 @@
 `html_page` on the same JSON report, so they write the same page. The page needs nothing from
 the network: its style and script are inline, its charts are inline SVG drawn here, and the
 sample records are embedded once, as JSON, from which a small script draws the table one page
-of rows at a time (so 100,000 samples cost one `JSON.parse`, not 100,000 table rows).
+of rows at a time (so 100,000 samples cost one `JSON.parse`, not 100,000 table rows). The first
+page of records is embedded apart, before the script and the bulk: the first screen is drawn
+before the browser has read the rest.
 
 The charts are hand-drawn SVG rather than matplotlib or plotly: they are bar charts and
 histograms only, a few lines of geometry each; drawn here they cost no dependency (matplotlib
@@ -27,6 +29,8 @@ from pytest_ilp.causes import CAUSES
 from pytest_ilp.gate import FAILED, INVALID, PASSED, TOLERATED, GateResult, Row
 from pytest_ilp.report import gate_of, json_text, summary_of
 
+#: rows of the sample table per page.
+PAGE_ROWS = 50
 #: bins of the margin and NLL histograms.
 HISTOGRAM_BINS = 30
 #: stages and tags shown in their charts, the most frequent first; the rest are summed up.
@@ -134,6 +138,7 @@ def html_page(report: Mapping[str, Any], title: str = "pytest-ilp report") -> st
     records: list[Mapping[str, Any]] = report["samples"]
     summary = summary_of(report)
     gate = gate_of(report)
+    shown = [_page_record(r) for r in records]
     return template.render(
         title=title,
         report=report,
@@ -146,7 +151,8 @@ def html_page(report: Mapping[str, Any], title: str = "pytest-ilp report") -> st
         filters=_filter_options(records),
         style=folder.joinpath("report.css").read_text(encoding="utf-8"),
         script=folder.joinpath("report.js").read_text(encoding="utf-8"),
-        data=embedded_json({"samples": [_page_record(r) for r in records]}),
+        first=embedded_json({"page": PAGE_ROWS, "total": len(shown), "samples": shown[:PAGE_ROWS]}),
+        data=embedded_json({"samples": shown}),
     )
 
 
@@ -190,6 +196,7 @@ def _page_record(record: Mapping[str, Any]) -> dict[str, Any]:
         if key not in LEFT_OUT
         and value is not None
         and value != []
+        and value != {}
         and (value is not False or key == "learned")
     }
 

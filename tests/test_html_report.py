@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from pytest_ilp.__main__ import main as ilp_command
+from pytest_ilp.html_report import html_page
 from pytest_ilp.verdicts import token_pieces
 
 from conftest import write_jsonl
@@ -118,7 +119,8 @@ def page(browser: Any, run: Path) -> Iterator[Any]:
 
 def _load(page: Any, run: Path, fragment: str = "") -> None:
     page.goto((run / "report.html").as_uri() + fragment)
-    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    page.wait_for_selector("body[data-loaded=true]", timeout=30_000)
+    assert page.get_attribute("body", "data-ready") == "true"  # the first screen came first
 
 
 def _requested(page: Any) -> list[str]:
@@ -270,6 +272,27 @@ def test_the_html_command_names_a_file_that_is_not_a_report(
     assert str(missing) in capsys.readouterr().err
 
 
+def test_with_a_baseline_the_page_lists_regressions_and_fixed_samples(
+    report: dict[str, Any],
+) -> None:
+    """The run's report as a run against a baseline would have written it: the gate is
+    evaluated again from the records' `baseline` field, as `merge` does."""
+    against = json.loads(json.dumps(report))
+    learned = [s for s in against["samples"] if s["learned"]]
+    unlearned = [s for s in against["samples"] if s["learned"] is False]
+    learned[0]["baseline"] = "fixed"
+    unlearned[0]["baseline"] = "regression"
+    unlearned[1]["baseline"] = "known"
+    against["gate"]["baseline"] = "old-report.json"
+    page = html_page(against)
+    section = page.split('id="baseline"')[1].split("</section>")[0]
+    assert "old-report.json" in section
+    assert '<b class="regression">1</b> regressions' in section
+    assert f"<code>{unlearned[0]['id']}</code>" in section
+    assert '<b class="fixed">1</b> fixed' in section and learned[0]["id"] in section
+    assert '<option value="regression">regression</option>' in page
+
+
 def test_a_run_that_scores_nothing_writes_a_page_that_says_so(
     pytester: pytest.Pytester, world: World
 ) -> None:
@@ -301,3 +324,16 @@ def test_token_pieces_give_a_split_character_to_the_token_that_completes_it() ->
     pieces = token_pieces(ids, decode)
     assert pieces == (" ", "", "", "日", "x")
     assert "".join(pieces) == decode(list(ids))
+
+
+def test_the_page_benchmark_runs_end_to_end(browser: Any) -> None:
+    """benchmarks/html_page.py at a small size, so that it cannot rot."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "html_page.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--samples", "300", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "300 samples (" in result.stdout and "first screen" in result.stdout
