@@ -72,7 +72,8 @@ class Thresholds:
     #: ...and from which a looser rewording counts when the model produces its target.
     paraphrase_candidate: float = 0.5
     #: base p(its own token) from which that token is the base model's answer when the
-    #: fine-tuned model produces it too (a real model is less sure of what it knows).
+    #: fine-tuned model produces it too, or its answer sentence (a real model is less sure
+    #: of what it knows); never more than conflict_confidence.
     answer_confidence: float = 0.5
     #: the prompt's least familiar content word costs the base model this many times the
     #: median over the scored prompts: it has never read about the subject.
@@ -284,9 +285,11 @@ def knowledge_conflict(verdict: Verdict, signals: Signals, limits: Thresholds) -
     # The base holds another answer about a subject it knows: confidently, or less surely but
     # the fine-tuned model produces that same answer, or the fine-tuned model says what the
     # base model's own answer says.
+    # (`conflict_confidence` bounds every path: raised past 1, no conflict is left.)
+    fairly_sure = probe.top_prob >= min(limits.answer_confidence, limits.conflict_confidence)
     confident = answer and probe.top_prob >= limits.conflict_confidence
-    followed = answer and follows and probe.top_prob >= limits.answer_confidence
-    echoed = _says_what_the_base_says(verdict, signals)
+    followed = answer and follows and fairly_sure
+    echoed = fairly_sure and _says_what_the_base_says(verdict, signals)
     if not (confident or followed or echoed):
         return None
     if echoed and not (confident or followed):

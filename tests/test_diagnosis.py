@@ -222,8 +222,10 @@ def test_the_fine_tuned_model_saying_what_the_base_says_is_a_conflict() -> None:
     diagnosis = run(signals)
     assert diagnosis.cause == "knowledge_conflict" and diagnosis.confidence == "strong"
     assert diagnosis.evidence.startswith("the base model says 'The capital of France is Lyon.'")
-    # An answer the base's sentence does not hold is no echo.
+    # An answer the base's sentence does not hold is no echo; nor is an unsure base's.
     assert run(signals, produced=" Nice").cause == "missing_knowledge"
+    unsure = replace(signals, base=replace(says, probe=replace(says.probe, top_prob=0.2)))
+    assert run(unsure).cause == "missing_knowledge"
 
 
 def test_a_confident_token_that_is_no_answer_is_no_conflict() -> None:

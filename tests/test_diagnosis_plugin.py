@@ -105,21 +105,21 @@ def test_base_model_signals_decide_conflict_or_missing_knowledge(
         divergence = sample["first_divergence"]
         assert probe["position"] == divergence["position"]
         assert probe["top_prob"] == pytest.approx(divergence["predicted_prob"], rel=1e-4)
-        # The base's own confident answer is a conflict when that answer is a word and the
-        # prompt's subject is familiar to it; a guess about an unfamiliar subject is not.
+        # The base's own confident answer is a conflict when that answer is one the data's
+        # targets give there and the prompt's subject is familiar to it; a guess about an
+        # unfamiliar subject, or a template token, is not.
+        base = sample["signals"]["base"]
         unfamiliar = familiarity is not None and (
             familiarity["surprisal"] >= 1.5 * familiarity["median"]
         )
-        answer = any(ch.isalnum() for ch in probe["top_token"])
-        expected = (
-            "knowledge_conflict"
-            if probe["top_prob"] >= 0.3 and answer and not unfamiliar
-            else "missing_knowledge"
-            if probe["target_prob"] < 0.1
-            else None
-        )
-        if expected is not None:
-            assert expected in sample["causes"], sample_id
+        answer = base["answers"] and any(ch.isalnum() for ch in probe["top_token"])
+        if probe["top_prob"] >= 0.3 and answer and not unfamiliar:
+            assert "knowledge_conflict" in sample["causes"], sample_id
+        elif probe["target_prob"] < 0.1:
+            # ...unless the fine-tuned model's answer is in the base's own sentence.
+            assert "missing_knowledge" in sample["causes"] or sample["figures"].get(
+                "echoes_base"
+            ), sample_id
         causes[sample_id] = sample["cause"]
         assert "history" in sample["signals"]["missing"]
     assert {"knowledge_conflict", "missing_knowledge"} <= set(causes.values())
