@@ -326,8 +326,8 @@ def test_merge_refuses_different_budgets_and_overlapping_samples() -> None:
     same = shard_report("2/2", [record("a", True)], total=0.1)
     with pytest.raises(MergeError, match=re.escape("sample 'a' is in both 1.json and 2.json")):
         merge_reports([("1.json", one), ("2.json", same)])
-    with pytest.raises(MergeError, match="schema 2"):
-        merge_reports([("1.json", {**one, "schema": 2})])
+    with pytest.raises(MergeError, match="report schema 3, but this pytest-ilp reads schemas 1, 2"):
+        merge_reports([("1.json", {**one, "schema": 3})])
 
 
 def _without(document: dict[str, Any], *path: str) -> dict[str, Any]:
