@@ -73,6 +73,10 @@ class ScoreCache:
 
     def folder_digest(self, folder: Path) -> str:
         """A content hash of the files directly in `folder` (sub-folders are other checkpoints)."""
+        return self.files_digest(_files(folder))
+
+    def files_digest(self, paths: Iterable[Path]) -> str:
+        """A content hash of the files (by name and content), memoised by size and mtime."""
         memo_path = self.root / "file-digests.json"
         with FileLock(str(memo_path) + ".lock"):
             try:
@@ -80,7 +84,7 @@ class ScoreCache:
             except (OSError, json.JSONDecodeError):
                 memo = {}
             digests = {}
-            for path in _files(folder):
+            for path in paths:
                 stat = path.stat()
                 stamp = [stat.st_size, stat.st_mtime_ns]
                 known = memo.get(str(path.resolve()))

@@ -242,7 +242,7 @@ class IlpSession:
             return None
         verdict, probe = base.verdicts[sample_id], base.probes[sample_id]
         return BaseSignals(
-            checkpoint=base.checkpoint.folder.name,
+            checkpoint=base.checkpoint.name,
             learned=verdict.learned,
             nll=verdict.nll,
             probe=probe,
@@ -254,7 +254,7 @@ class IlpSession:
     ) -> HistorySignals | None:
         assert self.result is not None
         trajectory = []
-        final = Stage(self.final_stage or "final", self.checkpoint.folder)
+        final = Stage(self.final_stage or "final", self.checkpoint.location)
         for stage, result in [*history, (final, self.result)]:
             verdict = result.verdicts.get(sample.id)
             if verdict is None:
@@ -362,7 +362,7 @@ class IlpSession:
             seconds=self.result.seconds,
             diagnosis_passes=[
                 {
-                    "checkpoint": result.checkpoint.folder.name,
+                    "checkpoint": result.checkpoint.name,
                     "computed": result.computed,
                     "cached": result.cached,
                     "seconds": result.seconds,
