@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_ilp.atomic import write_text_atomic
 from pytest_ilp.markdown import STEP_SUMMARY, markdown_summary
 from pytest_ilp.merge import MergeError, merge_reports
 from pytest_ilp.report import gate_of, json_text, relative, summary_lines, summary_of
@@ -39,8 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MergeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json_text(merged) + "\n", "utf-8")
+    write_text_atomic(args.output, json_text(merged) + "\n")
     summary, gate = summary_of(merged), gate_of(merged)
     checkpoint = relative(Path(merged["checkpoint"]), Path.cwd())
     for line in summary_lines(
@@ -54,8 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line)
     text = markdown_summary(merged, summary, gate, checkpoint)
     if args.markdown is not None:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text, encoding="utf-8")
+        write_text_atomic(args.markdown, text)
     if os.environ.get(STEP_SUMMARY):
         with open(os.environ[STEP_SUMMARY], "a", encoding="utf-8") as handle:
             handle.write(text + "\n")

@@ -5,20 +5,22 @@
     unlearned = [v for v in verdicts.values() if not v.learned]
 
 The same code path as a pytest run (render, backend, verdicts), without pytest's collection.
+`score_model` scores a model in memory, as `ILPCallback` does during training.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from pytest_ilp.backends import BackendOptions
+from pytest_ilp.backends import BackendOptions, LiveModel
 from pytest_ilp.cache import ScoreCache
-from pytest_ilp.checkpoint import inspect_checkpoint
+from pytest_ilp.checkpoint import in_memory, inspect_checkpoint
 from pytest_ilp.errors import SampleProblem
 from pytest_ilp.render import RenderSettings
 from pytest_ilp.samples import Sample, expand_data_paths, load_samples
-from pytest_ilp.scoring import Job, score_samples
+from pytest_ilp.scoring import Job, ScoringResult, score_samples
 from pytest_ilp.settings import Settings
 from pytest_ilp.verdicts import Verdict
 
@@ -72,3 +74,34 @@ def score_checkpoint(
 
 def _silent(total: int) -> None:
     return None
+
+
+def score_model(
+    model: Any,
+    tokenizer: Any,
+    samples: Sequence[Sample],
+    *,
+    folder: str | Path = "in-memory",
+    produce: bool = True,
+    options: BackendOptions | None = None,
+    render: RenderSettings | None = None,
+    generate_max_tokens: int = 64,
+) -> ScoringResult:
+    """Score a transformers model in memory (a training run's), as `score_checkpoint` scores
+    the same weights saved with `save_pretrained` into `folder`: the same rendering, batching
+    and verdicts, on the model's own device and in its own dtype. Nothing is cached.
+
+    Put the model in eval mode first (dropout changes the figures) and back in training mode
+    after. `produce=False` skips generating what the unlearned samples produce (the verdicts
+    stay the same). Samples that cannot be checked are in the result's `problems`.
+    """
+    settings = Settings(
+        checkpoint=Path(folder),
+        backend_options=options or BackendOptions(),
+        use_cache=False,
+        render=render or RenderSettings(),
+        generate_max_tokens=generate_max_tokens,
+    )
+    info = in_memory(model, Path(folder))
+    job = Job(info, info, produce=produce, live=LiveModel(model, tokenizer))
+    return score_samples(samples, settings, job, None, log=lambda _: None, progress=_silent)

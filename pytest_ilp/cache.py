@@ -8,16 +8,22 @@ Entries are keyed in two parts:
 * the *sample key*: a hash of the sample's prompt and target.
 
 So a changed checkpoint, tokenizer, template, dtype or sample is scored afresh, and nothing
-else is. Weight files are hashed once and remembered by (path, size, mtime), so a re-run does
-not read gigabytes again. A file lock per run key lets parallel pytest processes (xdist
-workers) share the work: the first scores, the others then read its results.
+else is. The key follows content, never names or dates: each file's sha256 is computed once
+and remembered by its device, inode, size, modification *and* change time (`st_ctime`, which
+no `cp -p`, tar, rsync or `touch -d` can set back). A file changed within `RACY_NS` of being
+hashed is hashed again on the next run, as git treats "racily clean" index entries, since two
+writes within one tick of the file system's clock can leave every stamp the same. So a re-run
+does not read gigabytes again, and a changed file is never taken for the old one.
+
+A file lock per run key lets parallel pytest processes (xdist workers) share the work: the
+first scores, the others then read its results.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,8 +31,15 @@ from typing import Any
 
 from filelock import FileLock
 
+from pytest_ilp.atomic import write_text_atomic
+
 #: bump when the meaning of a cached entry changes, so old entries are never misread.
 CACHE_SCHEMA = 2  # 2: verdicts judge the text (retokenized reproductions)
+#: a remembered digest counts only for a file last changed this long before it was hashed
+#: (nanoseconds): file system clocks tick coarsely (Linux: a jiffy, FAT: 2 s).
+RACY_NS = 2_000_000_000
+#: the name of the memo of file digests, in the cache folder.
+MEMO = "file-digests-v2.json"
 
 
 def stable_hash(data: Any, length: int = 24) -> str:
@@ -76,26 +89,49 @@ class ScoreCache:
         return self.files_digest(_files(folder))
 
     def files_digest(self, paths: Iterable[Path]) -> str:
-        """A content hash of the files (by name and content), memoised by size and mtime."""
-        memo_path = self.root / "file-digests.json"
+        """A content hash of the files (by name and content), memoised by their stamps."""
+        memo_path = self.root / MEMO
         with FileLock(str(memo_path) + ".lock"):
             try:
                 memo = json.loads(memo_path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
+            except (OSError, ValueError):
+                memo = {}
+            if not isinstance(memo, dict):
                 memo = {}
             digests = {}
             for path in paths:
-                stat = path.stat()
-                stamp = [stat.st_size, stat.st_mtime_ns]
-                known = memo.get(str(path.resolve()))
-                if known is None or known[:2] != stamp:
-                    known = [*stamp, file_digest(path)]
-                    memo[str(path.resolve())] = known
-                digests[path.name] = known[2]
-            tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(memo), encoding="utf-8")
-            tmp.replace(memo_path)
+                key = str(path.resolve())
+                digest = remembered_digest(path, memo.get(key))
+                if digest is None:
+                    # Stamp and time taken before reading: a write during the read shows as a
+                    # newer stamp, or a change after `hashed_at`, and is hashed again next time.
+                    stamp, hashed_at = stamp_of(path), time.time_ns()
+                    digest = file_digest(path)
+                    memo[key] = {"stamp": stamp, "hashed_at": hashed_at, "sha256": digest}
+                digests[path.name] = digest
+            write_text_atomic(memo_path, json.dumps(memo))
         return stable_hash(digests, length=64)
+
+
+def stamp_of(path: Path) -> list[int]:
+    """What changes whenever a file's content may have: device, inode, size, mtime, ctime."""
+    info = path.stat()
+    return [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+
+
+def remembered_digest(path: Path, entry: Any) -> str | None:
+    """The digest remembered for `path`, or None when it must be hashed (again)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        return None
+    stamp = stamp_of(path)
+    if entry.get("stamp") != stamp:
+        return None
+    hashed_at = entry.get("hashed_at")
+    # Changed within RACY_NS of the hash: a second write in the same clock tick would leave
+    # the same stamp, so the hash may be of content that has since been replaced.
+    if not isinstance(hashed_at, int) or max(stamp[3], stamp[4]) > hashed_at - RACY_NS:
+        return None
+    return str(entry["sha256"])
 
 
 def _files(folder: Path) -> Iterable[Path]:

@@ -44,6 +44,9 @@ class CheckpointInfo:
     adapter: Mapping[str, Any] | None = None
     #: the model folder an adapter applies to; None for a full model.
     base_folder: Path | None = None
+    #: the generation config of a model in memory (a training run's, see `in_memory`); None:
+    #: read generation_config.json from the folder.
+    generation_config: Mapping[str, Any] | None = None
     #: the name of the GGUF file in `folder` that holds the whole model; None for a folder
     #: written by save_pretrained.
     gguf_file: str | None = None
@@ -109,8 +112,11 @@ class CheckpointInfo:
         """
         ids: set[int] = set()
         sources = [self.config]
-        for folder in dict.fromkeys((self.folder, self.model_folder)):
-            sources.append(_read_json(folder / "generation_config.json") or {})
+        if self.generation_config is not None:
+            sources.append(self.generation_config)
+        else:
+            for folder in dict.fromkeys((self.folder, self.model_folder)):
+                sources.append(_read_json(folder / "generation_config.json") or {})
         for source in sources:
             value = source.get("eos_token_id")
             if isinstance(value, int):
@@ -118,6 +124,17 @@ class CheckpointInfo:
             elif isinstance(value, list):
                 ids.update(v for v in value if isinstance(v, int))
         return ids
+
+
+def in_memory(model: Any, folder: Path) -> CheckpointInfo:
+    """A transformers model in memory, described as `save_pretrained` would save it into
+    `folder` (its config.json and generation_config.json), without saving anything."""
+    generation = getattr(model, "generation_config", None)
+    return CheckpointInfo(
+        folder,
+        model.config.to_dict(),
+        generation_config=generation.to_dict() if generation is not None else {},
+    )
 
 
 def holds_tokenizer(folder: Path) -> bool:

@@ -262,6 +262,9 @@ class GateResult:
     fixed: tuple[str, ...] = ()
     #: the baseline compared against (as given), or None.
     baseline: str | None = None
+    #: the node ids of data files (or test modules) that failed to collect under
+    #: --continue-on-collection-errors: their samples were never checked, so the gate fails.
+    unread: tuple[str, ...] = ()
 
     def decision(self, sample_id: str, scope_key: str | None = None) -> Decision:
         """The decision on a sample within one scope; with no scope, the worst over its scopes."""
@@ -290,7 +293,7 @@ class GateResult:
 
     @property
     def passed(self) -> bool:
-        return not any(
+        return not self.unread and not any(
             d.outcome in (FAILED, INVALID) for s in self.scopes for d in s.decisions.values()
         )
 
@@ -308,6 +311,7 @@ class GateResult:
             "known": list(self.known),
             "regressions": list(self.regressions),
             "fixed": list(self.fixed),
+            "unread": list(self.unread),
         }
 
 
@@ -445,4 +449,9 @@ def verdict_line(gate: GateResult) -> str:
             reasons.append("over budget: " + "; ".join(broken))
     if gate.invalid:
         reasons.append(f"invalid samples: {len(gate.invalid)}")
+    if gate.unread:
+        reasons.append(
+            f"not collected, its samples unchecked: {', '.join(gate.unread[:3])}"
+            + (f" and {len(gate.unread) - 3} more" if len(gate.unread) > 3 else "")
+        )
     return "ilp gate: FAILED — " + "; ".join(reasons)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pytest_ilp.atomic import write_text_atomic
 from pytest_ilp.baseline import learned_by_id
 from pytest_ilp.markdown import STEP_SUMMARY, markdown_summary
 from pytest_ilp.report import (
@@ -77,17 +78,14 @@ def write_files(
         checkpoint = relative(settings.checkpoint, root)
         text = markdown_summary(report, summary_of(report), gate_of(report), checkpoint)
     if settings.markdown is not None and text is not None:
-        settings.markdown.parent.mkdir(parents=True, exist_ok=True)
-        settings.markdown.write_text(text, encoding="utf-8")
+        write_text_atomic(settings.markdown, text)
     step_summary = environ.get(STEP_SUMMARY)
     if step_summary and text is not None:
         with open(step_summary, "a", encoding="utf-8") as handle:
             handle.write(text + "\n")
     if settings.export is not None:
-        settings.export.parent.mkdir(parents=True, exist_ok=True)
-        settings.export.write_text(
-            "".join(json_text(r, indent=None) + "\n" for r in output.export),
-            encoding="utf-8",
+        write_text_atomic(
+            settings.export, "".join(json_text(r, indent=None) + "\n" for r in output.export)
         )
 
 
@@ -121,10 +119,10 @@ def write_empty_report(state: IlpSession, root: Path) -> None:
         backend=settings.backend,
         fragile_margin=settings.fragile_margin,
         root=root,
+        collection_errors=state.collection_errors,
     )
     _write_json(settings.report, document)
 
 
 def _write_json(path: Path, document: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json_text(document) + "\n", encoding="utf-8")
+    write_text_atomic(path, json_text(document) + "\n")

@@ -87,8 +87,23 @@ def pytest_configure(config: pytest.Config) -> None:
     session = IlpSession.create(resolved, config.rootpath, cache_root, run_cache_of(config))
     config.stash[STATE_KEY] = session
     _add_data_to_args(config, session.data_files)
+    config.pluginmanager.register(CollectionErrors(session), "ilp-collection-errors")
     if config.pluginmanager.hasplugin("xdist") and not is_worker(config):
         config.pluginmanager.register(IlpXdist(config), "ilp-xdist")
+
+
+class CollectionErrors:
+    """Remembers what failed to collect (on an xdist controller, what its workers report), so
+    that the report names it and the gate cannot pass without its samples."""
+
+    def __init__(self, session: IlpSession) -> None:
+        self.session = session
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            lines = [line for line in report.longreprtext.splitlines() if line.strip()]
+            message = lines[-1].strip() if lines else "collection failed"
+            self.session.collection_errors[report.nodeid or "."] = message
 
 
 def _add_data_to_args(config: pytest.Config, data_files: list[Path]) -> None:
@@ -268,6 +283,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if is_worker(config):
         if output is not None:
             send_to_controller(config, output)
+        return
+    if state.collection_errors and not config.option.continue_on_collection_errors:
+        # xdist ends a run with collection errors as a failed one (exit 1); pytest alone
+        # interrupts it (exit 2). Both are the same run cut short: say so alike.
+        if session.exitstatus == pytest.ExitCode.TESTS_FAILED:
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
         return
     if session.exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR):
         # A run cut short (Ctrl-C, collection errors, a crash) must not replace the last

@@ -15,7 +15,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -375,8 +375,13 @@ def json_report(
     root: Path,
     gate: GateResult | None = None,
     shard: str | None = None,
+    collection_errors: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The `--ilp-report` document (schema 1, documented in the README)."""
+    """The `--ilp-report` document (schema 1, documented in the README).
+
+    `collection_errors` (node id -> message): what failed to collect under
+    --continue-on-collection-errors, so a report never hides a data file it could not read.
+    """
     document = {
         "schema": REPORT_SCHEMA,
         "checkpoint": str(checkpoint),
@@ -385,6 +390,9 @@ def json_report(
         "samples": [_sample_record(o, fragile_margin, root, gate) for o in outcomes],
         "summary": summary.as_dict(),
         "shard": shard,
+        "collection_errors": [
+            {"node": node, "error": error} for node, error in (collection_errors or {}).items()
+        ],
     }
     if gate is not None:
         document["gate"] = gate.to_dict()
@@ -486,7 +494,8 @@ def gate_of(document: Mapping[str, Any]) -> GateResult | None:
         )
         for s in recorded["scopes"]
     ]
-    return evaluate(samples, scopes, strict=bool(recorded["strict"]), baseline=recorded["baseline"])
+    gate = evaluate(samples, scopes, strict=bool(recorded["strict"]), baseline=recorded["baseline"])
+    return replace(gate, unread=tuple(recorded.get("unread") or ()))
 
 
 def signals_record(signals: Signals) -> dict[str, Any]:

@@ -21,10 +21,12 @@ import pytest
 
 from pytest_ilp.backends import (
     GenerateRequest,
+    LiveModel,
     Progress,
     ScoreRequest,
     TokenScores,
     describe_backend,
+    live_backend,
     load_backend,
 )
 from pytest_ilp.cache import CACHE_SCHEMA, ScoreCache, stable_hash
@@ -84,6 +86,10 @@ class Job:
     produce: bool = True
     #: sample id -> target position to probe (the divergence of the checkpoint under test).
     probe_at: Mapping[str, int] = field(default_factory=dict)
+    #: a model in memory to score instead of loading `checkpoint` (which then describes it,
+    #: see `checkpoint.in_memory`), with the tokenizer that renders the samples. Never cached:
+    #: its weights change while it trains.
+    live: LiveModel | None = None
 
     @property
     def is_renderer(self) -> bool:
@@ -100,7 +106,12 @@ def score_samples(
 ) -> ScoringResult:
     """Verdicts for `samples` on `job.checkpoint`, scoring only what the cache does not hold."""
     started = time.perf_counter()
-    description = describe_backend(settings.backend, job.checkpoint, settings.backend_options)
+    if job.live is not None:
+        if cache is not None:
+            raise ValueError("a model in memory is never cached: pass cache=None")
+        description = job.live.describe()
+    else:
+        description = describe_backend(settings.backend, job.checkpoint, settings.backend_options)
     result = ScoringResult(checkpoint=job.checkpoint, backend=description)
     checkable = []
     for sample in samples:
@@ -199,7 +210,7 @@ def _compute(
     if not samples:
         return {}
     trust = settings.backend_options.trust_remote_code
-    tokenizer = load_tokenizer(job.renderer, trust)
+    tokenizer = job.live.tokenizer if job.live is not None else load_tokenizer(job.renderer, trust)
     if not job.is_renderer:
         _check_same_tokenizer(tokenizer, load_tokenizer(job.checkpoint, trust), job)
     stop_ids = frozenset({tokenizer.eos_token_id, *job.checkpoint.generation_stop_ids()} - {None})
@@ -226,7 +237,10 @@ def _compute(
         f"scoring {len(ready)} samples ({sum(len(r.input_ids) for r in ready)} tokens) "
         f"on {job.checkpoint.name} with {settings.backend}"
     )
-    backend = load_backend(settings.backend, job.checkpoint, settings.backend_options)
+    if job.live is not None:
+        backend = live_backend(job.live, settings.backend_options)
+    else:
+        backend = load_backend(settings.backend, job.checkpoint, settings.backend_options)
     try:
         ready = _fitting(ready, backend.max_sequence_length, settings.backend, entries)
         scores = backend.score(

@@ -6,7 +6,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,13 @@ from pytest_ilp.signals import (
     HistorySignals,
     Signals,
     TargetStatistics,
+    TrainLog,
     dataset_signals,
     find_siblings,
     knowledge,
     read_train_log,
     training_signals,
+    trajectory_history,
 )
 from pytest_ilp.verdicts import Verdict
 
@@ -62,7 +64,7 @@ class IlpSession:
     history: list[tuple[Stage, CheckpointInfo]] = field(default_factory=list)
     #: the stage name ilp.yaml gives the checkpoint under test, if it lists it.
     final_stage: str | None = None
-    train_log: dict[str, list[tuple[float, float]]] | None = None
+    train_log: TrainLog | None = None
     samples: dict[str, Sample] = field(default_factory=dict)
     _by_path: dict[Path, list[Sample]] = field(default_factory=dict)
     result: ScoringResult | None = None
@@ -81,6 +83,9 @@ class IlpSession:
     final: RunOutput | None = None
     #: the exit status the session ends with, once the gate has had its say.
     exitstatus: int | None = None
+    #: what failed to collect (node id -> the error's last line): a data file that could not
+    #: be read, a test module that did not import.
+    collection_errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -175,7 +180,7 @@ class IlpSession:
                 warnings.warn(IlpWarning(missing["history"]), stacklevel=1)
                 history = []
                 break
-        if not self.history:
+        if not self.history and not self._trajectory_judged():
             missing["history"] = "needs --ilp-history to tell forgetting"
         base = None
         if self.base is not None:
@@ -221,12 +226,21 @@ class IlpSession:
                     own_missing["history"] = (
                         f"history signals skipped: at {stage.label}, {result.problems[sample_id]}"
                     )
+            history_signals = self._history_signals(sample, history)
+            if not self.history and self._trajectory_judged():
+                # No saved checkpoints: the trajectory's verdicts stand in for them.
+                history_signals = self._trajectory_signals(sample, verdict)
+                if history_signals is None:
+                    own_missing["history"] = (
+                        "the --ilp-train-log trajectory has no verdict for this sample (checked "
+                        "a subset?), so forgetting cannot be told"
+                    )
             signals = Signals(
                 dataset=dataset_signals(
                     verdict, siblings.get(sample_id, []), self.samples, verdicts, stats
                 ),
                 base=self._base_signals(sample_id, base),
-                history=self._history_signals(sample, history),
+                history=history_signals,
                 training=(
                     training_signals(self.train_log[sample_id])
                     if self.train_log and sample_id in self.train_log
@@ -236,6 +250,20 @@ class IlpSession:
             )
             self.signals[sample_id] = signals
             self.diagnoses[sample_id] = diagnoser(sample, verdict, signals)
+
+    def _trajectory_judged(self) -> bool:
+        """Whether the training log is a trajectory with verdicts (written by ILPCallback)."""
+        log = self.train_log or {}
+        return any(p.learned is not None for points in log.values() for p in points)
+
+    def _trajectory_signals(self, sample: Sample, verdict: Verdict) -> HistorySignals | None:
+        points = (self.train_log or {}).get(sample.id)
+        if not points:
+            return None
+        final = CheckpointVerdict(
+            self.final_stage or "final", verdict.learned, verdict.nll, verdict.margin
+        )
+        return trajectory_history(points, final, sample.stage)
 
     def _base_signals(self, sample_id: str, base: ScoringResult | None) -> BaseSignals | None:
         if base is None or sample_id not in base.probes:
@@ -274,6 +302,12 @@ class IlpSession:
         """The verdict of a sample; raises `SampleProblem` when it could not be scored."""
         if sample.problem is not None:
             raise SampleProblem(sample.problem)
+        if self.result is None and self.collection_errors:
+            # pytest-xdist runs the items it collected even after collection errors.
+            raise SampleProblem(
+                "not scored: this run has collection errors (see them above); fix them, or "
+                "pass --continue-on-collection-errors to check the samples that did load"
+            )
         if self.result is None:
             raise RuntimeError("pytest-ilp: samples are scored before the first test runs")
         problem = self.result.problems.get(sample.id)
@@ -330,12 +364,13 @@ class IlpSession:
             )
             for o in self.outcomes()
         }
-        self.gate = evaluate(
+        gate = evaluate(
             samples,
             [Scope(key, budgets, tuple(ids)) for key, (budgets, ids) in scopes.items()],
             strict=self.settings.strict,
             baseline=None if self.baseline is None else relative(self.baseline.path, self.rootpath),
         )
+        self.gate = replace(gate, unread=tuple(self.collection_errors))
 
     def output(self) -> RunOutput:
         """What this run produced, as plain data (what an xdist worker sends its controller)."""
@@ -351,6 +386,7 @@ class IlpSession:
             root=self.rootpath,
             gate=self.gate,
             shard=str(settings.shard) if settings.shard is not None else None,
+            collection_errors=self.collection_errors,
         )
         return RunOutput(
             report=report,

@@ -16,6 +16,7 @@ from pytest_ilp.signals import (
     CheckpointVerdict,
     DatasetSignals,
     HistorySignals,
+    LogPoint,
     Sibling,
     Signals,
     TargetStatistics,
@@ -228,7 +229,9 @@ def test_under_optimization_when_the_loss_was_still_falling() -> None:
 
 
 def test_under_optimization_when_the_training_log_loss_was_still_falling() -> None:
-    training = training_signals([(1, 3.0), (2, 2.0), (3, 1.5)])
+    training = training_signals(
+        [LogPoint(f"epoch {e}", e, loss) for e, loss in ((1, 3.0), (2, 2.0), (3, 1.5))]
+    )
     assert training.loss_trend == pytest.approx(-0.5)
     diagnosis = run(Signals(dataset(), training=training))
     assert diagnosis.cause == "under_optimization"

@@ -82,6 +82,24 @@ class BackendOptions:
     args: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
+@dataclass(frozen=True, eq=False)
+class LiveModel:
+    """A transformers causal LM already in memory (a training run's) and its tokenizer.
+
+    Scored as it is, on its own device and in its own dtype, by the hf backend; the caller
+    puts it in eval mode for the pass and back in training mode after.
+    """
+
+    model: Any
+    tokenizer: Any
+
+    def describe(self) -> str:
+        """Like `describe_backend`: "hf cpu float32"."""
+        parameter = next(self.model.parameters())
+        dtype = str(parameter.dtype).removeprefix("torch.")
+        return f"hf {parameter.device.type} {dtype}"
+
+
 class ScoringBackend(Protocol):
     """What the scoring pipeline needs from a model runtime."""
 
@@ -149,3 +167,10 @@ def load_backend(name: str, checkpoint: CheckpointInfo, options: BackendOptions)
     """Import and build the backend called `name` on the checkpoint."""
     backend: ScoringBackend = _backend_class(name)(checkpoint, options)
     return backend
+
+
+def live_backend(live: LiveModel, options: BackendOptions) -> ScoringBackend:
+    """The hf backend on a model in memory (nothing loaded, nothing copied)."""
+    from pytest_ilp.backends.hf import HFBackend
+
+    return HFBackend.in_memory(live.model, options)

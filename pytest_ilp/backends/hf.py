@@ -120,23 +120,39 @@ class HFBackend:
     """`AutoModelForCausalLM.from_pretrained` on the checkpoint folder."""
 
     def __init__(self, checkpoint: CheckpointInfo, options: BackendOptions) -> None:
-        self.device = resolve_device(options.device)
-        self.dtype = resolve_dtype(options.dtype, self.device, checkpoint)
-        self.batch_tokens = options.batch_tokens or (
-            CPU_BATCH_TOKENS if self.device == "cpu" else GPU_BATCH_TOKENS
-        )
-        self.max_sequence_length: int | None = None  # the checkpoint's context, checked at render
-        model = load_causal_lm(checkpoint, options, self.dtype)
+        device = resolve_device(options.device)
+        dtype = resolve_dtype(options.dtype, device, checkpoint)
+        model = load_causal_lm(checkpoint, options, dtype)
         try:
-            self.model: Any = model.to(self.device)
+            model = model.to(device)
         except (RuntimeError, torch.OutOfMemoryError) as exc:
             if not _is_out_of_memory(exc):
                 raise
             raise pytest.UsageError(
-                f"{checkpoint.model_folder} does not fit on {self.device} in {self.dtype}: "
+                f"{checkpoint.model_folder} does not fit on {device} in {dtype}: "
                 "free the device, use one with more memory, or a smaller --ilp-dtype"
             ) from None
-        config = self.model.config
+        self._use(model, device, dtype, options)
+
+    @classmethod
+    def in_memory(cls, model: Any, options: BackendOptions) -> HFBackend:
+        """Score a model already in memory, on its own device and in its own dtype (a training
+        run's: the caller switches it to eval mode and back)."""
+        backend = cls.__new__(cls)
+        parameter = next(model.parameters())
+        dtype = str(parameter.dtype).removeprefix("torch.")
+        backend._use(model, str(parameter.device), dtype, options)
+        return backend
+
+    def _use(self, model: Any, device: str, dtype: str, options: BackendOptions) -> None:
+        self.device = device
+        self.dtype = dtype
+        self.batch_tokens = options.batch_tokens or (
+            CPU_BATCH_TOKENS if device == "cpu" else GPU_BATCH_TOKENS
+        )
+        self.max_sequence_length: int | None = None  # the checkpoint's context, checked at render
+        self.model: Any = model
+        config = model.config
         self.pad_id = int(config.pad_token_id if config.pad_token_id is not None else 0)
 
     def close(self) -> None:

@@ -1,0 +1,469 @@
+"""`ILPCallback`: check the SFT data while a transformers `Trainer` or TRL `SFTTrainer` trains.
+
+    trainer = SFTTrainer(model=model, args=SFTConfig(output_dir="out"), train_dataset=data,
+                         processing_class=tokenizer)
+    trainer.add_callback(ILPCallback(trainer=trainer, data="data/sft.jsonl"))
+    trainer.train()
+
+At each check point (every epoch, or every N optimizer steps) the callback scores the samples
+(all, or a fixed seeded subset) on the model in memory, in eval mode and under
+`torch.inference_mode`, then puts it back in training mode. It goes through the same code as
+`pytest --ilp-checkpoint` (`pytest_ilp.api.score_model`: the same rendering, batching and
+verdict rule), so its verdicts are those the plugin gives a checkpoint saved at that point.
+
+At each point it logs, through `Trainer.log` (console, TensorBoard, W&B...): the learned share
+overall, per stage and per tag, the must-learn samples still unlearned, and from the second
+point on how many samples were newly learned and newly forgotten. It rewrites (atomically)
+`<output_dir>/ilp-trajectory.jsonl`: one record per sample and point,
+
+    {"id": "q0001", "point": 3, "step": 120, "epoch": 3.0, "stage": null,
+     "learned": true, "nll": 0.042, "margin": 1.7}
+
+which `pytest --ilp-train-log` reads: forgetting events, dataset cartography and the forgetting
+rule without saved history checkpoints. When training ends it writes `<output_dir>/ilp-report.json`
+(the plugin's JSON report, with causes diagnosed from the data and the trajectory) and prints the
+plugin's summary table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from pytest_ilp.api import score_model
+from pytest_ilp.backends import BackendOptions
+from pytest_ilp.diagnosis import Thresholds, diagnose
+from pytest_ilp.errors import IlpDataError
+from pytest_ilp.render import RenderSettings
+from pytest_ilp.report import SampleOutcome, json_report, json_text, summarize, summary_lines
+from pytest_ilp.samples import (
+    Sample,
+    expand_data_paths,
+    load_samples,
+    sample_from_record,
+    unique_ids,
+)
+from pytest_ilp.scoring import ScoringResult
+from pytest_ilp.signals import (
+    CheckpointVerdict,
+    Signals,
+    TargetStatistics,
+    TrainLog,
+    dataset_signals,
+    find_siblings,
+    parse_train_log,
+    read_train_log,
+    training_signals,
+    trajectory_history,
+)
+from pytest_ilp.verdicts import Verdict
+
+TRAJECTORY_FILE = "ilp-trajectory.jsonl"
+REPORT_FILE = "ilp-report.json"
+#: where records given as a dataset (not a file) say they come from.
+DATASET_SOURCE = Path("<dataset>")
+#: the prefix of every figure the callback logs.
+PREFIX = "ilp/"
+
+
+class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is untyped here
+    """Check the SFT samples on the model in memory during training; see the module docstring.
+
+    Args:
+        data: a data file or folder (or several), the records themselves (the `Dataset` or
+            list of dicts given to the trainer), or `Sample`s from `pytest_ilp.api.read_samples`.
+        every: ``"epoch"`` (at the end of every epoch), or a number of optimizer steps.
+        sample: check a fixed subset of this many samples, drawn with `seed`; None: all.
+        seed: the seed of the subset.
+        trainer: the trainer, whose `log` the figures go through (as TRL's callbacks take it).
+            Without it they are appended to `state.log_history` only, with a warning.
+        stage: the name of this run's stage of sequential fine-tuning (the data's `stage`
+            values): written on every trajectory point, so forgetting is told per stage.
+        continues: the trajectory of the previous stage's run: its points are copied first,
+            so that this run's file holds the whole trajectory.
+        output_dir: where the trajectory and the report go; default the trainer's output_dir.
+        tokenizer: the tokenizer that renders the samples; default the trainer's
+            processing_class.
+        render: how samples become tokens (as `render` in ilp.yaml); default auto, as TRL.
+        batch_tokens: padded tokens per scoring batch; default the hf backend's.
+        fragile_margin: as `--ilp-fragile-margin`.
+        generate_max_tokens: tokens generated to show what an unlearned sample produces, for
+            the final report only.
+        diagnosis: the thresholds of the diagnosis rules (ilp.yaml `diagnosis:`).
+        report: write the final report and print its summary.
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        *,
+        every: str | int = "epoch",
+        sample: int | None = None,
+        seed: int = 0,
+        trainer: Any = None,
+        stage: str | None = None,
+        continues: str | os.PathLike[str] | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
+        tokenizer: Any = None,
+        render: RenderSettings | None = None,
+        batch_tokens: int | None = None,
+        fragile_margin: float = 0.1,
+        generate_max_tokens: int = 64,
+        diagnosis: Thresholds | None = None,
+        report: bool = True,
+    ) -> None:
+        if every != "epoch" and (
+            isinstance(every, bool) or not isinstance(every, int) or every < 1
+        ):
+            raise ValueError(
+                f"ILPCallback(every={every!r}): give 'epoch' or a number of steps >= 1"
+            )
+        if sample is not None and (isinstance(sample, bool) or sample < 1):
+            raise ValueError(f"ILPCallback(sample={sample!r}): give None (all) or a count >= 1")
+        self.every = every
+        self.trainer = trainer
+        self.stage = stage
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.tokenizer = tokenizer
+        self.render = render or RenderSettings()
+        self.options = BackendOptions(batch_tokens=batch_tokens)
+        self.fragile_margin = fragile_margin
+        self.generate_max_tokens = generate_max_tokens
+        self.thresholds = diagnosis or Thresholds()
+        self.write_report = report
+        everything = load_data(data)
+        self.invalid = [s for s in everything if s.problem is not None]
+        checkable = [s for s in everything if s.problem is None]
+        self.samples = choose_subset(checkable, sample, seed)
+        #: every sample (the subset's near-duplicates are looked for among all of them).
+        self.all_samples = everything
+        if self.invalid:
+            listed = "; ".join(f"{s.location} ({s.id}): {s.problem}" for s in self.invalid[:5])
+            more = f" and {len(self.invalid) - 5} more" if len(self.invalid) > 5 else ""
+            warnings.warn(
+                f"ILPCallback: {len(self.invalid)} sample(s) cannot be checked and are reported "
+                f"as invalid: {listed}{more}",
+                stacklevel=2,
+            )
+        self.previous = _read_trajectory(Path(continues)) if continues is not None else []
+        self.records: list[dict[str, Any]] = list(self.previous)
+        self.points = 1 + max((int(r.get("point", 0)) for r in self.previous), default=0)
+        #: each sample's verdict at the last point (the previous stage's last, when continuing).
+        self.last: dict[str, bool] | None = _last_point(self.previous)
+        self.last_step: int | None = None
+        self.final: ScoringResult | None = None
+        self.seconds = 0.0
+        #: figures logged at each point, in order (also what went to `Trainer.log`).
+        self.history: list[dict[str, float]] = []
+        self._warned_no_trainer = False
+
+    # -- trainer events ------------------------------------------------------------------------
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if isinstance(self.every, int) and state.global_step % self.every == 0:
+            self._check(args, state, control, kwargs)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.every == "epoch":
+            self._check(args, state, control, kwargs)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        if self.last_step != state.global_step:  # steps since the last point: one more
+            self._check(args, state, control, kwargs, final=True)
+        elif self.final is None:  # the last point skipped generation: the report wants it
+            self.final = self._score(kwargs, produce=True)
+        if self.write_report and self.final is not None:
+            self._report(self._output_dir(args))
+
+    # -- a check point -------------------------------------------------------------------------
+
+    def _check(
+        self, args: Any, state: Any, control: Any, kwargs: Mapping[str, Any], final: bool = False
+    ) -> None:
+        if not state.is_world_process_zero or self.last_step == state.global_step:
+            return
+        # The last point of a run that goes to its end is the final model: generate what its
+        # unlearned samples produce now, for the report, instead of scoring twice.
+        final = final or (state.max_steps > 0 and state.global_step >= state.max_steps)
+        started = time.perf_counter()
+        result = self._score(kwargs, produce=final and self.write_report)
+        verdicts = result.verdicts
+        figures = self._figures(verdicts)
+        figures[f"{PREFIX}seconds"] = time.perf_counter() - started
+        self.seconds += figures[f"{PREFIX}seconds"]
+        self.history.append(figures)
+        for sample in self.samples:
+            verdict = verdicts.get(sample.id)
+            if verdict is None:
+                continue
+            self.records.append(
+                {
+                    "id": sample.id,
+                    "point": self.points,
+                    "step": state.global_step,
+                    "epoch": None if state.epoch is None else round(float(state.epoch), 4),
+                    "stage": self.stage,
+                    "learned": verdict.learned,
+                    "nll": verdict.nll,
+                    "margin": verdict.margin,
+                }
+            )
+        self.points += 1
+        self.last = {i: v.learned for i, v in verdicts.items()}
+        self.last_step = state.global_step
+        self.final = result if final and self.write_report else None
+        atomic_write(
+            self._output_dir(args) / TRAJECTORY_FILE,
+            "".join(json_text(r, indent=None) + "\n" for r in self.records),
+        )
+        self._log(state, control, figures)
+
+    def _score(self, kwargs: Mapping[str, Any], produce: bool) -> ScoringResult:
+        model = kwargs.get("model")
+        tokenizer = self.tokenizer or kwargs.get("processing_class")
+        if model is None:
+            raise RuntimeError("ILPCallback: the trainer passed no model to its callbacks")
+        if tokenizer is None:
+            raise ValueError(
+                "ILPCallback needs the tokenizer that renders the samples: give the trainer "
+                "processing_class=tokenizer, or ILPCallback(tokenizer=...)"
+            )
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps one
+        was_training = model.training
+        model.eval()  # no dropout: the figures of the weights, as a saved checkpoint gives
+        try:
+            result = score_model(
+                model,
+                tokenizer,
+                self.samples,
+                produce=produce,
+                options=self.options,
+                render=self.render,
+                generate_max_tokens=self.generate_max_tokens,
+            )
+        finally:
+            model.train(was_training)
+        return result
+
+    def _figures(self, verdicts: Mapping[str, Verdict]) -> dict[str, float]:
+        """The learned shares, must-learn count and changes since the last point."""
+        scored = [s for s in self.samples if s.id in verdicts]
+        figures: dict[str, float] = {f"{PREFIX}learned": _share(scored, verdicts)}
+        for stage in sorted({s.stage for s in scored if s.stage is not None}):
+            group = [s for s in scored if s.stage == stage]
+            figures[f"{PREFIX}learned/stage/{stage}"] = _share(group, verdicts)
+        for tag in sorted({t for s in scored for t in s.tags}):
+            group = [s for s in scored if tag in s.tags]
+            figures[f"{PREFIX}learned/tag/{tag}"] = _share(group, verdicts)
+        if any(s.must_learn for s in scored):
+            figures[f"{PREFIX}must_learn_unlearned"] = sum(
+                1 for s in scored if s.must_learn and not verdicts[s.id].learned
+            )
+        if self.last is not None:
+            before = self.last
+            figures[f"{PREFIX}newly_learned"] = sum(
+                1 for i, v in verdicts.items() if v.learned and before.get(i) is False
+            )
+            figures[f"{PREFIX}newly_forgotten"] = sum(
+                1 for i, v in verdicts.items() if not v.learned and before.get(i) is True
+            )
+        if self.invalid:
+            figures[f"{PREFIX}invalid"] = len(self.invalid)
+        return figures
+
+    def _log(self, state: Any, control: Any, figures: dict[str, float]) -> None:
+        if self.trainer is not None:
+            # Trainer.log resets `should_log`: a log the trainer planned for this step (its loss
+            # at the end of an epoch) must still happen.
+            planned = control.should_log
+            self.trainer.log(dict(figures))
+            control.should_log = planned
+            return
+        state.log_history.append({**figures, "epoch": state.epoch, "step": state.global_step})
+        if not self._warned_no_trainer:
+            self._warned_no_trainer = True
+            warnings.warn(
+                "ILPCallback has no trainer, so its figures go to state.log_history only; "
+                "create it with ILPCallback(trainer=trainer, ...) and trainer.add_callback(...) "
+                "to log them through Trainer.log (console, TensorBoard, W&B)",
+                stacklevel=2,
+            )
+
+    def _output_dir(self, args: Any) -> Path:
+        folder = self.output_dir or Path(args.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    # -- the final report ----------------------------------------------------------------------
+
+    def _report(self, folder: Path) -> None:
+        assert self.final is not None
+        outcomes = self.outcomes(self.final)
+        summary = summarize(outcomes, self.fragile_margin)
+        document = json_report(
+            outcomes,
+            summary,
+            checkpoint=folder,
+            backend=self.final.backend,
+            fragile_margin=self.fragile_margin,
+            root=Path.cwd(),
+        )
+        atomic_write(folder / REPORT_FILE, json_text(document) + "\n")
+        timing = (
+            f"checked {len(self.samples)} samples at {self.points - 1 - _points(self.previous)} "
+            f"points in {self.seconds:.1f} s; trajectory {folder / TRAJECTORY_FILE}, "
+            f"report {folder / REPORT_FILE}"
+        )
+        lines = summary_lines(summary, str(folder), self.final.backend, timing, self.fragile_margin)
+        print("\n".join(["pytest-ilp (ILPCallback)", *lines]), file=sys.stderr, flush=True)
+
+    def outcomes(self, result: ScoringResult) -> list[SampleOutcome]:
+        """Every sample in scope with its verdict at `result`, the unlearned ones diagnosed
+        from the data and the trajectory (as `pytest --ilp-train-log` would), no base model."""
+        verdicts = result.verdicts
+        by_id = {s.id: s for s in self.all_samples}
+        trajectory = read_trajectory_records(self.records)
+        unlearned = [i for i, v in verdicts.items() if not v.learned]
+        checkable = [s for s in self.all_samples if s.problem is None]
+        siblings = find_siblings(checkable, unlearned, self.thresholds.near_duplicate)
+        stats = TargetStatistics.of(verdicts.values())
+        outcomes = []
+        for sample in [*self.samples, *self.invalid]:
+            verdict = verdicts.get(sample.id)
+            problem = sample.problem or result.problems.get(sample.id)
+            diagnosis = signals = None
+            if verdict is not None and not verdict.learned:
+                points = trajectory.get(sample.id, [])
+                final = CheckpointVerdict("final", verdict.learned, verdict.nll, verdict.margin)
+                history = trajectory_history(points, final, sample.stage)
+                missing = {"base": "needs --ilp-base to tell missing knowledge and conflicts"}
+                if history is None:
+                    missing["history"] = "no trajectory point for this sample"
+                signals = Signals(
+                    dataset=dataset_signals(
+                        verdict, siblings.get(sample.id, []), by_id, verdicts, stats
+                    ),
+                    history=history,
+                    training=training_signals(points) if points else None,
+                    missing=missing,
+                )
+                diagnosis = diagnose(sample, verdict, signals, self.thresholds)
+            outcomes.append(
+                SampleOutcome(
+                    sample,
+                    must_learn=sample.must_learn,
+                    verdict=verdict,
+                    problem=problem,
+                    diagnosis=diagnosis,
+                    signals=signals,
+                )
+            )
+        return outcomes
+
+
+# -- data --------------------------------------------------------------------------------------
+
+
+def load_data(data: Any) -> list[Sample]:
+    """Samples from paths, records (a `datasets.Dataset`, a list of dicts) or `Sample`s.
+
+    A file that cannot be read raises `IlpDataError` naming it; a record that cannot be
+    checked becomes a sample whose `problem` says why (reported as invalid, never dropped).
+    """
+    if isinstance(data, (str, os.PathLike)):
+        data = [data]
+    items = list(data) if isinstance(data, Iterable) else None
+    if items is None:
+        raise TypeError(
+            f"ILPCallback(data=...) takes a path, records or samples, not {type(data).__name__}"
+        )
+    if all(isinstance(i, (str, os.PathLike)) for i in items):
+        taken: dict[str, Sample] = {}
+        samples: list[Sample] = []
+        for path in expand_data_paths([Path(i) for i in items]):
+            samples.extend(load_samples(path, taken=taken))
+        return samples
+    if all(isinstance(i, Sample) for i in items):
+        return list(items)
+    if all(isinstance(i, Mapping) for i in items):
+        records = [sample_from_record(r, DATASET_SOURCE, n) for n, r in enumerate(items, start=1)]
+        return unique_ids(records, {})
+    kinds = sorted({type(i).__name__ for i in items})
+    raise TypeError(
+        f"ILPCallback(data=...): expected paths, records (mappings) or Samples, got {kinds}"
+    )
+
+
+def choose_subset(samples: Sequence[Sample], size: int | None, seed: int) -> list[Sample]:
+    """`size` samples drawn with `seed` (the same ones at every point and on every run with the
+    same data), in data order; all of them when `size` is None or not smaller."""
+    if size is None or size >= len(samples):
+        return list(samples)
+    chosen = set(random.Random(seed).sample(range(len(samples)), size))
+    return [s for n, s in enumerate(samples) if n in chosen]
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder and a rename: a
+    reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _read_trajectory(path: Path) -> list[dict[str, Any]]:
+    """The records of an earlier trajectory (`continues=`), checked as --ilp-train-log reads."""
+    read_train_log(path)  # raises IlpDataError naming the file and line of a bad record
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            records.append(json.loads(line))
+    if records and not all("learned" in r for r in records):
+        raise IlpDataError(
+            f"{path}: not a trajectory written by ILPCallback (records without `learned`)"
+        )
+    return records
+
+
+def read_trajectory_records(records: Sequence[Mapping[str, Any]]) -> TrainLog:
+    """The trajectory in memory, as `read_train_log` reads its file."""
+    return parse_train_log((json_text(r, indent=None) for r in records), TRAJECTORY_FILE)
+
+
+def _last_point(records: Sequence[Mapping[str, Any]]) -> dict[str, bool] | None:
+    if not records:
+        return None
+    last = max(int(r.get("point", 0)) for r in records)
+    return {str(r["id"]): bool(r["learned"]) for r in records if r.get("point", 0) == last}
+
+
+def _points(records: Sequence[Mapping[str, Any]]) -> int:
+    return len({r.get("point") for r in records})
+
+
+def _share(samples: Sequence[Sample], verdicts: Mapping[str, Verdict]) -> float:
+    if not samples:
+        return math.nan
+    return sum(1 for s in samples if verdicts[s.id].learned) / len(samples)
