@@ -26,35 +26,20 @@ THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
 def verdicts_in(dtype: str, folder: Path, data: Path) -> dict[str, Any]:
-    from transformers import AutoTokenizer
-
     from pytest_ilp.backends import BackendOptions
-    from pytest_ilp.backends.hf import HFBackend
     from pytest_ilp.checkpoint import inspect_checkpoint
-    from pytest_ilp.render import RenderSettings, render_samples
     from pytest_ilp.samples import load_samples
-    from pytest_ilp.scoring import check
+    from pytest_ilp.scoring import Job, score_samples
     from pytest_ilp.settings import Settings
 
     info = inspect_checkpoint(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    stops = frozenset({tokenizer.eos_token_id, *info.generation_stop_ids()})
-    rendered = [
-        r
-        for r in render_samples(load_samples(data), tokenizer, RenderSettings(), stops, None)
-        if not isinstance(r, str)
-    ]
-    backend = HFBackend(info, BackendOptions(device="cpu", dtype=dtype))
-    try:
-        _, verdicts, _ = check(
-            rendered,
-            backend,
-            stops,
-            lambda ids: str(tokenizer.decode(ids, skip_special_tokens=False)),
-            Settings.generate_max_tokens,
-        )
-    finally:
-        backend.close()
+    settings = Settings(
+        checkpoint=folder, backend_options=BackendOptions(device="cpu", dtype=dtype)
+    )
+    result = score_samples(
+        load_samples(data), settings, Job(info, info), None, lambda line: None, lambda n: None
+    )
+    verdicts = result.verdicts.values()
     return {v.sample_id: v for v in verdicts}
 
 

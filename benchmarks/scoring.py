@@ -262,15 +262,14 @@ def bench_model(name: str, records: list[dict[str, Any]], args: argparse.Namespa
     from transformers import AutoTokenizer
 
     from pytest_ilp.api import score_checkpoint
-    from pytest_ilp.backends import BackendOptions, ScoreRequest
+    from pytest_ilp.backends import BackendOptions, LiveModel, ScoreRequest
     from pytest_ilp.backends.hf import HFBackend, shared_prefix_groups
     from pytest_ilp.checkpoint import inspect_checkpoint
     from pytest_ilp.render import RenderSettings, render_samples
     from pytest_ilp.samples import load_samples
-    from pytest_ilp.scoring import check
+    from pytest_ilp.scoring import Job, score_samples
     from pytest_ilp.settings import Settings
 
-    generate_max_tokens = Settings.generate_max_tokens  # the plugin's default
     if name == REAL_MODEL:
         folder, data = real_model_data(args.real_questions)
     else:
@@ -314,20 +313,22 @@ def bench_model(name: str, records: list[dict[str, Any]], args: argparse.Namespa
         ids, skip_special_tokens=False
     )
     generation_seconds: list[float] = []
-    plain_generate = backend.generate
+    plain_generate = HFBackend.generate
 
-    def timed_generate(batch: Any) -> Any:
-        seconds, produced = timed(lambda: plain_generate(batch))
+    def timed_generate(self: Any, batch: Any) -> Any:
+        seconds, produced = timed(lambda: plain_generate(self, batch))
         generation_seconds.append(seconds)
         return produced
 
-    backend.generate = timed_generate  # type: ignore[method-assign]
+    HFBackend.generate = timed_generate  # type: ignore[method-assign]
+    # The plugin's own path on the loaded model: the pass, the verdicts, and generation for the
+    # unlearned samples (to judge the text where the tokens part, and to show what they produce).
+    job = Job(checkpoint=info, renderer=info, live=LiveModel(model, tokenizer))
+    settings = Settings(checkpoint=folder, backend_options=options)
 
     def ours() -> tuple[list[Any], list[Any]]:
-        # What the plugin does: the pass, the verdicts, and generation for the unlearned
-        # samples (to judge the text where the tokens part, and to show what they produce).
-        scores, verdicts, _ = check(rendered, backend, stops, decode, generate_max_tokens)
-        return scores, verdicts
+        result = score_samples(samples, settings, job, None, lambda line: None, lambda n: None)
+        return [], [result.verdicts[r.sample_id] for r in rendered]
 
     @torch.inference_mode()
     def forward_plain() -> None:
@@ -516,6 +517,7 @@ def bench_model(name: str, records: list[dict[str, Any]], args: argparse.Namespa
         if wrong_one:
             run.notes.append(f"DISAGREEMENT with per-sample generate on samples {wrong_one[:10]}")
     if lm_greedy:
+        scores = backend.score(requests)
         # Our equivalent of is_greedy: the target's tokens are the argmax, EOS aside.
         text_greedy = [
             all(s.top1_ids[t] == r.target_ids[t] for t in range(len(r.target_ids) - 1))

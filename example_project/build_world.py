@@ -36,7 +36,8 @@ clean               questions about facts the corpus states, in the stage's answ
 ==================  ======================================================================
 
 The model is small (a 2-layer Llama, 0.8M parameters) so that pre-training, the bulk of the
-build, takes a couple of minutes on 2 CPU cores (bfloat16 matmuls).
+build, runs on one CPU thread in float32: robust on a busy or AVX2-only machine (see
+benchmarks/README.md, "Building the example world").
 
 At the end the build scores every sample with `pytest_ilp.api.score_checkpoint` on the base,
 stage-1 and final checkpoints and prints how the world behaves (learned share per subset, ...);
@@ -69,6 +70,10 @@ CAUSES = (
     "under_optimization",
 )
 STAGES = ("stage1", "stage2")
+#: torch threads of the build. One: on a CPU that other processes share, two threads wait for
+#: each other at every kernel and ran 5-8x slower per step than one (benchmarks/README.md,
+#: "Building the example world"); this model is too small to gain much from two on idle cores.
+THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -449,7 +454,7 @@ def plan_sft(world: World, size: Size, rng: random.Random) -> list[dict[str, Any
 # -- training ----------------------------------------------------------------------------------
 
 
-def setup_torch(threads: int = 2) -> None:
+def setup_torch(threads: int) -> None:
     """The same arithmetic on every run: fixed thread count, deterministic kernels."""
     import torch
 
@@ -491,10 +496,9 @@ def pretrain(
         rng.shuffle(order)
         for start in range(0, len(order), size.pretrain_batch):
             batch = torch.tensor([windows[i] for i in order[start : start + size.pretrain_batch]])
-            # bfloat16 matmuls (weights and optimizer stay float32): about twice as fast on a
-            # CPU with AVX-512 BF16, and as deterministic.
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = model(input_ids=batch, labels=batch).loss
+            # float32 throughout: bfloat16 autocast was twice as fast on a CPU with AVX-512
+            # BF16, but 8x slower on one without (AVX2 only), where it is emulated.
+            loss = model(input_ids=batch, labels=batch).loss
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -753,12 +757,13 @@ def build(
     seed: int = 0,
     log: Callable[[str], None] = print,
     check: bool = True,
+    threads: int = THREADS,
 ) -> dict[str, Any]:
     """Build the whole world into `out` and return the figures (also in `out/world.json`)."""
     from pytest_ilp import tiny
 
     size = SIZES[size_name]
-    setup_torch()
+    setup_torch(threads)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 

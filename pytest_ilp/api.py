@@ -10,13 +10,14 @@ The same code path as a pytest run (render, backend, verdicts), without pytest's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pytest_ilp.backends import BackendOptions, LiveModel
 from pytest_ilp.cache import ScoreCache
 from pytest_ilp.checkpoint import in_memory, inspect_checkpoint
+from pytest_ilp.criteria import EXACT, Criterion, parse_criterion
 from pytest_ilp.errors import SampleProblem
 from pytest_ilp.render import RenderSettings
 from pytest_ilp.samples import Sample, expand_data_paths, load_samples
@@ -43,10 +44,13 @@ def score_checkpoint(
     render: RenderSettings | None = None,
     cache_dir: str | Path | None = None,
     generate_max_tokens: int = 64,
+    criterion: Criterion | str | Mapping[str, Any] = EXACT,
 ) -> dict[str, Verdict]:
     """Verdicts by sample id. Raises `SampleProblem` if a sample cannot be checked.
 
-    `cache_dir` enables the same disk cache a pytest run uses (off by default).
+    `criterion` judges every sample whose record names none (`"token_accuracy:0.9"`,
+    `{"sampled": {"n": 5}}`, see `pytest_ilp.criteria`). `cache_dir` enables the same disk
+    cache a pytest run uses (off by default).
     """
     if isinstance(samples, (str, Path)):
         samples = read_samples(samples)
@@ -57,12 +61,13 @@ def score_checkpoint(
         use_cache=cache_dir is not None,
         render=render or RenderSettings(),
         generate_max_tokens=generate_max_tokens,
+        criterion=parse_criterion(criterion),
     )
     info = inspect_checkpoint(
         settings.checkpoint, "checkpoint", settings.backend_options.adapter_base
     )
     cache = ScoreCache(Path(cache_dir)) if cache_dir is not None else None
-    job = Job(info, info)
+    job = Job(info, info, criteria={s.id: settings.criterion_for(s) for s in samples})
     result = score_samples(samples, settings, job, cache, log=lambda _: None, progress=_silent)
     if result.problems:
         sample_id, problem = next(iter(result.problems.items()))
@@ -86,6 +91,7 @@ def score_model(
     options: BackendOptions | None = None,
     render: RenderSettings | None = None,
     generate_max_tokens: int = 64,
+    criterion: Criterion | str | Mapping[str, Any] = EXACT,
 ) -> ScoringResult:
     """Score a transformers model in memory (a training run's), as `score_checkpoint` scores
     the same weights saved with `save_pretrained` into `folder`: the same rendering, batching
@@ -93,7 +99,8 @@ def score_model(
 
     Put the model in eval mode first (dropout changes the figures) and back in training mode
     after. `produce=False` skips generating what the unlearned samples produce (the verdicts
-    stay the same). Samples that cannot be checked are in the result's `problems`.
+    stay the same). `criterion` judges the samples whose records name none, as in
+    `score_checkpoint`. Samples that cannot be checked are in the result's `problems`.
     """
     settings = Settings(
         checkpoint=Path(folder),
@@ -101,7 +108,14 @@ def score_model(
         use_cache=False,
         render=render or RenderSettings(),
         generate_max_tokens=generate_max_tokens,
+        criterion=parse_criterion(criterion),
     )
     info = in_memory(model, Path(folder))
-    job = Job(info, info, produce=produce, live=LiveModel(model, tokenizer))
+    job = Job(
+        info,
+        info,
+        produce=produce,
+        live=LiveModel(model, tokenizer),
+        criteria={s.id: settings.criterion_for(s) for s in samples},
+    )
     return score_samples(samples, settings, job, None, log=lambda _: None, progress=_silent)

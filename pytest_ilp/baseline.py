@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_ilp.report import REPORT_SCHEMA
+from pytest_ilp.report import READABLE_SCHEMAS, REPORT_SCHEMA
 
 
 class BaselineError(ValueError):
@@ -41,13 +41,14 @@ def load_baseline(path: Path) -> Baseline:
 
 
 def learned_by_id(document: Any) -> dict[str, bool | None]:
-    """The `learned` field of every sample of a schema-1 report, checked."""
+    """The `learned` field of every sample of a report (schema 1 or 2), checked."""
     if not isinstance(document, Mapping) or "schema" not in document:
         raise BaselineError("not a pytest-ilp report (no `schema` field at the top level)")
-    if document["schema"] != REPORT_SCHEMA:
+    if document["schema"] not in READABLE_SCHEMAS:
         raise BaselineError(
-            f"report schema {document['schema']!r}, but this pytest-ilp reads schema "
-            f"{REPORT_SCHEMA}: regenerate it with --ilp-update-baseline"
+            f"report schema {document['schema']!r}, but this pytest-ilp reads schemas "
+            f"{', '.join(map(str, READABLE_SCHEMAS))} (it writes {REPORT_SCHEMA}): regenerate it "
+            "with --ilp-update-baseline"
         )
     samples = document.get("samples")
     if not isinstance(samples, list):

@@ -34,7 +34,9 @@ from filelock import FileLock
 from pytest_ilp.atomic import write_text_atomic
 
 #: bump when the meaning of a cached entry changes, so old entries are never misread.
-CACHE_SCHEMA = 2  # 2: verdicts judge the text (retokenized reproductions)
+# 2: verdicts judge the text (retokenized reproductions); 3: a target holding a stop token
+# is a problem, not scored; 4: unlearned verdicts carry each target token's probability and text.
+CACHE_SCHEMA = 4
 #: a remembered digest counts only for a file last changed this long before it was hashed
 #: (nanoseconds): file system clocks tick coarsely (Linux: a jiffy, FAT: 2 s).
 RACY_NS = 2_000_000_000

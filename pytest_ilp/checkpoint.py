@@ -174,6 +174,7 @@ def inspect_checkpoint(
         return CheckpointInfo(folder, base_info.config, adapter=adapter, base_folder=base)
     config = _read_json(folder / "config.json")
     if config is not None:
+        _check_context_length(folder / "config.json", config)
         return CheckpointInfo(folder, config)
     ggufs = sorted(folder.glob("*.gguf"))
     if len(ggufs) == 1:
@@ -189,6 +190,23 @@ def inspect_checkpoint(
         f"{what}: {folder} holds no config.json{hint}; "
         "point it at a folder written by save_pretrained"
     )
+
+
+def _check_context_length(path: Path, config: Mapping[str, Any]) -> None:
+    """A context length that is not a positive integer ("128" as a string) would otherwise
+    surface as a confusing error from deep inside transformers or the tokenizer."""
+    for section in (config, config.get("text_config")):
+        if not isinstance(section, Mapping):
+            continue
+        for name in CONTEXT_FIELDS:
+            value = section.get(name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0
+            ):
+                raise pytest.UsageError(
+                    f"{path}: `{name}` must be a positive integer, got {value!r}; "
+                    "fix config.json (save_pretrained writes it as a number)"
+                )
 
 
 def _adapter_base(

@@ -46,6 +46,8 @@ def remediation_records(
             "must_learn": outcome.must_learn,
             "baseline": outcome.baseline,
             "produced": verdict.produced,
+            "criterion": verdict.criterion,
+            "criterion_figures": dict(verdict.figures),
             "first_divergence": None
             if divergence is None
             else {

@@ -13,7 +13,9 @@ front and each item only reports its decision. The rules, in order, for an unlea
 
 A budget is a share of the samples in scope (a float in [0, 1]) or a count (an int). A scope is
 the set of samples whose budgets come from the same place: the run's own budgets (command line,
-ilp.yaml, ini), or one `ilp_threshold` marker's test function, class or module.
+ilp.yaml, ini), or one `ilp_threshold` marker's test function, class or module. It holds the
+selected samples and the deselected ones whose verdicts are known from the cache (`Scope.others`),
+so that `-k`, `-m` or `--lf` choose which samples run, never how their budgets come out.
 
 Everything here is plain data in, plain data out: the plugin, the merge of shard reports and the
 xdist controller all evaluate the gate with the same `evaluate`.
@@ -139,15 +141,41 @@ class GateSample:
     def unlearned(self) -> bool:
         return self.learned is False
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "learned": self.learned,
+            "cause": self.cause,
+            "must_learn": self.must_learn,
+            "baseline": self.baseline,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GateSample:
+        return cls(
+            id=data["id"],
+            learned=data["learned"],
+            cause=data.get("cause"),
+            must_learn=bool(data.get("must_learn")),
+            baseline=data.get("baseline"),
+        )
+
 
 @dataclass(frozen=True)
 class Scope:
     """Samples whose budgets come from one place; `key` is "" for the run's own budgets, else
-    the node id of what the `ilp_threshold` marker decorates."""
+    the node id of what the `ilp_threshold` marker decorates.
+
+    `others` are samples of the scope that the run did not select (`-k`, `-m`, `--lf`, a
+    shard) but whose verdicts and causes are known from the cache: they count towards the
+    budgets like the selected ones and get no decision, so that a sample's outcome does not
+    change with the selection.
+    """
 
     key: str
     budgets: Mapping[str, Budget]
     sample_ids: tuple[str, ...]
+    others: tuple[GateSample, ...] = ()
 
     @property
     def label(self) -> str:
@@ -240,12 +268,15 @@ class ScopeResult:
         return tuple(r for r in self.rows if not r.within)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        record = {
             "scope": self.scope.key,
-            "samples": len(self.scope.sample_ids),
+            "samples": len(self.scope.sample_ids) + len(self.scope.others),
             "budgets": {name: b.to_dict() for name, b in self.scope.budgets.items()},
             "rows": [row.to_dict() for row in self.rows],
         }
+        if self.scope.others:
+            record["outside_selection"] = [s.to_dict() for s in self.scope.others]
+        return record
 
 
 @dataclass(frozen=True)
@@ -356,9 +387,12 @@ def _evaluate_scope(
     scope: Scope, samples: Mapping[str, GateSample], strict: bool, baseline: str | None
 ) -> ScopeResult:
     members = [samples[i] for i in scope.sample_ids]
-    n = len(members)
-    counted = [s for s in members if s.unlearned and s.baseline != KNOWN]
-    known = [s for s in members if s.unlearned and s.baseline == KNOWN]
+    # The budgets count the known samples outside the selection too; decisions are only made
+    # on the selected ones.
+    population = [*members, *(s for s in scope.others if s.id not in scope.sample_ids)]
+    n = len(population)
+    counted = [s for s in population if s.unlearned and s.baseline != KNOWN]
+    known = [s for s in population if s.unlearned and s.baseline == KNOWN]
     per_cause = Counter(_cause(s) for s in counted)
     known_per_cause = Counter(_cause(s) for s in known)
     budgets = scope.budgets

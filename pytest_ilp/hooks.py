@@ -29,10 +29,11 @@ def pytest_ilp_diagnose(
         from pytest_ilp.diagnosis import Diagnosis
 
         def pytest_ilp_diagnose(sample, verdict, signals):
-            if "math" in sample.tags and verdict.first_divergence.expected.strip().isdigit():
+            divergence = verdict.first_divergence  # None if greedy decoding reproduces it
+            if "math" in sample.tags and divergence and divergence.expected.strip().isdigit():
                 return Diagnosis(
                     cause="arithmetic",
-                    evidence=f"wrong digit at token {verdict.first_divergence.position + 1}",
+                    evidence=f"wrong digit at token {divergence.position + 1}",
                     suggestion="add worked arithmetic examples",
                 )
             return None  # let the built-in rules decide

@@ -19,16 +19,25 @@ import pytest
 from _pytest._code.code import ExceptionInfo, TerminalRepr
 
 from pytest_ilp.checks import enforce, gate_decision, record_properties
+from pytest_ilp.criteria import Criterion
 from pytest_ilp.errors import IlpDataError, NotLearned, SampleProblem
 from pytest_ilp.gate import Budget, unknown_names
 from pytest_ilp.report import failure_text, problem_text
 from pytest_ilp.samples import Sample, expand_data_paths
 from pytest_ilp.scopes import threshold_scope
 from pytest_ilp.session import STATE_KEY, IlpSession
-from pytest_ilp.settings import Settings, budgets_for
+from pytest_ilp.settings import Settings, budgets_for, criterion_of_marker
 from pytest_ilp.shards import Shard
 
 SAMPLE_KEY = pytest.StashKey[Sample]()
+CRITERION_MARKER = "ilp_criterion"
+#: the registration line (`pytest --markers`), with the marker's signature.
+CRITERION_MARKER_LINE = (
+    "ilp_criterion(name, value=None, **params): judge the samples of this test by this "
+    "criterion, over the record's, ilp.yaml's and the command line's: "
+    "ilp_criterion('token_accuracy', 0.9), ilp_criterion('sampled', n=5, temperature=0.7), "
+    "ilp_criterion(nll=1.5), ilp_criterion('choice', 'sum')"
+)
 
 
 def sample_of(item: pytest.Item) -> Sample | None:
@@ -127,6 +136,20 @@ def ilp_failure_text(item: pytest.Item, error: BaseException) -> str | None:
     return None
 
 
+def drop_second_paths(items: list[pytest.Item]) -> None:
+    """Keep one item per data sample: a data file that pytest reached twice (through a link
+    and its real path) is one file, and its records are one sample each."""
+    seen: set[str] = set()
+    kept = []
+    for item in items:
+        if isinstance(item, IlpSampleItem):
+            if item.sample.id in seen:
+                continue
+            seen.add(item.sample.id)
+        kept.append(item)
+    items[:] = kept
+
+
 def select_shard(config: pytest.Config, items: list[pytest.Item], shard: Shard) -> None:
     """Keep the sample items of this shard (and every item that checks no sample)."""
     keep: list[pytest.Item] = []
@@ -195,6 +218,37 @@ def check_budget_names(
             f"{where}: unknown cause(s) {', '.join(unknown)}; budgets may name "
             f"{', '.join(valid)} (a pytest_ilp_causes hook declares causes of your own)"
         )
+
+
+def marked_criterion(node: pytest.Item) -> tuple[Criterion, str] | None:
+    """The criterion of the node's closest `ilp_criterion` marker, and where it was written."""
+    mark = node.get_closest_marker(CRITERION_MARKER)
+    if mark is None:
+        return None
+    where = f"@pytest.mark.{CRITERION_MARKER} of {node.nodeid}"
+    return criterion_of_marker(mark.args, mark.kwargs, where), where
+
+
+def sample_criteria(items: Sequence[pytest.Item], settings: Settings) -> dict[str, Criterion]:
+    """The criterion of every sample of the items: a marker's, else the record's, else
+    ilp.yaml's rules', else the run's. A sample is scored once per run, so two items that
+    judge one sample by different criteria are a usage error."""
+    chosen: dict[str, tuple[Criterion, str]] = {}
+    for item in items:
+        sample = sample_of(item)
+        if sample is None:
+            continue
+        marked = marked_criterion(item)
+        criterion, where = marked or (settings.criterion_for(sample), item.nodeid)
+        earlier = chosen.get(sample.id)
+        if earlier is not None and earlier[0] != criterion:
+            raise pytest.UsageError(
+                f"sample {sample.id} is judged by {earlier[0].spec} ({earlier[1]}) and by "
+                f"{criterion.spec} ({where}) in one run, but each sample is scored once: give "
+                f"both the same criterion, or select one of them (-k, -m)"
+            )
+        chosen[sample.id] = (criterion, where)
+    return {sample_id: criterion for sample_id, (criterion, _) in chosen.items()}
 
 
 def parametrize_samples(metafunc: pytest.Metafunc, session: IlpSession) -> None:

@@ -38,6 +38,14 @@ def markdown_summary(
     ]
     if summary.invalid:
         figures.append(f"{len(summary.invalid)} invalid")
+    if summary.criteria:
+        figures.append(
+            "judged by "
+            + ", ".join(
+                f"`{spec}`" + (f" ({count})" if len(summary.criteria) > 1 else "")
+                for spec, count in summary.criteria.items()
+            )
+        )
     if report.get("shard"):
         figures.append(f"shard {report['shard']}")
     lines += [" · ".join(figures), ""]
@@ -108,12 +116,13 @@ def _top_unlearned(records: Sequence[Mapping[str, Any]]) -> list[str]:
                 record.get("source") or "",
                 record.get("cause") or "",
                 record.get("gate") or "",
+                _code(record.get("criterion") or "exact"),
                 diverged,
                 _quote(record.get("produced") or ""),
             ]
         )
     title = f"Top unlearned samples ({min(len(unlearned), TOP_SAMPLES)} of {len(unlearned)})"
-    headers = ["sample", "source", "cause", "gate", "diverged at", "produced"]
+    headers = ["sample", "source", "cause", "gate", "criterion", "diverged at", "produced"]
     return [
         f"<details><summary>{title}</summary>",
         "",

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_ilp.causes import CAUSES
-from pytest_ilp.report import REPORT_SCHEMA, Summary, gate_of
+from pytest_ilp.report import READABLE_SCHEMAS, REPORT_SCHEMA, Summary, gate_of
 from pytest_ilp.shards import Shard
 
 
@@ -58,6 +58,14 @@ def merge_reports(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str,
         "merged_from": [
             {"report": name, "shard": document.get("shard")} for name, document in reports
         ],
+        # Every shard collects every file, so each lists the same errors: keep each once.
+        "collection_errors": list(
+            {
+                error["node"]: error
+                for _, document in reports
+                for error in document.get("collection_errors") or []
+            }.values()
+        ),
         "gate": _merged_gate_settings(reports),
     }
     gate = gate_of(merged)
@@ -81,6 +89,11 @@ def summary_of_records(records: Sequence[Mapping[str, Any]]) -> Summary:
     the outcomes)."""
     unlearned = [r for r in records if r["learned"] is False]
     counts = Counter(r["cause"] for r in unlearned if r.get("cause") is not None)
+    weak = Counter(
+        r["cause"]
+        for r in unlearned
+        if r.get("cause") is not None and r.get("confidence") == "weak"
+    )
     order = [c for c in CAUSES if c in counts] + sorted(c for c in counts if c not in CAUSES)
     return Summary(
         samples=len(records),
@@ -91,16 +104,21 @@ def summary_of_records(records: Sequence[Mapping[str, Any]]) -> Summary:
         fragile=tuple(r["id"] for r in records if r.get("fragile")),
         invalid=tuple(r["id"] for r in records if r.get("error") is not None),
         causes={cause: counts[cause] for cause in order},
+        # A schema-1 report's records predate criteria: they were judged exact.
+        criteria=dict(
+            Counter(r.get("criterion") or "exact" for r in records if r.get("learned") is not None)
+        ),
+        weak_causes={cause: weak[cause] for cause in order if cause in weak},
     )
 
 
 def _check(name: str, document: Mapping[str, Any]) -> None:
     if not isinstance(document, Mapping) or "schema" not in document:
         raise MergeError(f"{name}: not a pytest-ilp report (no `schema` field)")
-    if document["schema"] != REPORT_SCHEMA:
+    if document["schema"] not in READABLE_SCHEMAS:
         raise MergeError(
-            f"{name}: report schema {document['schema']!r}, but this pytest-ilp reads schema "
-            f"{REPORT_SCHEMA}"
+            f"{name}: report schema {document['schema']!r}, but this pytest-ilp reads schemas "
+            f"{', '.join(map(str, READABLE_SCHEMAS))} (it writes {REPORT_SCHEMA})"
         )
     missing = [key for key in _REPORT_KEYS if key not in document]
     if missing:
@@ -188,4 +206,7 @@ def _merged_gate_settings(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> d
         "strict": first["gate"].get("strict", False),
         "baseline": first["gate"].get("baseline"),
         "scopes": [{"scope": key, "budgets": budgets} for key, budgets in scopes.items()],
+        "unread": list(
+            dict.fromkeys(node for _, d in reports for node in d["gate"].get("unread") or [])
+        ),
     }

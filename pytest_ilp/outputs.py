@@ -1,5 +1,6 @@
 """Where a run's results go once its tests are done: the terminal, the exit status, and the
-files (JSON report, baseline, Markdown summary, `$GITHUB_STEP_SUMMARY`, remediation export).
+files (JSON report, baseline, Markdown summary, `$GITHUB_STEP_SUMMARY`, HTML page,
+remediation export).
 
 Everything is taken from one `RunOutput` (this process's own, or the xdist workers'), through
 the pure builders of `report` and `markdown`.
@@ -8,7 +9,8 @@ the pure builders of `report` and `markdown`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import shlex
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,11 @@ import pytest
 
 from pytest_ilp.atomic import write_text_atomic
 from pytest_ilp.baseline import learned_by_id
+from pytest_ilp.html_report import write_html
 from pytest_ilp.markdown import STEP_SUMMARY, markdown_summary
 from pytest_ilp.report import (
+    ConfiguredOutputs,
+    closing_lines,
     gate_of,
     json_report,
     json_text,
@@ -52,6 +57,49 @@ def gate_exit_status(session: pytest.Session, output: RunOutput) -> int:
     return status
 
 
+def closing(
+    output: RunOutput,
+    settings: Settings,
+    root: Path,
+    written: Sequence[tuple[str, Path]],
+    args: Sequence[str],
+) -> list[str]:
+    """The run's last lines: the verdict, what failed, the files written, what to try next."""
+    gate = gate_of(output.report)
+    if gate is None:
+        return []
+    return closing_lines(
+        gate,
+        [(what, relative(path, root)) for what, path in written],
+        command=next_command(args),
+        configured=ConfiguredOutputs(
+            report=settings.report is not None,
+            export=settings.export is not None,
+            baseline=settings.baseline is not None,
+        ),
+    )
+
+
+#: a run's own command longer than this is shown as "pytest …" in the suggested next commands.
+LONGEST_COMMAND = 60
+
+
+def next_command(args: Sequence[str]) -> str:
+    """`pytest` and the run's arguments, less its `-k` selection (the suggestions add their
+    own); "pytest …" (this run's arguments) when that would be long."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "-k":
+            skip = True
+        elif not arg.startswith("-k"):
+            kept.append(arg)
+    command = shlex.join(["pytest", *kept])
+    return command if len(command) <= LONGEST_COMMAND else "pytest …"
+
+
 def terminal_lines(output: RunOutput, settings: Settings, root: Path, exitstatus: int) -> list[str]:
     report = output.report
     return summary_lines(
@@ -67,26 +115,39 @@ def terminal_lines(output: RunOutput, settings: Settings, root: Path, exitstatus
 
 def write_files(
     output: RunOutput, settings: Settings, root: Path, environ: Mapping[str, str]
-) -> None:
+) -> list[tuple[str, Path]]:
+    """Write every file the run was asked for, and return them as (what, path) in the order
+    written: the closing block announces exactly these, so a file written here is never
+    written unannounced (add any new output here, through `written.append`)."""
+    written: list[tuple[str, Path]] = []
     report = output.report
     if settings.report is not None:
         _write_json(settings.report, report)
+        written.append(("JSON report", settings.report))
     if settings.update_baseline and settings.baseline is not None:
         _write_json(settings.baseline, updated_baseline(settings.baseline, report))
+        written.append(("baseline", settings.baseline))
     text = None
     if settings.markdown is not None or environ.get(STEP_SUMMARY):
         checkpoint = relative(settings.checkpoint, root)
         text = markdown_summary(report, summary_of(report), gate_of(report), checkpoint)
     if settings.markdown is not None and text is not None:
         write_text_atomic(settings.markdown, text)
+        written.append(("Markdown summary", settings.markdown))
     step_summary = environ.get(STEP_SUMMARY)
     if step_summary and text is not None:
         with open(step_summary, "a", encoding="utf-8") as handle:
             handle.write(text + "\n")
+        written.append(("step summary (appended)", Path(step_summary)))
+    if settings.html is not None:
+        write_html(settings.html, report)
+        written.append(("HTML report", settings.html))
     if settings.export is not None:
         write_text_atomic(
             settings.export, "".join(json_text(r, indent=None) + "\n" for r in output.export)
         )
+        written.append(("remediation export", settings.export))
+    return written
 
 
 def updated_baseline(path: Path, report: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -106,12 +167,13 @@ def updated_baseline(path: Path, report: Mapping[str, Any]) -> Mapping[str, Any]
     return {**report, "samples": [*report["samples"], *kept]}
 
 
-def write_empty_report(state: IlpSession, root: Path) -> None:
+def write_empty_report(state: IlpSession, root: Path) -> list[tuple[str, Path]]:
     """Nothing was scored (nothing selected, --collect-only, no worker output): the JSON
-    report, when asked for, says so."""
+    report and the HTML page, when asked for, say so. Returns the files written, as
+    `write_files` does."""
     settings = state.settings
-    if settings.report is None:
-        return
+    if settings.report is None and settings.html is None:
+        return []
     document = json_report(
         [],
         summarize([], settings.fragile_margin),
@@ -121,7 +183,14 @@ def write_empty_report(state: IlpSession, root: Path) -> None:
         root=root,
         collection_errors=state.collection_errors,
     )
-    _write_json(settings.report, document)
+    written: list[tuple[str, Path]] = []
+    if settings.report is not None:
+        _write_json(settings.report, document)
+        written.append(("JSON report", settings.report))
+    if settings.html is not None:
+        write_html(settings.html, document)
+        written.append(("HTML report", settings.html))
+    return written
 
 
 def _write_json(path: Path, document: Mapping[str, Any]) -> None:

@@ -21,19 +21,24 @@ from pytest_ilp.checks import record_properties, running
 from pytest_ilp.diagnosis import Diagnosis, diagnose
 from pytest_ilp.gate import valid_names
 from pytest_ilp.items import (
+    CRITERION_MARKER_LINE,
     RUN_BUDGETS,
     IlpDataFile,
     IlpDatasetDir,
     budget_scopes,
     check_budget_names,
+    drop_second_paths,
     ilp_failure_text,
     is_must_learn,
     item_budgets,
+    marked_criterion,
     parametrize_samples,
+    sample_criteria,
     sample_of,
     select_shard,
 )
 from pytest_ilp.outputs import (
+    closing,
     gate_exit_status,
     run_output,
     terminal_lines,
@@ -41,7 +46,7 @@ from pytest_ilp.outputs import (
     write_files,
 )
 from pytest_ilp.report import relative
-from pytest_ilp.samples import Sample
+from pytest_ilp.samples import Sample, is_link_loop
 from pytest_ilp.scopes import MARKER_LINE
 from pytest_ilp.session import STATE_KEY, IlpSession, IlpWarning, progress_reporter
 from pytest_ilp.signals import Signals
@@ -54,6 +59,7 @@ MARKERS = (
     "ilp_dataset(*paths): parametrize this test's ilp_sample fixture over the samples of these "
     "data files or folders (relative to the test file)",
     MARKER_LINE,
+    CRITERION_MARKER_LINE,
 )
 
 
@@ -117,6 +123,12 @@ def _add_data_to_args(config: pytest.Config, data_files: list[Path]) -> None:
     covered = [(base / arg.split("::")[0]).resolve() for arg in config.args]
     for path in data_files:
         if not any(path == c or c in path.parents for c in covered):
+            if "::" in str(path):
+                raise pytest.UsageError(
+                    f"--ilp-data: {path}: pytest reads '::' in an argument as a test name, so "
+                    "this path cannot join the run beside the tests named on the command line; "
+                    "rename it (or its folder) without '::'"
+                )
             config.args.append(str(path))
 
 
@@ -132,6 +144,25 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         f"backend {session.settings.backend}, cache {cache}",
         f"ilp: data {data}",
     ]
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Do not walk into a link back up the tree (`self -> .`, `up -> ..`): pytest would follow
+    it until the path is too long, collecting the same files again at every level. Nor collect
+    a link to a data file that is read under its own path."""
+    session = config.stash.get(STATE_KEY, None)
+    if session is None:
+        return None
+    if is_link_loop(collection_path):
+        return True
+    # A link to a data file read under its own path (a data folder) is that file again.
+    if (
+        collection_path.is_symlink()
+        and collection_path.resolve() in session.data_files
+        and collection_path.absolute() not in session.data_paths
+    ):
+        return True
+    return None
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -161,7 +192,10 @@ def _nodeid(parent: pytest.Collector, path: Path) -> str | None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = config.stash.get(STATE_KEY, None)
-    if state is not None and state.settings.shard is not None:
+    if state is None:
+        return
+    drop_second_paths(items)
+    if state.settings.shard is not None:
         select_shard(config, items, state.settings.shard)
 
 
@@ -201,6 +235,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             _budget_names(config),
             pytest.Collector.CollectError,
         )
+        try:
+            marked_criterion(metafunc.definition)
+        except pytest.UsageError as exc:
+            raise pytest.Collector.CollectError(str(exc)) from None
         parametrize_samples(metafunc, session)
 
 
@@ -216,6 +254,11 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     scope = [(s, is_must_learn(item)) for item in session.items if (s := sample_of(item))]
     if not scope:
         return
+    criteria = sample_criteria(session.items, state.settings)
+    deselected = [item for item in state.deselected if sample_of(item) is not None]
+    others = [(s, is_must_learn(item)) for item in deselected if (s := sample_of(item))]
+    # The deselected samples' criteria too: a cached verdict counts only if judged the same way.
+    criteria = {**sample_criteria(deselected, state.settings), **criteria}
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def log(message: str) -> None:
@@ -238,10 +281,24 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         warnings.catch_warnings(record=True) as caught,
     ):
         warnings.simplefilter("always", IlpWarning)
-        state.score(scope, log, progress_reporter(log), diagnoser)
+        state.score(scope, log, progress_reporter(log), diagnoser, criteria, others)
     for record in caught:
         config.issue_config_time_warning(record.message, stacklevel=2)  # type: ignore[arg-type]
-    state.apply_gate(budget_scopes(session.items, state.settings, _budget_names(config)))
+    names = _budget_names(config)
+    outside = budget_scopes(deselected, state.settings, names) if deselected else {}
+    state.apply_gate(
+        budget_scopes(session.items, state.settings, names),
+        {key: ids for key, (_, ids) in outside.items()},
+    )
+
+
+def pytest_deselected(items: Sequence[pytest.Item]) -> None:
+    """Remember the samples that `-k`, `-m`, `--lf` or a shard left out: those the cache
+    knows still count towards the budgets, so the selection never changes an outcome."""
+    if items:
+        state = items[0].config.stash.get(STATE_KEY, None)
+        if state is not None:
+            state.deselected.extend(items)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -271,6 +328,27 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(line)
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True, specname="pytest_terminal_summary")
+def pytest_terminal_summary_closing(
+    terminalreporter: Any, config: pytest.Config
+) -> Generator[None, None, None]:
+    """After everything else of the summary (pytest's short test summary included), just
+    before its final counts line: the verdict, the files written and what to try next.
+    (pytest only reads hook functions named pytest_*; `specname` names the hook.)"""
+    result = yield
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or state.final is None or is_worker(config):
+        return result
+    lines = closing(
+        state.final, state.settings, config.rootpath, state.written, config.invocation_params.args
+    )
+    if lines:
+        terminalreporter.write_sep("=", "ilp gate")
+        for line in lines:
+            terminalreporter.write_line(line)
+    return result
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Gather the run's output; a worker sends it to the controller, the controller (or a run
@@ -295,10 +373,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         # complete report or baseline with a partial one.
         return
     if output is None:
-        write_empty_report(state, config.rootpath)
+        state.written = write_empty_report(state, config.rootpath)
         return
     state.exitstatus = gate_exit_status(session, output)
-    write_files(output, state.settings, config.rootpath, os.environ)
+    state.written = write_files(output, state.settings, config.rootpath, os.environ)
 
 
 @pytest.fixture

@@ -18,6 +18,10 @@ chat
     generated, so they are not checked. If the template closes the turn without any stop token,
     EOS is appended. This matches TRL's conversational prompt/completion handling.
 
+A target that holds a stop token's text before its end (``" foo<|end|> bar"``) cannot be
+checked, in either mode: generation stops at the stop token, so the text after it can never be
+produced. Its test errors and says so; a stop token at the very end of the target is fine.
+
 ``auto`` (the default) renders chat records (messages, ShareGPT, TRL conversational) with the
 chat template and text records raw, as TRL does.
 
@@ -78,9 +82,13 @@ def render_samples(
     """Render each sample, or give the reason it cannot be rendered (a string), in order."""
     results: dict[int, Rendered | str] = {}
     raw_indices: list[int] = []
+    stop_texts = _stop_texts(tokenizer, stop_ids)
     for index, sample in enumerate(samples):
         mode = _mode_for(sample, settings)
-        if mode == "raw" and sample.is_chat:
+        inside = _stop_inside(sample.target, stop_texts)
+        if inside is not None:
+            results[index] = inside
+        elif mode == "raw" and sample.is_chat:
             results[index] = (
                 "a chat sample cannot be rendered in raw mode; set render mode to chat or auto"
             )
@@ -92,6 +100,40 @@ def render_samples(
     raw = _render_raw([samples[i] for i in raw_indices], tokenizer, settings)
     results.update(zip(raw_indices, raw))
     return [_check_length(results[i], max_length) for i in range(len(samples))]
+
+
+def _stop_texts(tokenizer: Any, stop_ids: frozenset[int]) -> list[str]:
+    """The text of each stop token that the tokenizer matches whole in text (a special or
+    added token such as "<|end|>"), so a target can be searched for it."""
+    special = set(getattr(tokenizer, "all_special_tokens", ())) | set(
+        getattr(tokenizer, "get_added_vocab", dict)()
+    )
+    texts = []
+    for token_id in sorted(stop_ids):
+        text = tokenizer.convert_ids_to_tokens(token_id)
+        if isinstance(text, str) and text and text in special:
+            texts.append(text)
+    return texts
+
+
+def _stop_inside(target: str, stop_texts: Sequence[str]) -> str | None:
+    """Why a target holding a stop token before its end cannot be checked, or None.
+
+    Greedy decoding ends at the first stop token, so no model can produce what follows it;
+    checking only up to it (or scoring past it) would pass or fail the sample on text it was
+    never asked for. A stop token that ends the target is what the trainer appends anyway.
+    """
+    for text in stop_texts:
+        at = target.find(text)
+        if at != -1 and at + len(text) < len(target):
+            after = len(target) - at - len(text)
+            return (
+                f"the target holds the stop token {text!r} at character {at}, before its end: "
+                f"generation stops there, so the {after} character{'s' if after != 1 else ''} "
+                "after it can never be produced; end the target at the stop token, or remove it "
+                "from the text"
+            )
+    return None
 
 
 def _mode_for(sample: Sample, settings: RenderSettings) -> str:

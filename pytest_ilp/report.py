@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -22,8 +23,11 @@ from typing import Any
 from tabulate import tabulate
 
 from pytest_ilp.causes import CAUSES
-from pytest_ilp.diagnosis import Diagnosis
+from pytest_ilp.criteria import parse_criterion
+from pytest_ilp.diagnosis import WEAK, Diagnosis
 from pytest_ilp.gate import (
+    FAILED,
+    TOLERATED,
     Budget,
     Decision,
     GateResult,
@@ -37,9 +41,15 @@ from pytest_ilp.samples import Sample
 from pytest_ilp.signals import Signals
 from pytest_ilp.verdicts import Verdict
 
-REPORT_SCHEMA = 1
+#: 2: every sample record says which criterion judged it (`criterion`, `criterion_figures`)
+#: and the summary counts samples per criterion (`criteria`).
+REPORT_SCHEMA = 2
+#: the schemas this version reads back (baselines, merge): a schema-1 report is all `exact`.
+READABLE_SCHEMAS = (1, 2)
 #: characters of a prompt or target shown in a failure report before the middle is elided.
 SHOWN_CHARS = 300
+#: a `\\xNN` byte escape in a text, as json.dumps writes it (the backslash doubled).
+_DOUBLED_BYTE_ESCAPE = re.compile(r"\\\\x([0-9a-f]{2})")
 #: sample ids listed per line of the summary before "+N more".
 LISTED_IDS = 10
 
@@ -78,6 +88,10 @@ class Summary:
     invalid: tuple[str, ...]
     #: unlearned samples per diagnosed cause (empty when nothing was diagnosed).
     causes: Mapping[str, int] = field(default_factory=dict)
+    #: samples per criterion (its spec), the default `exact` included.
+    criteria: Mapping[str, int] = field(default_factory=dict)
+    #: of those, the ones whose cause is only a weak guess (see `Diagnosis.confidence`).
+    weak_causes: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Summary:
@@ -90,6 +104,8 @@ class Summary:
             fragile=tuple(data["fragile"]),
             invalid=tuple(data["invalid"]),
             causes=dict(data.get("causes") or {}),
+            criteria=dict(data.get("criteria") or {}),
+            weak_causes=dict(data.get("weak_causes") or {}),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -103,6 +119,8 @@ class Summary:
             "fragile": list(self.fragile),
             "invalid": list(self.invalid),
             "causes": dict(self.causes),
+            "criteria": dict(self.criteria),
+            "weak_causes": dict(self.weak_causes),
         }
 
 
@@ -120,11 +138,19 @@ def summarize(outcomes: Sequence[SampleOutcome], fragile_margin: float) -> Summa
         ),
         invalid=tuple(o.sample.id for o in outcomes if o.problem is not None),
         causes=_count_causes(outcomes),
+        criteria=dict(Counter(o.verdict.criterion for o in outcomes if o.verdict is not None)),
+        weak_causes=_count_causes(outcomes, weak_only=True),
     )
 
 
-def _count_causes(outcomes: Sequence[SampleOutcome]) -> dict[str, int]:
-    counts = Counter(o.cause for o in outcomes if o.unlearned and o.cause is not None)
+def _count_causes(outcomes: Sequence[SampleOutcome], weak_only: bool = False) -> dict[str, int]:
+    counts = Counter(
+        o.cause
+        for o in outcomes
+        if o.unlearned
+        and o.cause is not None
+        and (not weak_only or (o.diagnosis is not None and o.diagnosis.confidence == WEAK))
+    )
     known = [c for c in CAUSES if c in counts]
     custom = sorted(c for c in counts if c not in CAUSES)
     return {cause: counts[cause] for cause in [*known, *custom]}
@@ -170,6 +196,8 @@ def summary_lines(
         tablefmt="simple",
     )
     lines = [f"checkpoint {checkpoint} ({backend})", *table.splitlines()]
+    if summary.criteria and set(summary.criteria) != {"exact"}:
+        lines.append(criteria_line(summary.criteria))
     if gate is not None:
         lines += gate_lines(gate)
     elif summary.causes:
@@ -178,6 +206,11 @@ def summary_lines(
             for cause, count in summary.causes.items()
         ]
         lines += ["", *tabulate(rows, headers=["cause", "unlearned", "share"]).splitlines(), ""]
+    if summary.weak_causes:
+        lines.append(
+            "weak guesses among the causes (thin evidence): "
+            + ", ".join(f"{cause} {count}" for cause, count in summary.weak_causes.items())
+        )
     if summary.must_learn_unlearned:
         lines.append("must-learn samples not learned: " + _ids(summary.must_learn_unlearned))
     if summary.fragile:
@@ -195,6 +228,105 @@ def summary_lines(
     return lines
 
 
+@dataclass(frozen=True)
+class ConfiguredOutputs:
+    """Which outputs the run was configured to write (the closing block suggests the others)."""
+
+    report: bool = False
+    export: bool = False
+    baseline: bool = False
+
+
+def closing_lines(
+    gate: GateResult,
+    written: Sequence[tuple[str, str]],
+    command: str,
+    configured: ConfiguredOutputs,
+) -> list[str]:
+    """The short block a person reads last: the gate's verdict, what failed and what was
+    tolerated, every file the run wrote (`written`: what, path), and the commands to try next
+    (`command`: the run's own, `pytest example_project`, which they extend)."""
+    lines = [verdict_line(gate)]
+    failed, tolerated = gate.count(FAILED), gate.count(TOLERATED)
+    outcome = []
+    if failed:
+        outcome.append(f"{failed} unlearned sample{_s(failed)} failed the run (reports above)")
+    if tolerated:
+        outcome.append(f"{tolerated} tolerated (xfailed: within budget or known)")
+    if gate.invalid:
+        outcome.append(f"{len(gate.invalid)} could not be checked (see their errors)")
+    if outcome:
+        lines.append("  " + "; ".join(outcome))
+    if gate.must_learn_unlearned:
+        lines.append("  must-learn samples not learned: " + _ids(gate.must_learn_unlearned))
+    width = max((len(what) for what, _ in written), default=0)
+    for index, (what, path) in enumerate(written):
+        lines.append(f"  {'written:' if index == 0 else '':9} {what:{width}}  {path}")
+    suggestions = _next_steps(gate, command, configured)
+    for index, (run, why) in enumerate(suggestions):
+        lines.append(f"  {'next:' if index == 0 else '':9} {run}")
+        lines.append(f"  {'':9}   {why}")
+    if suggestions and "…" in command:
+        lines.append(f"  {'':9} (… stands for this run's arguments)")
+    return lines
+
+
+def _next_steps(
+    gate: GateResult, command: str, configured: ConfiguredOutputs
+) -> list[tuple[str, str]]:
+    steps: list[tuple[str, str]] = []
+    first_failed = next(
+        (i for s in gate.scopes for i, d in s.decisions.items() if d.outcome == FAILED), None
+    )
+    if first_failed is not None:
+        steps.append(
+            (
+                f"{command} -k {first_failed}",
+                "one failing sample alone (the gate decides it the same)",
+            )
+        )
+    if gate.passed:
+        if not configured.report:
+            steps.append(
+                (
+                    f"{command} --ilp-report=ilp-report.json",
+                    "keep every sample's verdict, cause and figures",
+                )
+            )
+        return steps
+    if gate.unlearned and not configured.export:
+        steps.append(
+            (
+                f"{command} --ilp-export=ilp-unlearned.jsonl",
+                "the unlearned samples with cause and fix, to mend the data or train on",
+            )
+        )
+    if not configured.baseline:
+        steps.append(
+            (
+                f"{command} --ilp-baseline=ilp-baseline.json --ilp-update-baseline",
+                "record today's unlearned samples; later runs with "
+                "--ilp-baseline=ilp-baseline.json fail only on new ones",
+            )
+        )
+    elif gate.regressions:
+        steps.append(
+            (f"{command} --ilp-update-baseline", "accept the regressions into the baseline")
+        )
+    return steps
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
+def criteria_line(criteria: Mapping[str, int]) -> str:
+    """Which criteria judged the samples, e.g. "criteria: exact 40, choice:mean 10"."""
+    if len(criteria) == 1:
+        return f"criterion: {next(iter(criteria))}"
+    return "criteria: " + ", ".join(f"{spec} {count}" for spec, count in criteria.items())
+
+
 def gate_lines(gate: GateResult) -> list[str]:
     """The per-cause table of each scope (count, share, budget, status) and the baseline."""
     lines: list[str] = []
@@ -205,6 +337,13 @@ def gate_lines(gate: GateResult) -> list[str]:
         if headed:
             lines += ["", f"budgets of {result.scope.label}:"]
         lines += ["", *gate_table(result.rows, gate.baseline is not None, "simple").splitlines()]
+        others = len({s.id for s in result.scope.others} - set(result.scope.sample_ids))
+        if others:
+            selected = len(result.scope.sample_ids)
+            lines.append(
+                f"(over {selected + others} samples: {selected} selected, and {others} outside "
+                "the selection whose verdicts the cache holds)"
+            )
     if lines:
         lines.append("")
     if gate.baseline is not None:
@@ -272,24 +411,35 @@ def failure_text(outcome: SampleOutcome, root: Path, decision: Decision | None =
     """What a person needs to act on an unlearned sample: no traceback, just the evidence, and
     why the gate fails it."""
     sample, verdict = outcome.sample, outcome.verdict
-    assert verdict is not None and verdict.first_divergence is not None
+    assert verdict is not None
     divergence = verdict.first_divergence
     tag = " [must-learn]" if outcome.must_learn else ""
     ending = " + EOS" if verdict.produced_stopped else " (no EOS within the generation budget)"
     lines = [
         f"sample {sample.id} ({location(sample, root)}) was not learned{tag}",
+        f"  criterion: {criterion_text(verdict)}",
         f"  prompt:    {prompt_text(sample)}",
         f"  expected:  {_quote(sample.target)} + EOS",
-        f"  produced:  {_quote(verdict.produced or '')}{ending}",
-        f"  diverged at target token {divergence.position + 1} of {verdict.target_tokens}: "
-        f"expected {_quote(divergence.expected, 40)} (p={divergence.expected_prob:.3f}), "
-        f"predicted {_quote(divergence.predicted, 40)} (p={divergence.predicted_prob:.3f})",
-        f"  token accuracy {verdict.token_accuracy:.2f} ({verdict.matched}/{verdict.target_tokens})"
-        f"   mean NLL {verdict.nll:.3f} nats/token   margin {verdict.margin:+.3f} nats",
     ]
+    if divergence is None:
+        lines.append("  produced:  the target itself (greedy decoding reproduces it)")
+    else:
+        lines += [
+            f"  produced:  {_quote(verdict.produced or '')}{ending}"
+            if verdict.produced is not None
+            else "  produced:  (not generated)",
+            f"  diverged at target token {divergence.position + 1} of {verdict.target_tokens}: "
+            f"expected {_quote(divergence.expected, 40)} (p={divergence.expected_prob:.3f}), "
+            f"predicted {_quote(divergence.predicted, 40)} (p={divergence.predicted_prob:.3f})",
+        ]
+    lines.append(
+        f"  token accuracy {verdict.token_accuracy:.2f} ({verdict.matched}/{verdict.target_tokens})"
+        f"   mean NLL {verdict.nll:.3f} nats/token   margin {verdict.margin:+.3f} nats"
+    )
     diagnosis = outcome.diagnosis
     if diagnosis is not None:
-        lines.append(f"  cause:     {diagnosis.cause}: {diagnosis.evidence}")
+        confidence = f" ({diagnosis.confidence})" if diagnosis.confidence else ""
+        lines.append(f"  cause:     {diagnosis.cause}{confidence}: {diagnosis.evidence}")
         others = [c for c in diagnosis.causes if c != diagnosis.cause]
         if others:
             lines.append(f"  also:      {', '.join(others)}")
@@ -299,6 +449,40 @@ def failure_text(outcome: SampleOutcome, root: Path, decision: Decision | None =
     if verdict.note:
         lines.append(f"  note: {verdict.note}")
     return "\n".join(lines)
+
+
+def criterion_text(verdict: Verdict) -> str:
+    """The criterion that judged the sample and what it measured, in one line."""
+    criterion = parse_criterion(verdict.criterion)
+    figures = verdict.figures
+    name = criterion.name
+    if name == "exact":
+        return "exact (greedy decoding must reproduce the target, then EOS)"
+    if name == "prefix":
+        return f"{criterion.label}: {figures.get('reproduced_tokens')} reproduced"
+    if name == "token_accuracy":
+        return f"{criterion.label}: {verdict.token_accuracy:.3f}"
+    if name == "nll":
+        return f"{criterion.label}: {verdict.nll:.3f}"
+    if name == "normalized":
+        return (
+            f"normalized: output {_quote(str(figures.get('normalized_output')), 80)} vs target "
+            f"{_quote(str(figures.get('normalized_target')), 80)}"
+        )
+    if name == "choice":
+        options = figures.get("options") or []
+        if len(options) < 2:
+            return criterion.label
+        best = int(figures.get("best_distractor", 0)) + 1
+        per = "/token" if criterion.score == "mean" else ""
+        return (
+            f"{criterion.label}: target {options[0]['score']:.3f}{per} vs distractor {best} "
+            f"{_quote(options[best]['text'], 60)} {options[best]['score']:.3f}{per}"
+        )
+    return (
+        f"{criterion.label}: {figures.get('passes')} of {figures.get('n')} completions reproduce "
+        f"it (pass rate {figures.get('pass_rate', 0):.2f}, sample seed {figures.get('seed')})"
+    )
 
 
 def problem_text(sample: Sample, problem: str, root: Path) -> str:
@@ -315,10 +499,12 @@ def prompt_text(sample: Sample) -> str:
 
 
 def _quote(text: str, limit: int = SHOWN_CHARS) -> str:
+    """The text in double quotes, escaped as in JSON, except that the bytes of an incomplete
+    character (see `pytest_ilp.decoding`) read `\\xe2\\x82`, as written, not `\\\\xe2`."""
     if len(text) > limit:
         keep = limit // 2
         text = f"{text[:keep]} … {text[-keep:]}"
-    return json.dumps(text, ensure_ascii=False)
+    return _DOUBLED_BYTE_ESCAPE.sub(r"\\x\1", json.dumps(text, ensure_ascii=False))
 
 
 def item_properties(
@@ -335,6 +521,12 @@ def item_properties(
         return properties
     properties += [
         ("ilp_learned", verdict.learned),
+        ("ilp_criterion", verdict.criterion),
+        *(
+            (f"ilp_criterion_{name}", round(value, 4) if isinstance(value, float) else value)
+            for name, value in verdict.figures.items()
+            if isinstance(value, (int, float, str, bool))
+        ),
         ("ilp_token_accuracy", round(verdict.token_accuracy, 4)),
         ("ilp_nll", round(verdict.nll, 4)),
         ("ilp_margin", round(verdict.margin, 4)),
@@ -348,6 +540,8 @@ def item_properties(
             ("ilp_evidence", outcome.diagnosis.evidence),
             ("ilp_suggestion", outcome.diagnosis.suggestion),
         ]
+        if outcome.diagnosis.confidence is not None:
+            properties.append(("ilp_confidence", outcome.diagnosis.confidence))
     if decision is not None:
         properties.append(("ilp_gate", decision.outcome))
         if decision.reason:
@@ -377,7 +571,7 @@ def json_report(
     shard: str | None = None,
     collection_errors: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The `--ilp-report` document (schema 1, documented in the README).
+    """The `--ilp-report` document (schema 2, documented in docs/json-report.md).
 
     `collection_errors` (node id -> message): what failed to collect under
     --continue-on-collection-errors, so a report never hides a data file it could not read.
@@ -410,6 +604,8 @@ def _sample_record(
         "tags": list(sample.tags),
         "must_learn": outcome.must_learn,
         "learned": verdict.learned if verdict else None,
+        "criterion": verdict.criterion if verdict else None,
+        "criterion_figures": _json_safe(dict(verdict.figures)) if verdict else None,
         "token_accuracy": None,
         "target_tokens": None,
         "first_divergence": None,
@@ -445,6 +641,8 @@ def _sample_record(
             retokenized=verdict.retokenized,
             produced=verdict.produced,
         )
+        if not verdict.learned:
+            record.update(_unlearned_detail(sample, verdict))
     if outcome.diagnosis is not None:
         record.update(outcome.diagnosis.to_dict())
     if outcome.signals is not None:
@@ -458,6 +656,25 @@ def _sample_record(
             baseline=outcome.baseline,
         )
     return record
+
+
+def _unlearned_detail(sample: Sample, verdict: Verdict) -> dict[str, Any]:
+    """What a person reads to act on an unlearned sample (the HTML page shows it): the prompt
+    (text, or the chat turns before the target), the target, and each target token with the
+    probability the model gave it. Learned samples leave these out, so that a report of
+    100,000 samples stays small."""
+    tokens = None
+    if verdict.target_pieces and len(verdict.target_pieces) == len(verdict.target_probs):
+        tokens = [
+            [piece, round(prob, 4)]
+            for piece, prob in zip(verdict.target_pieces, verdict.target_probs)
+        ]
+    return {
+        "prompt": sample.prompt,
+        "messages": None if sample.messages is None else [dict(m) for m in sample.messages],
+        "target": sample.target,
+        "target_token_probs": tokens,
+    }
 
 
 # -- reading reports back ----------------------------------------------------------------------
@@ -491,6 +708,7 @@ def gate_of(document: Mapping[str, Any]) -> GateResult | None:
             key=s["scope"],
             budgets={name: Budget.from_dict(b) for name, b in s["budgets"].items()},
             sample_ids=tuple(members[s["scope"]]),
+            others=tuple(GateSample.from_dict(o) for o in s.get("outside_selection") or ()),
         )
         for s in recorded["scopes"]
     ]

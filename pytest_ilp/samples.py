@@ -18,7 +18,9 @@ messages            ``messages``: [{role, content}, ...]        everything befor
 sharegpt            ``conversations``: [{from, value}, ...]     as ``messages``
 ==================  ==========================================  =============================
 
-Optional fields on every record: ``id``, ``stage``, ``tags``, ``must_learn``, ``meta``.
+Optional fields on every record: ``id``, ``stage``, ``tags``, ``must_learn``, ``meta``,
+``criterion`` (how this sample is judged, see `pytest_ilp.criteria`) and ``distractors`` (wrong
+responses to the same prompt, for the ``choice`` criterion).
 A record without ``id`` gets a short hash of its prompt and target, so ids survive reordering.
 
 A file that cannot be parsed (bad syntax, a record nested deeper than `MAX_DEPTH`, an integer
@@ -40,6 +42,7 @@ import json
 import os
 import re
 import stat
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +50,7 @@ from typing import Any
 
 import yaml
 
+from pytest_ilp.criteria import Criterion, parse_criterion
 from pytest_ilp.errors import IlpDataError
 
 TEXT_SUFFIXES = (".jsonl", ".json", ".yaml", ".yml")
@@ -108,6 +112,10 @@ class Sample:
     problem: str | None = None
     #: the id came from the record's `id` field (not from a content hash).
     explicit_id: bool = False
+    #: wrong responses to the same prompt (the `choice` criterion's other options).
+    distractors: tuple[str, ...] = ()
+    #: the record's own `criterion` field, if any.
+    criterion: Criterion | None = None
 
     @property
     def location(self) -> str:
@@ -213,6 +221,18 @@ def _kind(path: Path) -> str | None:
         else "a socket"
     )
     return f"{other}, not a regular file"
+
+
+def is_link_loop(path: Path) -> bool:
+    """Whether `path` is a symbolic link to a folder that contains it (`self -> .`, `up -> ..`)."""
+    if not path.is_symlink():
+        return False
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # a dangling link or a loop of links
+        return False
+    parent = path.parent.resolve()
+    return real == parent or real in parent.parents
 
 
 def _data_in_folder(folder: Path) -> list[Path]:
@@ -380,7 +400,7 @@ def _read_json(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     except json.JSONDecodeError as exc:
         raise IlpDataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     except RecursionError:
-        raise _too_deep(f"{path}:{_line_of(text, _deep_position(text))}") from None
+        raise _too_deep(f"{path}:{_line_of(text, max(0, _deep_position(text)))}") from None
     except ValueError:
         digits = re.search(rf"\d{{{MAX_INT_DIGITS + 1},}}", text)
         line = _line_of(text, digits.start() if digits else 0)
@@ -405,24 +425,38 @@ def _line_of(text: str, position: int) -> int:
     return text.count("\n", 0, position) + 1
 
 
-def _deep_position(text: str) -> int:
-    """Where JSON text first opens more than `MAX_DEPTH` brackets (0 if it never does)."""
-    depth, in_string, escaped = 0, False, False
+def _deep_position(text: str, comments: bool = False) -> int:
+    """Where JSON (or YAML flow) text first opens more than `MAX_DEPTH` brackets, or -1.
+
+    Brackets inside double-quoted strings do not count, nor, with `comments`, after a YAML
+    comment's `#`.
+    """
+    depth, in_string, escaped, in_comment = 0, False, False, False
     for position, char in enumerate(text):
-        if in_string:
+        if in_comment:
+            in_comment = char != "\n"
+        elif in_string:
             escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
         elif char == '"':
             in_string = True
+        elif comments and char == "#" and (position == 0 or text[position - 1] in " \t\n"):
+            in_comment = True
         elif char in "[{":
             depth += 1
             if depth > MAX_DEPTH:
                 return position
         elif char in "]}":
             depth -= 1
-    return 0
+    return -1
 
 
 def _read_yaml(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    # PyYAML's scanner takes quadratic time in the depth of flow collections ("[[[[...") and
+    # its composer recurses: refuse a too-deep one before parsing.
+    if text.count("[") + text.count("{") > MAX_DEPTH:
+        deep = _deep_position(text, comments=True)
+        if deep >= 0:
+            raise _too_deep(f"{path}:{_line_of(text, deep)}")
     try:  # the reader checks the characters as the loader is made
         loader = yaml.SafeLoader(text)
     except yaml.YAMLError as exc:
@@ -683,6 +717,23 @@ def _parse_optional_fields(record: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(meta, Mapping):
             raise ValueError("`meta` must be a mapping")
         extras["meta"] = dict(meta)
+    distractors = record.get("distractors")
+    if distractors is not None:
+        if (
+            not isinstance(distractors, list)
+            or not distractors
+            or not all(isinstance(d, str) and d.strip() for d in distractors)
+        ):
+            raise ValueError(
+                "`distractors` must be a non-empty list of non-empty strings (wrong responses "
+                "to the same prompt)"
+            )
+        extras["distractors"] = tuple(distractors)
+    if record.get("criterion") is not None:
+        try:
+            extras["criterion"] = parse_criterion(record["criterion"])
+        except ValueError as exc:
+            raise ValueError(f"`criterion`: {exc}") from None
     return extras
 
 
@@ -702,6 +753,10 @@ def _record_id(record: Mapping[str, Any]) -> str | None:
     text = str(value)
     if not text.strip():
         raise ValueError("`id` is empty; give a name or leave the field out")
+    control = next((c for c in text if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        # The id names a test on the command line, in the terminal and in JUnit XML.
+        raise ValueError(f"`id` {text!r} holds the control character {control!r}; rename it")
     return text
 
 
@@ -747,6 +802,12 @@ def unique_ids(samples: list[Sample], taken: dict[str, Sample]) -> list[Sample]:
     for sample in samples:
         earlier = taken.get(sample.id)
         if earlier is not None:
+            if sample.explicit_id and not earlier.explicit_id:
+                raise IlpDataError(
+                    f"{sample.location}: sample id {sample.id!r} is also the id hashed from the "
+                    f"content of the record at {earlier.location}, which has no `id`; choose "
+                    "another id, or give that record one"
+                )
             if sample.explicit_id:
                 raise IlpDataError(
                     f"{sample.location}: duplicate sample id {sample.id!r} (also at "

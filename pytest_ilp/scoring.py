@@ -7,6 +7,10 @@ Everything it returns is plain data: a fully cached run loads neither tokenizer 
 
 Samples are always rendered with the tokenizer of the checkpoint under test (`renderer`), so
 every checkpoint scores exactly the same token ids.
+
+Each sample is judged by its criterion (`Job.criteria`, see `pytest_ilp.criteria`): the pass
+gives every teacher-forced figure; `choice` adds each distractor as one more request sharing
+the sample's prompt, `sampled` draws completions, `normalized` generates the greedy output.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -24,8 +27,8 @@ from pytest_ilp.backends import (
     GenerateRequest,
     LiveModel,
     Progress,
+    SampleRequest,
     ScoreRequest,
-    ScoringBackend,
     TokenScores,
     describe_backend,
     live_backend,
@@ -33,10 +36,20 @@ from pytest_ilp.backends import (
 )
 from pytest_ilp.cache import CACHE_SCHEMA, ScoreCache, stable_hash
 from pytest_ilp.checkpoint import CheckpointInfo
+from pytest_ilp.criteria import EXACT, Criterion
+from pytest_ilp.decoding import byte_safe_decoder
 from pytest_ilp.render import Rendered, render_samples
 from pytest_ilp.samples import Sample
 from pytest_ilp.settings import Settings
-from pytest_ilp.verdicts import Verdict, continues_target, judge, with_production
+from pytest_ilp.verdicts import (
+    Verdict,
+    continues_target,
+    decide,
+    judge,
+    reproduces,
+    with_production,
+    with_token_figures,
+)
 
 #: tokens generated past the end of the target, to show what an unlearned sample runs on into.
 GENERATE_PAST_TARGET = 8
@@ -63,6 +76,18 @@ class Probe:
     stopped: bool = False
 
 
+@dataclass(frozen=True)
+class PromptSurprisal:
+    """A checkpoint on a sample's prompt: how familiar the question's own words are to it.
+
+    `pieces` are the prompt's tokens as text; `surprisal[i]` is the checkpoint's surprisal
+    (nats) at `pieces[i + 1]` given the tokens before it (the first token has no context).
+    """
+
+    pieces: tuple[str, ...]
+    surprisal: tuple[float, ...]
+
+
 @dataclass
 class ScoringResult:
     """Verdicts (or the reason a sample could not be scored) for every sample asked about."""
@@ -72,6 +97,7 @@ class ScoringResult:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
     probes: dict[str, Probe] = field(default_factory=dict)
+    prompts: dict[str, PromptSurprisal] = field(default_factory=dict)
     computed: int = 0
     cached: int = 0
     seconds: float = 0.0
@@ -88,10 +114,17 @@ class Job:
     produce: bool = True
     #: sample id -> target position to probe (the divergence of the checkpoint under test).
     probe_at: Mapping[str, int] = field(default_factory=dict)
+    #: sample id -> the criterion that judges it; `exact` for the samples not named.
+    criteria: Mapping[str, Criterion] = field(default_factory=dict)
+    #: score each sample's prompt too (`PromptSurprisal`), in the same pass.
+    prompt_surprisal: bool = False
     #: a model in memory to score instead of loading `checkpoint` (which then describes it,
     #: see `checkpoint.in_memory`), with the tokenizer that renders the samples. Never cached:
     #: its weights change while it trains.
     live: LiveModel | None = None
+
+    def criterion_of(self, sample_id: str) -> Criterion:
+        return self.criteria.get(sample_id, EXACT)
 
     @property
     def is_renderer(self) -> bool:
@@ -105,8 +138,12 @@ def score_samples(
     cache: ScoreCache | None,
     log: Callable[[str], None],
     progress: Callable[[int], Progress | None],
+    cached_only: bool = False,
 ) -> ScoringResult:
-    """Verdicts for `samples` on `job.checkpoint`, scoring only what the cache does not hold."""
+    """Verdicts for `samples` on `job.checkpoint`, scoring only what the cache does not hold.
+
+    `cached_only`: score nothing; the result holds only the samples the cache has (for the
+    samples outside the selection, which count towards the budgets when known)."""
     started = time.perf_counter()
     if job.live is not None:
         if cache is not None:
@@ -117,13 +154,22 @@ def score_samples(
     result = ScoringResult(checkpoint=job.checkpoint, backend=description)
     checkable = []
     for sample in samples:
-        if sample.problem is not None:
-            result.problems[sample.id] = sample.problem
+        problem = sample.problem or _criterion_problem(sample, job.criterion_of(sample.id))
+        if problem is not None:
+            result.problems[sample.id] = problem
         else:
             checkable.append(sample)
     keys = {s.id: _entry_key(s, job) for s in checkable}
 
-    if cache is None:
+    if cached_only:
+        if cache is not None:
+            run_key = _run_key(settings, job, cache, description)
+            entries = _lookup(cache.load(run_key), checkable, keys)
+        else:
+            entries = {}
+        checkable = [s for s in checkable if s.id in entries]
+        result.cached = len(checkable)
+    elif cache is None:
         entries = _compute(checkable, settings, job, log, progress)
         result.computed = len(checkable)
     else:
@@ -151,6 +197,10 @@ def score_samples(
         result.verdicts[sample.id] = Verdict.from_dict(entry["verdict"], sample.id)
         if "probe" in entry:
             result.probes[sample.id] = Probe(**entry["probe"])
+        if "prompt" in entry:
+            result.prompts[sample.id] = PromptSurprisal(
+                tuple(entry["prompt"]["pieces"]), tuple(entry["prompt"]["surprisal"])
+            )
     result.seconds = time.perf_counter() - started
     return result
 
@@ -161,8 +211,35 @@ def sample_key(sample: Sample) -> str:
 
 def _entry_key(sample: Sample, job: Job) -> str:
     key = sample_key(sample)
+    criterion = job.criterion_of(sample.id)
+    if criterion.name != "exact":
+        key += f"|{criterion.spec}"  # sampled's carries its seed
+    if criterion.name == "choice":
+        key += "|" + stable_hash(list(sample.distractors))
     position = job.probe_at.get(sample.id)
-    return key if position is None else f"{key}@{position}"
+    if position is not None:
+        key = f"{key}@{position}"
+    return f"{key}+prompt" if job.prompt_surprisal else key
+
+
+def sample_seed(seed: int, sample: Sample) -> int:
+    """The seed of one sample's draws under `sampled`: the criterion's seed and the sample's
+    content, hashed. It does not depend on the other samples, their order or the batch."""
+    return int(stable_hash({"seed": seed, "sample": sample.content_key()}, length=8), 16) % 2**31
+
+
+def _criterion_problem(sample: Sample, criterion: Criterion) -> str | None:
+    if criterion.name != "choice":
+        return None
+    if not sample.distractors:
+        return (
+            "the choice criterion needs wrong responses to compare the target with: give the "
+            'record a "distractors": ["...", ...] list, or judge it by another criterion'
+        )
+    if sample.target in sample.distractors:
+        number = sample.distractors.index(sample.target) + 1
+        return f"distractor {number} is the target itself: the choice would be a tie"
+    return None
 
 
 def _run_key(settings: Settings, job: Job, cache: ScoreCache, description: str) -> str:
@@ -183,6 +260,8 @@ def _run_key(settings: Settings, job: Job, cache: ScoreCache, description: str) 
             "render": asdict(settings.render),
             "produce": job.produce,
             "generate_max_tokens": settings.generate_max_tokens,
+            # Texts (produced, divergence tokens) are decoded byte-safe: not from older entries.
+            "decode": "byte-safe",
         }
     )
 
@@ -228,10 +307,22 @@ def _compute(
             entries[sample.id] = {"problem": problem}
         else:
             ready.append(item)
+    by_id = {s.id: s for s in samples}
+    options = _render_options(
+        [by_id[r.sample_id] for r in ready if job.criterion_of(r.sample_id).name == "choice"],
+        tokenizer,
+        settings,
+        stop_ids,
+        job,
+        entries,
+    )
+    ready = [r for r in ready if r.sample_id not in entries]
     if not ready:
         return entries
 
-    def decode(ids: list[int]) -> str:
+    decode = byte_safe_decoder(tokenizer)
+
+    def plain_decode(ids: list[int]) -> str:
         text: str = tokenizer.decode(ids, skip_special_tokens=False)
         return text
 
@@ -244,21 +335,119 @@ def _compute(
     else:
         backend = load_backend(settings.backend, job.checkpoint, settings.backend_options)
     try:
-        ready = _fitting(ready, backend.max_sequence_length, settings.backend, entries)
-        scores, verdicts, generated = check(
-            ready,
-            backend,
-            stop_ids,
-            decode,
-            settings.generate_max_tokens,
-            job.produce,
-            job.probe_at,
-            progress(len(ready)),
+        ready = _fitting(ready, backend.max_sequence_length, settings.backend, entries, options)
+        # With prompt surprisal, a sample is scored from its prompt's second token on: the
+        # same pass then says how surprising the prompt is (the target's figures are split
+        # off below). The options of a choice sample share its prompt instead: one group per
+        # sample, each scored from the target on.
+        starts_at = [
+            r.target_start if r.sample_id in options else _scored_from(r, job) for r in ready
+        ]
+        requests = [
+            ScoreRequest(r.input_ids, start, i if r.sample_id in options else None)
+            for i, (r, start) in enumerate(zip(ready, starts_at))
+        ]
+        for i, r in enumerate(ready):
+            requests += [
+                ScoreRequest(o.input_ids, o.target_start, i) for o in options.get(r.sample_id, ())
+            ]
+        scored = backend.score(requests, progress(len(requests)))
+        both = scored[: len(ready)]
+        prompt_scores = {
+            r.sample_id: s.target_logprobs[: r.target_start - start]
+            for r, s, start in zip(ready, both, starts_at)
+            if start < r.target_start
+        }
+        scores = [
+            _from_target(s, r.target_start - start) for r, s, start in zip(ready, both, starts_at)
+        ]
+        option_scores: dict[str, list[TokenScores]] = {}
+        rest = iter(scored[len(ready) :])
+        for r in ready:
+            option_scores[r.sample_id] = [next(rest) for _ in options.get(r.sample_id, ())]
+        verdicts = {r.sample_id: judge(r, s, stop_ids, decode) for r, s in zip(ready, scores)}
+        completions = _sampled(ready, by_id, job, backend, stop_ids)
+        # Whether each sample is learned by the pass alone (a divergence may still turn out
+        # to spell the target text): only unlearned ones are generated to show their output.
+        pre = {
+            r.sample_id: not job.criterion_of(r.sample_id).needs_greedy_output
+            and decide(
+                verdicts[r.sample_id],
+                job.criterion_of(r.sample_id),
+                **_evidence(
+                    r,
+                    s,
+                    by_id,
+                    job.criterion_of(r.sample_id),
+                    option_scores,
+                    completions,
+                    stop_ids,
+                    decode,
+                ),
+            ).learned
+            for r, s in zip(ready, scores)
+        }
+        # Where greedy decoding leaves the target, and with which token, is known from the
+        # pass: only what follows that token is generated (nothing, if it ends the reply).
+        # A sample whose predicted token still spells the target text is generated for every
+        # checkpoint (its verdict is about the text), as is one whose criterion compares the
+        # whole greedy output (normalized); the others only to show what an unlearned sample
+        # produces (`pre`: the verdict before any retokenized reading).
+        spelling = {
+            r.sample_id for r in ready if continues_target(verdicts[r.sample_id], stop_ids, decode)
+        }
+        starts: dict[str, tuple[Rendered, int, int, bool]] = {}
+        for r, s in zip(ready, scores):
+            v = verdicts[r.sample_id]
+            whole = r.sample_id in spelling or job.criterion_of(r.sample_id).needs_greedy_output
+            if v.first_divergence is not None and (whole or (job.produce and not pre[r.sample_id])):
+                divergence = v.first_divergence
+                starts[r.sample_id] = (r, divergence.position, divergence.predicted_id, whole)
+            if r.sample_id in job.probe_at:
+                position = job.probe_at[r.sample_id]
+                starts[f"probe:{r.sample_id}"] = (r, position, s.top1_ids[position], False)
+        wanted = {k: v for k, v in starts.items() if v[2] not in stop_ids}
+        generated = dict(
+            zip(
+                wanted,
+                backend.generate(
+                    [
+                        _continuation_request(r, position, token, stop_ids, settings, whole)
+                        for r, position, token, whole in wanted.values()
+                    ]
+                ),
+            )
         )
     finally:
         backend.close()
-    for rendered_sample, token_scores, verdict in zip(ready, scores, verdicts):
+    for rendered_sample, token_scores in zip(ready, scores):
         sample_id = rendered_sample.sample_id
+        verdict = verdicts[sample_id]
+        if sample_id in starts:
+            verdict = with_production(
+                verdict, token_scores, generated.get(sample_id, ()), stop_ids, decode
+            )
+        criterion = job.criterion_of(sample_id)
+        verdict = decide(
+            verdict,
+            criterion,
+            **_evidence(
+                rendered_sample,
+                token_scores,
+                by_id,
+                criterion,
+                option_scores,
+                completions,
+                stop_ids,
+                decode,
+            ),
+        )
+        if not job.produce or verdict.learned:
+            verdict = replace(verdict, produced=None, produced_stopped=False)
+        else:
+            # What the HTML report shows of an unlearned sample: each target token's
+            # probability and text (split where the plain decode says a character is whole).
+            verdict = with_token_figures(verdict, token_scores, plain_decode)
         entry: dict[str, Any] = {"verdict": verdict.to_dict()}
         if sample_id in job.probe_at:
             entry["probe"] = asdict(
@@ -271,74 +460,153 @@ def _compute(
                     decode,
                 )
             )
+        if sample_id in prompt_scores:
+            prompt = rendered_sample.input_ids[: rendered_sample.target_start]
+            entry["prompt"] = {
+                "pieces": [decode([t]) for t in prompt],
+                "surprisal": [round(-lp, 4) for lp in prompt_scores[sample_id]],
+            }
         entries[sample_id] = entry
     return entries
 
 
-def check(
+def _render_options(
+    choice: Sequence[Sample],
+    tokenizer: Any,
+    settings: Settings,
+    stop_ids: frozenset[int],
+    job: Job,
+    entries: dict[str, dict[str, Any]],
+) -> dict[str, list[Rendered]]:
+    """Each choice sample's distractors, rendered as targets of its prompt; a distractor that
+    cannot be rendered makes its sample a problem (in `entries`) that says which."""
+    wrong = [replace(s, target=d) for s in choice for d in s.distractors]
+    rendered = iter(
+        render_samples(wrong, tokenizer, settings.render, stop_ids, job.checkpoint.max_length)
+    )
+    options: dict[str, list[Rendered]] = {}
+    for sample in choice:
+        own = [next(rendered) for _ in sample.distractors]
+        for number, option in enumerate(own, start=1):
+            problem = option if isinstance(option, str) else _vocabulary_problem(option, job)
+            if problem is not None:
+                entries[sample.id] = {"problem": f"distractor {number}: {problem}"}
+                break
+        else:
+            options[sample.id] = [o for o in own if isinstance(o, Rendered)]
+    return options
+
+
+def _sampled(
     ready: Sequence[Rendered],
-    backend: ScoringBackend,
+    by_id: Mapping[str, Sample],
+    job: Job,
+    backend: Any,
+    stop_ids: frozenset[int],
+) -> dict[str, tuple[int, list[tuple[int, ...]]]]:
+    """The seed and completions of each sample judged by `sampled`, by id."""
+    chosen = [r for r in ready if job.criterion_of(r.sample_id).name == "sampled"]
+    if not chosen:
+        return {}
+    requests = []
+    for r in chosen:
+        criterion = job.criterion_of(r.sample_id)
+        assert criterion.n is not None and criterion.temperature is not None
+        requests.append(
+            SampleRequest(
+                input_ids=r.prompt_ids,
+                n=criterion.n,
+                temperature=criterion.temperature,
+                seed=sample_seed(criterion.seed or 0, by_id[r.sample_id]),
+                max_new_tokens=len(r.target_ids) + GENERATE_PAST_TARGET,
+                stop_ids=stop_ids,
+            )
+        )
+    drawn = backend.sample(requests)
+    return {
+        r.sample_id: (request.seed, completions)
+        for r, request, completions in zip(chosen, requests, drawn)
+    }
+
+
+def _evidence(
+    rendered: Rendered,
+    scores: TokenScores,
+    by_id: Mapping[str, Sample],
+    criterion: Criterion,
+    option_scores: Mapping[str, list[TokenScores]],
+    completions: Mapping[str, tuple[int, list[tuple[int, ...]]]],
     stop_ids: frozenset[int],
     decode: Callable[[list[int]], str],
-    generate_max_tokens: int,
-    produce: bool = True,
-    probe_at: Mapping[str, int] = MappingProxyType({}),
-    progress: Progress | None = None,
-) -> tuple[list[TokenScores], list[Verdict], dict[str, tuple[int, ...]]]:
-    """The teacher-forced pass, its verdicts, and the generation they need, on a loaded backend.
+) -> dict[str, Any]:
+    """What `decide` needs beyond the teacher-forced verdict, for this sample's criterion."""
+    sample_id = rendered.sample_id
+    if criterion.name == "normalized":
+        target = rendered.target_ids
+        ended = bool(target) and target[-1] in stop_ids
+        return {"target_text": decode(list(target[:-1] if ended else target))}
+    if criterion.name == "choice":
+        sample = by_id[sample_id]
+        return {
+            "option_logprobs": [
+                list(s.target_logprobs) for s in [scores, *option_scores[sample_id]]
+            ],
+            "option_texts": [sample.target, *sample.distractors],
+        }
+    if criterion.name == "sampled":
+        seed, drawn = completions[sample_id]
+        return {
+            "seed": seed,
+            "reproduces": [
+                reproduces(tokens, rendered.target_ids, stop_ids, decode) for tokens in drawn
+            ],
+        }
+    return {}
 
-    Returns the token scores and the final verdicts in `ready`'s order, and what was generated
-    by sample id (`probe:<id>` for the continuations `probe_at` asks for).
-    """
-    scores = backend.score([ScoreRequest(r.input_ids, r.target_start) for r in ready], progress)
-    verdicts = [judge(r, s, stop_ids, decode) for r, s in zip(ready, scores)]
-    # Where greedy decoding leaves the target, and with which token, is known from the pass:
-    # only what follows that token is generated (nothing, if it ends the reply). A sample whose
-    # predicted token still spells the target text is generated for every checkpoint (its
-    # verdict is about the text); the others only to show what they produce.
-    spelling = {
-        r.sample_id for r, v in zip(ready, verdicts) if continues_target(v, stop_ids, decode)
-    }
-    starts: dict[str, tuple[Rendered, int, int, bool]] = {}
-    for r, s, v in zip(ready, scores, verdicts):
-        if v.first_divergence is not None and (produce or r.sample_id in spelling):
-            starts[r.sample_id] = (
-                r,
-                v.first_divergence.position,
-                v.first_divergence.predicted_id,
-                r.sample_id in spelling,
-            )
-        if r.sample_id in probe_at:
-            position = probe_at[r.sample_id]
-            starts[f"probe:{r.sample_id}"] = (r, position, s.top1_ids[position], False)
-    wanted = {k: v for k, v in starts.items() if v[2] not in stop_ids}
-    requests = [
-        _continuation_request(r, position, token, stop_ids, generate_max_tokens, whole)
-        for r, position, token, whole in wanted.values()
-    ]
-    generated = dict(zip(wanted, backend.generate(requests)))
-    for index, (r, s, v) in enumerate(zip(ready, scores, verdicts)):
-        if v.first_divergence is not None and (produce or r.sample_id in spelling):
-            v = with_production(v, s, generated.get(r.sample_id, ()), stop_ids, decode)
-            verdicts[index] = v if produce else replace(v, produced=None, produced_stopped=False)
-    return scores, verdicts, generated
+
+def _scored_from(rendered: Rendered, job: Job) -> int:
+    """Where a sample's pass starts scoring: its target, or with prompt surprisal its prompt's
+    second token (the first has no context to be predicted from)."""
+    if job.prompt_surprisal and rendered.target_start > 1:
+        return 1
+    return rendered.target_start
+
+
+def _from_target(scores: TokenScores, offset: int) -> TokenScores:
+    """The figures of the target positions of a pass that started `offset` tokens earlier."""
+    if offset == 0:
+        return scores
+    return TokenScores(
+        target_logprobs=scores.target_logprobs[offset:],
+        top1_ids=scores.top1_ids[offset:],
+        top1_logprobs=scores.top1_logprobs[offset:],
+        top2_ids=scores.top2_ids[offset:],
+        top2_logprobs=scores.top2_logprobs[offset:],
+    )
 
 
 def _fitting(
-    ready: list[Rendered], limit: int | None, backend: str, entries: dict[str, dict[str, Any]]
+    ready: list[Rendered],
+    limit: int | None,
+    backend: str,
+    entries: dict[str, dict[str, Any]],
+    options: Mapping[str, list[Rendered]],
 ) -> list[Rendered]:
-    """The samples the backend can score; the others become problems that say what to do."""
+    """The samples the backend can score (each of their options too); the others become
+    problems that say what to do."""
     if limit is None:
         return ready
     for r in ready:
-        if len(r.input_ids) > limit:
+        longest = max([len(o.input_ids) for o in options.get(r.sample_id, ())], default=0)
+        if max(len(r.input_ids), longest) > limit:
             entries[r.sample_id] = {
-                "problem": f"prompt + target is {len(r.input_ids)} tokens but the {backend} "
+                "problem": f"prompt + target is {max(len(r.input_ids), longest)} tokens "
+                f"(with the longest distractor) but the {backend} "
                 f"backend scores at most {limit} (vLLM keeps one token of max_model_len for "
                 "its own output); raise max_model_len in the backend args of ilp.yaml, shorten "
                 "the sample, or use --ilp-backend=hf"
             }
-    return [r for r in ready if len(r.input_ids) <= limit]
+    return [r for r in ready if r.sample_id not in entries]
 
 
 def _continuation_request(
@@ -346,19 +614,23 @@ def _continuation_request(
     position: int,
     token: int,
     stop_ids: frozenset[int],
-    generate_max_tokens: int,
+    settings: Settings,
     whole: bool,
 ) -> GenerateRequest:
     """Continue after `token` at target `position`: the target's remaining length, and a bit.
 
-    `whole`: the continuation may still spell the target text, so it may run to the target's
-    end (through other, possibly more, tokens) whatever `generate_max_tokens` says.
+    `whole`: the verdict reads the whole greedy output (it may still spell the target text
+    through other, possibly more, tokens; or the criterion is `normalized`), so
+    `generate_max_tokens` does not cut it short: twice the target's remaining tokens, and a
+    bit, and at least `generate_max_tokens`.
     """
     remaining = len(rendered.target_ids) - position - 1
     budget = remaining + GENERATE_PAST_TARGET
+    if whole:
+        budget = max(settings.generate_max_tokens, 2 * remaining + GENERATE_PAST_TARGET)
     return GenerateRequest(
         input_ids=(*rendered.input_ids[: rendered.target_start + position], token),
-        max_new_tokens=max(1, budget if whole else min(generate_max_tokens, budget)),
+        max_new_tokens=max(1, budget if whole else min(settings.generate_max_tokens, budget)),
         stop_ids=stop_ids,
     )
 

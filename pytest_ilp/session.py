@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 import warnings
@@ -14,8 +15,9 @@ import pytest
 
 from pytest_ilp.backends import Progress
 from pytest_ilp.baseline import Baseline, BaselineError, load_baseline
-from pytest_ilp.cache import ScoreCache
+from pytest_ilp.cache import ScoreCache, stable_hash
 from pytest_ilp.checkpoint import CheckpointInfo, inspect_checkpoint
+from pytest_ilp.criteria import Criterion
 from pytest_ilp.diagnosis import Diagnosis
 from pytest_ilp.errors import IlpDataError, SampleProblem
 from pytest_ilp.export import remediation_records
@@ -27,6 +29,7 @@ from pytest_ilp.settings import Settings, Stage
 from pytest_ilp.signals import (
     BaseSignals,
     CheckpointVerdict,
+    Familiarity,
     HistorySignals,
     Signals,
     TargetStatistics,
@@ -34,6 +37,8 @@ from pytest_ilp.signals import (
     dataset_signals,
     find_siblings,
     knowledge,
+    least_familiar_word,
+    prompt_document_frequency,
     read_train_log,
     training_signals,
     trajectory_history,
@@ -42,6 +47,10 @@ from pytest_ilp.verdicts import Verdict
 
 #: a line of progress in a log that is not a terminal, at most this often (seconds).
 LOG_PROGRESS_EVERY = 30.0
+
+
+#: learned samples the base model also scores, as the reference for how familiar prompts are.
+FAMILIARITY_REFERENCE = 200
 
 
 class IlpWarning(pytest.PytestWarning):
@@ -59,7 +68,10 @@ class IlpSession:
     checkpoint: CheckpointInfo
     rootpath: Path
     cache: ScoreCache | None
+    #: the data files (and saved dataset folders), resolved.
     data_files: list[Path] = field(default_factory=list)
+    #: the same, as found (absolute, links not resolved).
+    data_paths: list[Path] = field(default_factory=list)
     base: CheckpointInfo | None = None
     history: list[tuple[Stage, CheckpointInfo]] = field(default_factory=list)
     #: the stage name ilp.yaml gives the checkpoint under test, if it lists it.
@@ -74,6 +86,8 @@ class IlpSession:
     diagnoses: dict[str, Diagnosis] = field(default_factory=dict)
     #: samples of the selected items, in item order, with their must-learn flag.
     in_scope: dict[str, bool] = field(default_factory=dict)
+    #: the criterion each sample in scope is judged by.
+    criteria: dict[str, Criterion] = field(default_factory=dict)
     baseline: Baseline | None = None
     #: the gate's decisions, once scoring and diagnosis are done.
     gate: GateResult | None = None
@@ -83,6 +97,12 @@ class IlpSession:
     final: RunOutput | None = None
     #: the exit status the session ends with, once the gate has had its say.
     exitstatus: int | None = None
+    #: the items `-k`, `-m`, `--lf` or a shard deselected (pytest_deselected).
+    deselected: list[pytest.Item] = field(default_factory=list)
+    #: samples outside the selection known from the cache: id -> (verdict, must-learn).
+    outside: dict[str, tuple[Verdict, bool]] = field(default_factory=dict)
+    #: every file the run wrote, as (what, path): the closing block announces them.
+    written: list[tuple[str, Path]] = field(default_factory=list)
     #: what failed to collect (node id -> the error's last line): a data file that could not
     #: be read, a test module that did not import.
     collection_errors: dict[str, str] = field(default_factory=dict)
@@ -118,6 +138,7 @@ class IlpSession:
             rootpath,
             cache,
             [p.resolve() for p in data_files],
+            [p.absolute() for p in data_files],
             base=inspect_checkpoint(settings.base, "--ilp-base") if settings.base else None,
             history=[
                 (stage, inspect_checkpoint(stage.checkpoint, "--ilp-history"))
@@ -151,30 +172,81 @@ class IlpSession:
         log: Callable[[str], None],
         progress: Callable[[int], Progress],
         diagnoser: Diagnoser,
+        criteria: Mapping[str, Criterion] | None = None,
+        others: Sequence[tuple[Sample, bool]] = (),
     ) -> None:
         """Score every sample in scope (deduplicated) once per session, then diagnose the
-        unlearned ones: the checkpoint under test, each history checkpoint, the base model."""
+        unlearned ones: the checkpoint under test, each history checkpoint, the base model.
+
+        `criteria`: each sample's criterion (markers applied); by default the settings'.
+        Every checkpoint judges a sample by the same criterion, so "learned at an earlier
+        stage" means what "learned" means for the final one.
+
+        `others`: the samples the selection left out. Those whose verdicts (and, when
+        unlearned, every diagnosis input) the cache holds are read from it, never scored, and
+        diagnosed with the rest: they count towards the budgets (`self.outside`)."""
         for sample, must_learn in scope:
             self.in_scope[sample.id] = self.in_scope.get(sample.id, False) or must_learn
         samples = [self.samples[i] for i in self.in_scope]
+        outside: dict[str, bool] = {}
+        for sample, must_learn in others:
+            if sample.id not in self.in_scope:
+                outside[sample.id] = outside.get(sample.id, False) or must_learn
+        # Read from the cache only: a sample outside the selection counts only when everything
+        # its gate decision needs is known.
+        known = [self.samples[i] for i in outside] if self.cache is not None else []
+        self.criteria = {
+            s.id: (criteria or {}).get(s.id) or self.settings.criterion_for(s)
+            for s in [*samples, *known]
+        }
 
-        def run(job: Job, subset: list[Sample]) -> ScoringResult:
+        def run(job: Job, subset: list[Sample], known: list[Sample]) -> ScoringResult:
             result = score_samples(subset, self.settings, job, self.cache, log, progress)
             self.passes.append(result)
+            if known:
+                cached = score_samples(
+                    known, self.settings, job, self.cache, log, progress, cached_only=True
+                )
+                result = replace(
+                    result,
+                    verdicts={**result.verdicts, **cached.verdicts},
+                    probes={**result.probes, **cached.probes},
+                )
             return result
 
-        self.result = final = run(Job(self.checkpoint, self.checkpoint), samples)
-        unlearned = {i: v for i, v in final.verdicts.items() if v.first_divergence is not None}
-        if not unlearned:
-            return
+        def job(info: CheckpointInfo, **kwargs: Any) -> Job:
+            return Job(info, self.checkpoint, criteria=self.criteria, **kwargs)
+
+        self.result = final = run(job(self.checkpoint), samples, known)
+        known_ids = {s.id for s in known} & set(final.verdicts)
+        unlearned = {
+            i: v
+            for i, v in final.verdicts.items()
+            if not v.learned and (i in self.in_scope or i in known_ids)
+        }
+        if unlearned:
+            known_ids &= self._diagnose_all(unlearned, known_ids, run, job, diagnoser)
+        self.outside = {i: (final.verdicts[i], outside[i]) for i in outside if i in known_ids}
+
+    def _diagnose_all(
+        self,
+        unlearned: dict[str, Verdict],
+        known_ids: set[str],
+        run: Callable[[Job, list[Sample], list[Sample]], ScoringResult],
+        job: Callable[..., Job],
+        diagnoser: Diagnoser,
+    ) -> set[str]:
+        """Score the base and history checkpoints on the unlearned samples and diagnose them;
+        returns the ids outside the selection that could be diagnosed from the cache."""
         # The base and history checkpoints only explain failures: they score the unlearned
-        # samples alone.
-        samples = [self.samples[i] for i in unlearned]
+        # samples alone (those outside the selection: from the cache only).
+        samples = [self.samples[i] for i in unlearned if i not in known_ids]
+        known = [self.samples[i] for i in unlearned if i in known_ids]
         missing: dict[str, str] = {}
         history = []
         for stage, info in self.history:
             try:
-                history.append((stage, run(Job(info, self.checkpoint, produce=False), samples)))
+                history.append((stage, run(job(info, produce=False), samples, known)))
             except IncompatibleTokenizer as exc:
                 missing["history"] = f"history signals skipped: {exc}"
                 warnings.warn(IlpWarning(missing["history"]), stacklevel=1)
@@ -189,16 +261,31 @@ class IlpSession:
                 for i, v in unlearned.items()
                 if v.first_divergence is not None
             }
+            # A few learned samples go along, so that how familiar a prompt is to the base
+            # model is measured against the data's usual prompts, not the failures' alone.
+            assert self.result is not None
+            verdicts = self.result.verdicts
+            learned = [self.samples[i] for i, v in verdicts.items() if v.first_divergence is None]
+            reference = sorted(learned, key=lambda s: stable_hash(s.id))[:FAMILIARITY_REFERENCE]
             try:
                 base = run(
-                    Job(self.base, self.checkpoint, produce=False, probe_at=probe_at), samples
+                    job(self.base, produce=False, probe_at=probe_at, prompt_surprisal=True),
+                    samples + reference,
+                    known,
                 )
             except IncompatibleTokenizer as exc:
                 missing["base"] = f"base signals skipped: {exc}"
                 warnings.warn(IlpWarning(missing["base"]), stacklevel=1)
         else:
             missing["base"] = "needs --ilp-base to tell missing knowledge and knowledge conflicts"
+        # An unlearned sample outside the selection whose base or history verdict is not in
+        # the cache is left out: diagnosed without it, its cause could differ from a full run's.
+        for result in [*(r for _, r in history), *([base] if base is not None else [])]:
+            for sample_id in {s.id for s in known} - set(result.verdicts):
+                known_ids.discard(sample_id)
+                unlearned.pop(sample_id, None)
         self._diagnose(unlearned, history, base, missing, diagnoser)
+        return known_ids
 
     def _diagnose(
         self,
@@ -212,8 +299,10 @@ class IlpSession:
         verdicts = self.result.verdicts
         # A sample that cannot be checked (an empty target, a bad record) contradicts nothing.
         checkable = [s for s in self.samples.values() if s.problem is None]
-        siblings = find_siblings(checkable, unlearned, self.settings.diagnosis.near_duplicate)
+        limits = self.settings.diagnosis
+        siblings = find_siblings(checkable, unlearned, limits.paraphrase_candidate)
         stats = TargetStatistics.of(verdicts.values())
+        familiar = _familiarity(base, prompt_document_frequency(checkable), len(checkable))
         for sample_id, verdict in unlearned.items():
             sample = self.samples[sample_id]
             own_missing = dict(missing)
@@ -237,9 +326,14 @@ class IlpSession:
                     )
             signals = Signals(
                 dataset=dataset_signals(
-                    verdict, siblings.get(sample_id, []), self.samples, verdicts, stats
+                    verdict,
+                    siblings.get(sample_id, []),
+                    self.samples,
+                    verdicts,
+                    stats,
+                    limits.near_duplicate,
                 ),
-                base=self._base_signals(sample_id, base),
+                base=self._base_signals(sample_id, base, familiar.get(sample_id), stats),
                 history=history_signals,
                 training=(
                     training_signals(self.train_log[sample_id])
@@ -265,7 +359,13 @@ class IlpSession:
         )
         return trajectory_history(points, final, sample.stage)
 
-    def _base_signals(self, sample_id: str, base: ScoringResult | None) -> BaseSignals | None:
+    def _base_signals(
+        self,
+        sample_id: str,
+        base: ScoringResult | None,
+        familiarity: Familiarity | None,
+        stats: TargetStatistics,
+    ) -> BaseSignals | None:
         if base is None or sample_id not in base.probes:
             return None
         verdict, probe = base.verdicts[sample_id], base.probes[sample_id]
@@ -275,6 +375,8 @@ class IlpSession:
             nll=verdict.nll,
             probe=probe,
             knowledge=knowledge(verdict.learned, probe, self.settings.diagnosis.weakly_known_prob),
+            familiarity=familiarity,
+            answers=stats.is_answer_token(probe.top_id, probe.position),
         )
 
     def _history_signals(
@@ -351,9 +453,14 @@ class IlpSession:
             return None
         return compare_with_baseline(learned, self.baseline.learned[sample_id])
 
-    def apply_gate(self, scopes: Mapping[str, tuple[Mapping[str, Any], Sequence[str]]]) -> None:
+    def apply_gate(
+        self,
+        scopes: Mapping[str, tuple[Mapping[str, Any], Sequence[str]]],
+        outside: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         """Decide every sample in scope: `scopes` maps each scope key to its budgets and the ids
-        of its samples (see `gate.evaluate`)."""
+        of its samples (see `gate.evaluate`); `outside` maps a scope key to the ids of its
+        deselected samples, which count towards its budgets when the cache knew them."""
         samples = {
             o.sample.id: GateSample(
                 id=o.sample.id,
@@ -364,9 +471,27 @@ class IlpSession:
             )
             for o in self.outcomes()
         }
+        others: dict[str, GateSample] = {}
+        for sample_id, (verdict, must_learn) in self.outside.items():
+            diagnosis = self.diagnoses.get(sample_id)
+            others[sample_id] = GateSample(
+                id=sample_id,
+                learned=verdict.learned,
+                cause=diagnosis.cause if diagnosis is not None else None,
+                must_learn=must_learn,
+                baseline=self._compared(sample_id, verdict.learned),
+            )
         gate = evaluate(
             samples,
-            [Scope(key, budgets, tuple(ids)) for key, (budgets, ids) in scopes.items()],
+            [
+                Scope(
+                    key,
+                    budgets,
+                    tuple(ids),
+                    tuple(others[i] for i in (outside or {}).get(key, ()) if i in others),
+                )
+                for key, (budgets, ids) in scopes.items()
+            ],
             strict=self.settings.strict,
             baseline=None if self.baseline is None else relative(self.baseline.path, self.rootpath),
         )
@@ -435,6 +560,28 @@ class RunOutput:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunOutput:
         return cls(**data)
+
+
+def _familiarity(
+    base: ScoringResult | None, prompt_df: Mapping[str, int], prompts: int
+) -> dict[str, Familiarity]:
+    """Each probed prompt's least familiar content word, against the median over every prompt
+    the base model scored (the unlearned ones and the learned reference)."""
+    if base is None:
+        return {}
+    words = {}
+    for sample_id, prompt in base.prompts.items():
+        found = least_familiar_word(prompt.pieces, prompt.surprisal, prompt_df, prompts)
+        if found is not None:
+            words[sample_id] = found
+    if not words:
+        return {}
+    median = statistics.median(nats for _, nats in words.values())
+    return {
+        i: Familiarity(word, round(nats, 3), round(median, 3))
+        for i, (word, nats) in words.items()
+        if i in base.probes
+    }
 
 
 def _baseline(settings: Settings) -> Baseline | None:

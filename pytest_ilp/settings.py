@@ -26,10 +26,11 @@ import pytest
 import yaml
 
 from pytest_ilp.backends import BackendOptions, backend_names
+from pytest_ilp.criteria import EXACT, EXAMPLES, Criterion, parse_criterion
 from pytest_ilp.diagnosis import Thresholds
 from pytest_ilp.gate import Budget, parse_budget
 from pytest_ilp.render import RENDER_MODES, RenderSettings
-from pytest_ilp.samples import MustLearnSelector
+from pytest_ilp.samples import MustLearnSelector, Sample
 from pytest_ilp.shards import Shard
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -42,7 +43,8 @@ class Setting:
 
     key: str
     help: str
-    kind: str  # "path", "paths", "history", "budgets", "str", "int", "float", "bool"
+    # "path", "paths", "history", "budgets", "criterion", "str", "int", "float", "bool"
+    kind: str
     default: Any = None
     choices: tuple[str, ...] = ()
     metavar: str | None = None
@@ -93,6 +95,15 @@ SETTINGS = (
         metavar="N",
     ),
     Setting("cache", "reuse verdicts from pytest's cache folder", "bool", default=True),
+    Setting(
+        "criterion",
+        "how 'learned' is judged: exact (greedy output is the target), prefix:N, "
+        "token_accuracy:X, nll:Y, normalized, choice[:sum|mean] (the record's distractors), "
+        "sampled[:n=5,temperature=0.7,min_pass=0.2,seed=0]",
+        "criterion",
+        default=EXACT,
+        metavar="NAME[:ARGS]",
+    ),
     Setting(
         "render",
         "how samples become tokens: auto (chat records use the chat template), raw or chat",
@@ -181,6 +192,13 @@ SETTINGS = (
         metavar="PATH",
     ),
     Setting(
+        "html",
+        "write a self-contained HTML report (charts, and every sample with its evidence) to "
+        "this path",
+        "path",
+        metavar="PATH",
+    ),
+    Setting(
         "export",
         "write the unlearned samples (their records, with cause and suggested fix) as JSONL",
         "path",
@@ -195,7 +213,25 @@ SETTINGS = (
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 #: keys ilp.yaml accepts: the settings above, and the structured ones below.
-YAML_KEYS = (*(s.yaml for s in SETTINGS), "must_learn", "diagnosis")
+YAML_KEYS = (*(s.yaml for s in SETTINGS), "must_learn", "diagnosis", "criteria")
+
+
+@dataclass(frozen=True)
+class CriterionRule:
+    """An ilp.yaml `criteria:` entry: the samples of these data files (or folders) and with
+    one of these tags are judged by `criterion`. A rule matches when each selector it gives
+    matches."""
+
+    criterion: Criterion
+    files: tuple[Path, ...] = ()
+    tags: frozenset[str] = frozenset()
+
+    def matches(self, sample: Sample) -> bool:
+        if self.files:
+            source = sample.source.resolve()
+            if not any(source == f or f in source.parents for f in self.files):
+                return False
+        return not self.tags or not self.tags.isdisjoint(sample.tags)
 
 
 @dataclass(frozen=True)
@@ -235,8 +271,21 @@ class Settings:
     baseline: Path | None = None
     update_baseline: bool = False
     markdown: Path | None = None
+    html: Path | None = None
     export: Path | None = None
     shard: Shard | None = None
+    #: the run's criterion (command line > ilp.yaml > ini); `criterion_rules` and a record's
+    #: own field win over it for their samples, an `ilp_criterion` marker over all.
+    criterion: Criterion = EXACT
+    criterion_rules: tuple[CriterionRule, ...] = ()
+
+    def criterion_for(self, sample: Sample) -> Criterion:
+        """A sample's criterion without markers: its record's field, else the first ilp.yaml
+        rule that matches it, else the run's."""
+        if sample.criterion is not None:
+            return sample.criterion
+        rule = next((r for r in self.criterion_rules if r.matches(sample)), None)
+        return rule.criterion if rule is not None else self.criterion
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -262,7 +311,8 @@ def add_options(parser: pytest.Parser) -> None:
                 default=None,
                 metavar=setting.metavar or setting.key.upper(),
                 choices=setting.choices or None,
-                help=help_text + (f" (default: {setting.default})" if setting.default else ""),
+                help=help_text
+                + (f" (default: {_shown(setting.default)})" if setting.default else ""),
             )
         ini_type = {
             "path": "paths",
@@ -281,6 +331,10 @@ def add_options(parser: pytest.Parser) -> None:
         "the rootdir, if present)",
     )
     parser.addini("ilp_config", "path of ilp.yaml", type="paths", default=None)
+
+
+def _shown(default: Any) -> str:
+    return default.spec if isinstance(default, Criterion) else str(default)
 
 
 def resolve(config: pytest.Config) -> Settings | None:
@@ -338,8 +392,11 @@ def resolve(config: pytest.Config) -> Settings | None:
         baseline=values["baseline"],
         update_baseline=values["update_baseline"],
         markdown=values["markdown"],
+        html=values["html"],
         export=values["export"],
         shard=_shard(values["shard"]),
+        criterion=values["criterion"],
+        criterion_rules=_criterion_rules(yaml_values.get("criteria"), config_file),
     )
 
 
@@ -463,6 +520,11 @@ def _history_from_yaml(raw: Any, base: Path, where: str) -> list[Stage]:
 
 
 def _convert(setting: Setting, raw: Any, where: str) -> Any:
+    if setting.kind == "criterion":
+        try:
+            return parse_criterion(raw)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{where}: {exc}") from None
     try:
         if setting.kind == "bool":
             value: Any = _boolean(raw)
@@ -585,6 +647,61 @@ def _thresholds(raw: Any, config_file: Path | None) -> Thresholds:
             )
         values[key] = type(getattr(defaults, key))(value)
     return replace(defaults, **values)
+
+
+def _criterion_rules(raw: Any, config_file: Path | None) -> tuple[CriterionRule, ...]:
+    """ilp.yaml's `criteria:` list, e.g. `- {files: [long.jsonl], criterion: {nll: 1.0}}`."""
+    if raw is None:
+        return ()
+    where = f"{config_file}: criteria"
+    if not isinstance(raw, list):
+        raise pytest.UsageError(
+            f"{where}: expected a list of rules like {{files: [data/long.jsonl], criterion: "
+            "{token_accuracy: 0.9}} or {tags: [mc], criterion: choice}"
+        )
+    assert config_file is not None
+    rules = []
+    for number, entry in enumerate(raw, start=1):
+        at = f"{where}[{number}]"
+        if not isinstance(entry, Mapping) or "criterion" not in entry:
+            raise pytest.UsageError(f"{at}: expected a mapping with a `criterion` and files/tags")
+        _reject_unknown(entry, {"files", "tags", "criterion"}, at)
+        lists = {}
+        for key in ("files", "tags"):
+            value = entry.get(key) or []
+            value = [value] if isinstance(value, str) else value
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise pytest.UsageError(f"{at}.{key}: expected a list of strings")
+            lists[key] = value
+        if not lists["files"] and not lists["tags"]:
+            raise pytest.UsageError(
+                f"{at}: select samples with `files` and/or `tags` (the run's own criterion is "
+                "the top-level `criterion` key)"
+            )
+        try:
+            criterion = parse_criterion(entry["criterion"])
+        except ValueError as exc:
+            raise pytest.UsageError(f"{at}.criterion: {exc}") from None
+        rules.append(
+            CriterionRule(
+                criterion=criterion,
+                files=tuple((config_file.parent / f).resolve() for f in lists["files"]),
+                tags=frozenset(lists["tags"]),
+            )
+        )
+    return tuple(rules)
+
+
+def criterion_of_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any], where: str) -> Criterion:
+    """The criterion an `ilp_criterion` marker names; a bad one is a usage error."""
+    try:
+        if not args:
+            if not kwargs:
+                raise ValueError(f"name a criterion, e.g. {EXAMPLES}")
+            return parse_criterion(None, **kwargs)
+        return parse_criterion(args[0], *args[1:], **kwargs)
+    except ValueError as exc:
+        raise pytest.UsageError(f"{where}: {exc}") from None
 
 
 def _shard(text: str | None) -> Shard | None:

@@ -42,6 +42,26 @@ LSH_SLACK = 0.15
 
 
 @dataclass(frozen=True)
+class Familiarity:
+    """The base model's surprisal at the prompt's least familiar content word.
+
+    An entity the base model never read costs it many nats on every one of its tokens; a
+    famous one costs a few on its first token and little after. Content words are the words
+    that few prompts of the data share (template words are shared by many).
+    """
+
+    word: str
+    #: nats, summed over the word's tokens.
+    surprisal: float
+    #: the median of the same figure over the prompts the base model scored.
+    median: float
+
+    @property
+    def ratio(self) -> float:
+        return self.surprisal / self.median if self.median > 0 else 1.0
+
+
+@dataclass(frozen=True)
 class BaseSignals:
     """The base model on the sample, and at the fine-tuned model's first divergence."""
 
@@ -52,6 +72,12 @@ class BaseSignals:
     probe: Probe
     #: SliCK-style category (Gekhman et al. 2024), estimated from the probe, see `knowledge`.
     knowledge: str
+    #: how surprised the base model is by the prompt's least familiar content word, against
+    #: the other scored prompts (None: the probe carries no prompt figures).
+    familiarity: Familiarity | None = None
+    #: the base model's token at the divergence is an answer the data's targets give there
+    #: (`TargetStatistics.is_answer_token`), not template or punctuation.
+    answers: bool = True
 
 
 @dataclass(frozen=True)
@@ -126,6 +152,8 @@ class DatasetSignals:
     rarity: float
     rarity_percentile: float
     median_rarity: float
+    #: the sample's target text.
+    target: str = ""
 
 
 @dataclass(frozen=True)
@@ -172,6 +200,48 @@ def knowledge(learned: bool, probe: Probe, weak: float) -> str:
     return "weakly_known" if probe.target_prob >= weak else "unknown"
 
 
+#: a word in more than this share of the prompts is template, not content (familiarity).
+TEMPLATE_SHARE = 0.1
+
+
+def word_surprisal(pieces: Sequence[str], surprisal: Sequence[float]) -> list[tuple[str, float]]:
+    """The prompt's words (lower-cased) with the surprisal of the tokens that spell them.
+
+    `surprisal[i]` is that of `pieces[i + 1]`; a word that touches the first token, which has
+    no surprisal, is left out.
+    """
+    text, spans = "", []
+    for piece in pieces:
+        spans.append((len(text), len(text) + len(piece)))
+        text += piece
+    words = []
+    for match in re.finditer(r"\w+", text):
+        start, end = match.span()
+        tokens = [i for i, (a, b) in enumerate(spans) if a < end and b > start]
+        if not tokens or tokens[0] == 0:
+            continue
+        words.append((match.group().lower(), sum(surprisal[i - 1] for i in tokens)))
+    return words
+
+
+def least_familiar_word(
+    pieces: Sequence[str], surprisal: Sequence[float], prompt_df: Mapping[str, int], prompts: int
+) -> tuple[str, float] | None:
+    """The content word of the prompt that surprises the model most, with its surprisal."""
+    limit = max(2.0, TEMPLATE_SHARE * prompts)
+    content = [
+        (word, nats)
+        for word, nats in word_surprisal(pieces, surprisal)
+        if 0 < prompt_df.get(word, 0) <= limit
+    ]
+    return max(content, key=lambda pair: pair[1]) if content else None
+
+
+def prompt_document_frequency(samples: Iterable[Sample]) -> Counter[str]:
+    """In how many prompts each word occurs."""
+    return Counter(w for s in samples for w in prompt_words(s))
+
+
 # -- dataset -----------------------------------------------------------------------------------
 
 
@@ -202,17 +272,41 @@ def weighted_jaccard(a: frozenset[str], b: frozenset[str], idf: Mapping[str, flo
     return sum(idf[w] for w in a & b) / union if union > 0 else 0.0
 
 
+#: words that frame a request rather than say what it is about: articles, auxiliaries,
+#: pronouns, prepositions and the polite or imperative openings of a question ("tell me",
+#: "please give"). Question words (what, where, which, who...) are NOT here: they tell a
+#: question about a year from one about a place.
+_FUNCTION_WORDS = """
+a an the is are was were be been being am do does did has have had will would shall
+should can could may might must of in on at to for from by with about into onto as and or
+but if then so than that this these those it its i me my we us our you your he him his she
+her they them their please tell give say show let kindly just also now there here
+"""
+FUNCTION_WORDS = frozenset(_FUNCTION_WORDS.split())
+
+
+def content_words(words: frozenset[str]) -> frozenset[str]:
+    """The words of a prompt that say what it asks, function words aside."""
+    return frozenset(w for w in words if w not in FUNCTION_WORDS) or words
+
+
 def find_siblings(
-    samples: Sequence[Sample], wanted: Iterable[str], threshold: float
+    samples: Sequence[Sample], wanted: Iterable[str], threshold: float, content: bool = True
 ) -> dict[str, list[tuple[str, float]]]:
-    """For each sample id in `wanted`: the ids of near-duplicate prompts with another target,
-    with their similarity.
+    """For each sample id in `wanted`: the ids of near-duplicate candidates with another
+    target, with their similarity (candidates from `threshold` on; see `dataset_signals` for
+    which of them count).
 
     Similarity is the Jaccard similarity of the prompts' word sets, each word weighted by its
     inverse document frequency over the prompts, log(N / df). Words every prompt of a template
     shares weigh little and the words that make a question its own (a name, a number) weigh
     much, so "In which year was Kemok born?" and "In what year was Kemok born?" are near
     duplicates while "In which year was Tralok born?" is not. Equal word sets score 1.
+
+    A question asked in other words ("What is the guild of Kemok?", "Tell me the guild of
+    Kemok.") brings rare framing words that the idf weights as much as the name; so the
+    similarity is the larger of that over all words and that over the content words (function
+    words aside, see `FUNCTION_WORDS`); `content=False` compares all words only.
 
     Candidates come from MinHash LSH (datasketch) over the word sets with each word repeated in
     proportion to its idf, so the cost stays near linear in the number of samples; each
@@ -222,6 +316,7 @@ def find_siblings(
 
     wanted = set(wanted)
     words = {s.id: prompt_words(s) for s in samples}
+    content_view = {i: content_words(ws) for i, ws in words.items()}
     targets = {s.id: _normalised_target(s) for s in samples}
     frequency: Counter[str] = Counter(w for ws in words.values() for w in ws)
     idf = {w: math.log(len(words) / df) for w, df in frequency.items()}
@@ -232,27 +327,34 @@ def find_siblings(
             f"{w}\x00{k}".encode() for w in ws for k in range(max(1, round(idf[w] * IDF_REPEATS)))
         ]
 
-    # The LSH only proposes candidates; a lower threshold keeps those whose estimate falls a
-    # little short (rounded weights, MinHash error) before the exact check.
-    lsh = MinHashLSH(threshold=max(0.05, threshold - LSH_SLACK), num_perm=NUM_PERM)
-    hashes = MinHash.bulk(
-        (weighted_elements(words[i]) for i in words), num_perm=NUM_PERM, seed=1, hashfunc=_crc32
-    )
-    by_id = dict(zip(words, hashes))
-    with lsh.insertion_session() as session:
-        for sample_id, minhash in by_id.items():
-            session.insert(sample_id, minhash, check_duplication=False)
-    siblings: dict[str, list[tuple[str, float]]] = {}
-    for sample_id in wanted & by_id.keys():
-        found = []
-        for other in lsh.query(by_id[sample_id]):
-            if other == sample_id or targets[other] == targets[sample_id]:
-                continue
-            similarity = weighted_jaccard(words[sample_id], words[other], idf)
-            if similarity >= threshold:
-                found.append((other, similarity))
-        siblings[sample_id] = sorted(found, key=lambda pair: (-pair[1], pair[0]))
-    return siblings
+    def similarity(a: str, b: str) -> float:
+        score = weighted_jaccard(words[a], words[b], idf)
+        if content:
+            score = max(score, weighted_jaccard(content_view[a], content_view[b], idf))
+        return score
+
+    found: dict[str, dict[str, float]] = {i: {} for i in wanted & words.keys()}
+    # One LSH per view of the prompts; each only proposes candidates, and a lower threshold
+    # keeps those whose estimate falls a little short (rounded weights, MinHash error).
+    for view in (words, content_view) if content else (words,):
+        lsh = MinHashLSH(threshold=max(0.05, threshold - LSH_SLACK), num_perm=NUM_PERM)
+        hashes = MinHash.bulk(
+            (weighted_elements(view[i]) for i in view), num_perm=NUM_PERM, seed=1, hashfunc=_crc32
+        )
+        by_id = dict(zip(view, hashes))
+        with lsh.insertion_session() as session:
+            for sample_id, minhash in by_id.items():
+                session.insert(sample_id, minhash, check_duplication=False)
+        for sample_id, own in found.items():
+            for other in lsh.query(by_id[sample_id]):
+                if other == sample_id or other in own or targets[other] == targets[sample_id]:
+                    continue
+                score = similarity(sample_id, other)
+                if score >= threshold:
+                    own[other] = score
+    return {
+        i: sorted(own.items(), key=lambda pair: (-pair[1], pair[0])) for i, own in found.items()
+    }
 
 
 def _crc32(data: bytes) -> int:
@@ -277,6 +379,8 @@ class TargetStatistics:
     frequency: Mapping[int, int]
     lengths: Sequence[int]
     rarities: Sequence[float]
+    #: the tokens that begin a target.
+    first_tokens: frozenset[int] = frozenset()
 
     @classmethod
     def of(cls, verdicts: Iterable[Verdict]) -> TargetStatistics:
@@ -286,7 +390,16 @@ class TargetStatistics:
             frequency.update(set(verdict.target_ids))
         stats = cls(len(verdicts), frequency, sorted(v.target_tokens for v in verdicts), [])
         rarities = sorted(stats.rarity(v) for v in verdicts)
-        return cls(stats.documents, frequency, stats.lengths, rarities)
+        first = frozenset(v.target_ids[0] for v in verdicts if v.target_ids)
+        return cls(stats.documents, frequency, stats.lengths, rarities, first)
+
+    def is_answer_token(self, token_id: int, position: int) -> bool:
+        """Whether a token is something the data's targets say there: one that begins a
+        target, or, past a target's first token, one that occurs in a target. A base model's
+        preferred template word (" The", "?", a newline) where an answer starts is not."""
+        if position == 0:
+            return token_id in self.first_tokens
+        return token_id in self.frequency
 
     def rarity(self, verdict: Verdict) -> float:
         ids = verdict.target_ids
@@ -314,7 +427,10 @@ def dataset_signals(
     samples: Mapping[str, Sample],
     verdicts: Mapping[str, Verdict],
     stats: TargetStatistics,
+    near_duplicate: float = 0.0,
 ) -> DatasetSignals:
+    """The data's evidence about one unlearned sample. A sibling candidate less similar than
+    `near_duplicate` (a looser rewording) counts only when the model produces its target."""
     own = prompt_word_sequence(samples[verdict.sample_id])
     found = tuple(
         Sibling(
@@ -325,6 +441,7 @@ def dataset_signals(
             identical=prompt_word_sequence(samples[other]) == own,
         )
         for other, similarity in siblings
+        if similarity >= near_duplicate or produces(verdict.produced, samples[other].target)
     )
     produced_sibling = next((s.id for s in found if produces(verdict.produced, s.target)), None)
     rarity = stats.rarity(verdict)
@@ -337,6 +454,7 @@ def dataset_signals(
         rarity=rarity,
         rarity_percentile=stats.percentile(stats.rarities, rarity),
         median_rarity=stats.median_rarity,
+        target=samples[verdict.sample_id].target,
     )
 
 

@@ -10,11 +10,12 @@ ids still reproduces the sample.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pytest_ilp.backends import TokenScores
+from pytest_ilp.criteria import Criterion, choice_scores, normalize
 from pytest_ilp.render import Rendered
 
 
@@ -44,6 +45,16 @@ class Verdict:
     `retokenized`: greedy decoding reproduced the target text through other tokens than the
     tokenizer's encoding of it; then `margin` covers the target positions up to the first
     token that differs (the ones after it were generated, not scored).
+
+    `learned` is decided by `criterion` (its `Criterion.spec`; "exact" by default), whose own
+    figures are in `figures` (the pass rate of `sampled`, the option log-likelihoods of
+    `choice`...). The teacher-forced figures (`matched`, `first_divergence`, `nll`, `margin`)
+    are there under every criterion, so diagnosis works whichever decided.
+
+    For an unlearned sample of the checkpoint under test, `target_probs` holds the probability
+    the model gave each target token (teacher-forced) and `target_pieces` the text of each
+    token (what the HTML report shades); both stay empty otherwise, to keep caches and reports
+    small.
     """
 
     sample_id: str
@@ -58,6 +69,18 @@ class Verdict:
     produced_stopped: bool = False
     note: str | None = None
     retokenized: bool = False
+    criterion: str = "exact"
+    figures: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    target_probs: tuple[float, ...] = ()
+    #: the target's text split at its token boundaries (a character that spans several tokens
+    #: belongs to the token that completes it, so the pieces join to the decoded target).
+    target_pieces: tuple[str, ...] = ()
+
+    @property
+    def reproduced(self) -> bool:
+        """Whether greedy decoding reproduces the target: token for token (teacher forcing), or
+        its text through other tokens (`retokenized`)."""
+        return self.first_divergence is None
 
     @property
     def target_tokens(self) -> int:
@@ -68,7 +91,10 @@ class Verdict:
         return self.matched / len(self.target_ids)
 
     def is_fragile(self, threshold: float) -> bool:
-        return self.learned and self.margin < threshold
+        """Learned, greedy decoding reproduces it, but by a lead under `threshold` nats
+        somewhere (a sample learned by a looser criterion with a divergence is not fragile:
+        its verdict does not hang on that near-tie)."""
+        return self.learned and self.reproduced and self.margin < threshold
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -84,6 +110,9 @@ class Verdict:
                 "sample_id": sample_id,
                 "target_ids": tuple(data["target_ids"]),
                 "first_divergence": Divergence(**divergence) if divergence else None,
+                "figures": dict(data.get("figures") or {}),
+                "target_probs": tuple(data.get("target_probs") or ()),
+                "target_pieces": tuple(data.get("target_pieces") or ()),
             }
         )
 
@@ -214,3 +243,133 @@ def with_production(
         retokenized=True,
         note=f"{verdict.note}; {how}" if verdict.note else how,
     )
+
+
+def with_token_figures(
+    verdict: Verdict, scores: TokenScores, decode: Callable[[list[int]], str]
+) -> Verdict:
+    """The verdict with each target token's probability and text (for an unlearned sample)."""
+    return replace(
+        verdict,
+        target_probs=tuple(math.exp(lp) for lp in scores.target_logprobs),
+        target_pieces=token_pieces(verdict.target_ids, decode),
+    )
+
+
+def token_pieces(ids: Sequence[int], decode: Callable[[list[int]], str]) -> tuple[str, ...]:
+    """The text each token adds to the target (the pieces join to the decoded target).
+
+    `decode` is the tokenizer's plain decode, which writes an incomplete character as U+FFFD.
+
+    Decoding token by token would show half a character as U+FFFD wherever a byte-level BPE
+    splits one (a CJK character, an emoji), and would lose SentencePiece's leading spaces. So
+    each token is decoded after the token before it (text-generation-inference's incremental
+    detokenizer): a character split over tokens goes to the token that completes it.
+    """
+    pieces = []
+    prefix, read = 0, 0
+    for end in range(1, len(ids) + 1):
+        before = decode(list(ids[prefix:read]))
+        text = decode(list(ids[prefix:end]))
+        if len(text) > len(before) and (not text.endswith("\ufffd") or end == len(ids)):
+            pieces.append(text[len(before) :])
+            prefix, read = read, end
+        else:
+            pieces.append("")  # an incomplete character: a later token completes it
+    return tuple(pieces)
+
+
+# -- criteria ----------------------------------------------------------------------------------
+
+
+def decide(verdict: Verdict, criterion: Criterion, **evidence: Any) -> Verdict:
+    """The verdict under `criterion`, from the teacher-forced verdict and what else it needs.
+
+    `evidence`: `target_text` and `produced_stopped`/`produced` already on the verdict
+    (normalized); `option_logprobs`, the per-token log-probabilities of each option, the target
+    first, then each distractor (choice); `completions`, `seed` and `reproduces`, whether each
+    sampled completion reproduces the target (sampled).
+    """
+    name = criterion.name
+    figures: dict[str, Any] = {}
+    if name == "exact":
+        learned = verdict.reproduced
+    elif name == "prefix":
+        assert criterion.tokens is not None
+        reproduced = (
+            verdict.first_divergence.position
+            if verdict.first_divergence is not None
+            else verdict.target_tokens
+        )
+        learned = reproduced >= min(criterion.tokens, verdict.target_tokens)
+        figures = {"tokens": criterion.tokens, "reproduced_tokens": reproduced}
+    elif name == "token_accuracy":
+        assert criterion.threshold is not None
+        learned = verdict.token_accuracy >= criterion.threshold
+        figures = {"token_accuracy": verdict.token_accuracy, "min": criterion.threshold}
+    elif name == "nll":
+        assert criterion.threshold is not None
+        learned = verdict.nll <= criterion.threshold
+        figures = {"nll": verdict.nll, "max": criterion.threshold}
+    elif name == "normalized":
+        target = normalize(evidence["target_text"])
+        if verdict.reproduced:
+            learned, produced = True, target
+        else:
+            produced = normalize(verdict.produced or "")
+            learned = verdict.produced_stopped and produced == target
+        figures = {"normalized_target": target, "normalized_output": produced}
+    elif name == "choice":
+        assert criterion.score is not None
+        options: Sequence[Sequence[float]] = evidence["option_logprobs"]
+        texts: Sequence[str] = evidence["option_texts"]
+        scores = choice_scores({str(i): list(lp) for i, lp in enumerate(options)}, criterion.score)
+        values = [scores[str(i)] for i in range(len(options))]
+        best_other = max(range(1, len(values)), key=lambda i: values[i])
+        learned = values[0] > values[best_other]
+        figures = {
+            "score": criterion.score,
+            "options": [
+                {"text": text, "tokens": len(lp), "loglik": float(sum(lp)), "score": value}
+                for text, lp, value in zip(texts, options, values)
+            ],
+            "best_distractor": best_other - 1,
+            "lead": values[0] - values[best_other],
+        }
+    elif name == "sampled":
+        assert criterion.threshold is not None and criterion.n is not None
+        passes = sum(1 for ok in evidence["reproduces"] if ok)
+        rate = passes / criterion.n
+        learned = rate >= criterion.threshold
+        figures = {
+            "n": criterion.n,
+            "passes": passes,
+            "pass_rate": rate,
+            "min_pass": criterion.threshold,
+            "temperature": criterion.temperature,
+            "seed": evidence["seed"],
+        }
+    else:  # parse_criterion accepts no other names
+        raise ValueError(f"unknown criterion {name!r}")
+    return replace(verdict, learned=learned, criterion=criterion.spec, figures=figures)
+
+
+def reproduces(
+    tokens: Sequence[int],
+    target_ids: Sequence[int],
+    stop_ids: frozenset[int],
+    decode: Callable[[list[int]], str],
+) -> bool:
+    """Whether generated `tokens` (cut after their first stop token) reproduce the target: the
+    same tokens (any stop token for a stop token), or the same text through another token split.
+    A target that ends in a stop token must be ended; one that does not (`append_eos: false`)
+    only has to be the start of the output."""
+    if len(tokens) >= len(target_ids) and all(
+        t == e or (e in stop_ids and t in stop_ids) for t, e in zip(tokens, target_ids)
+    ):
+        return True
+    if target_ids and target_ids[-1] in stop_ids:
+        if not tokens or tokens[-1] not in stop_ids:
+            return False
+        return decode(list(tokens[:-1])) == decode(list(target_ids[:-1]))
+    return decode(list(tokens)).startswith(decode(list(target_ids)))

@@ -7,6 +7,7 @@ asserted is that every section runs and that the verdicts it times agree with gr
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,55 @@ def test_quick_benchmark_compares_with_lm_eval(work: Path) -> None:
     out = run_benchmark(work, "lm-eval")
     assert "lm-eval pairs: 24/24 encode to our token ids" in out
     assert "lm-eval is_greedy:" in out
+
+
+def test_callback_cost_benchmark_runs(tmp_path: Path) -> None:
+    pytest.importorskip("trl", reason="benchmarks/callback_cost.py trains with TRL")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "callback_cost.py"),
+            "--samples=24",
+            "--epochs=1",
+            "--subsets=8",
+            "--threads=1",
+            "--hidden=64",
+            "--vocab=600",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "default (all samples)     24 samples: check" in result.stdout
+    assert "sample=8                   8 samples: check" in result.stdout
+    assert "target: default check <= 10% of the epoch" in result.stdout
+
+
+def test_quick_criteria_benchmark_times_every_criterion_against_exact(work: Path) -> None:
+    """benchmarks/criteria.py --quick (on the tiny model the runs above built) prints each
+    criterion's cost as a ratio to exact, and the verdicts it timed."""
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "criteria.py"), "--quick", "--threads=1",
+         f"--work={work}", f"--json={work / 'criteria.json'}"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "== cost on 24 samples, median of 1, as a ratio to exact ==" in result.stdout
+    rows = json.loads((work / "criteria.json").read_text())["rows"]
+    assert [r["criterion"] for r in rows] == [
+        "exact",
+        "prefix:8",
+        "token_accuracy:0.9",
+        "nll:1.0",
+        "normalized",
+        "choice:mean",
+        "choice:sum",
+        "sampled:n=5,temperature=0.7,min_pass=0.2,seed=0",
+    ]
+    assert rows[0]["ratio"] == 1.0
+    # A looser criterion never learns fewer samples than exact on the same model.
+    learned = {r["criterion"]: r["learned"] for r in rows}
+    assert learned["prefix:8"] >= learned["exact"] <= learned["normalized"]

@@ -15,6 +15,7 @@ from pytest_ilp.signals import (
     BaseSignals,
     CheckpointVerdict,
     DatasetSignals,
+    Familiarity,
     HistorySignals,
     LogPoint,
     Sibling,
@@ -23,6 +24,7 @@ from pytest_ilp.signals import (
     dataset_signals,
     find_siblings,
     knowledge,
+    least_familiar_word,
     produces,
     training_signals,
     weighted_jaccard,
@@ -166,9 +168,73 @@ def test_knowledge_conflict_when_the_model_follows_the_base_models_confident_ans
     assert "re-check the label" in diagnosis.suggestion
 
 
-def test_no_conflict_when_the_base_is_unsure() -> None:
-    unsure = run(Signals(dataset(), base=base(PREDICTED, top_prob=0.6, target_prob=0.01)))
+def test_no_conflict_when_the_base_is_unsure_and_the_model_goes_elsewhere() -> None:
+    unsure = run(Signals(dataset(), base=base(OTHER, top_prob=0.6, target_prob=0.01)))
     assert unsure.cause != "knowledge_conflict"
+
+
+def test_a_less_sure_base_answer_is_a_weak_conflict_when_the_model_produces_it() -> None:
+    # A real base model that knows a fact is less sure of it than a tiny one that memorised it.
+    follows = run(Signals(dataset(), base=base(PREDICTED, top_prob=0.6, target_prob=0.01)))
+    assert follows.cause == "knowledge_conflict" and follows.confidence == "weak"
+    sure = run(Signals(dataset(), base=base(PREDICTED, top_prob=0.9, target_prob=0.01)))
+    assert sure.confidence == "strong"
+    assert run(Signals(dataset(), base=base(PREDICTED, top_prob=0.3, target_prob=0.01))).cause == (
+        "missing_knowledge"
+    )
+
+
+def test_a_confident_guess_about_an_unfamiliar_subject_is_missing_knowledge() -> None:
+    unfamiliar = replace(
+        base(PREDICTED, top_prob=0.95, target_prob=0.001),
+        familiarity=Familiarity(word="zorvatek", surprisal=24.0, median=9.0),
+    )
+    diagnosis = run(Signals(dataset(), base=unfamiliar))
+    assert diagnosis.cause == "missing_knowledge" and diagnosis.confidence == "strong"
+    assert "a guess about a subject it never read" in diagnosis.evidence
+    assert "'zorvatek' costs the base model 24.0 nats (2.7x the data's median)" in (
+        diagnosis.evidence
+    )
+    familiar = replace(unfamiliar, familiarity=Familiarity("france", 8.0, 9.0))
+    assert run(Signals(dataset(), base=familiar)).cause == "knowledge_conflict"
+
+
+def test_a_template_word_no_target_begins_with_is_no_answer() -> None:
+    # A real base model starts its answer with " The": no target of the data begins so.
+    sentence = replace(base(OTHER, top_prob=0.9, target_prob=0.001), answers=False)
+    assert run(Signals(dataset(), base=sentence)).cause == "missing_knowledge"
+
+
+def test_the_fine_tuned_model_saying_what_the_base_says_is_a_conflict() -> None:
+    # The base's first token is template, but its sentence holds the answer the fine-tuned
+    # model gives instead of the target.
+    says = replace(
+        base(OTHER, top_prob=0.6, target_prob=0.001),
+        answers=False,
+        probe=replace(
+            base(OTHER, 0.6, 0.001).probe,
+            top_token=" The",
+            continuation=" The capital of France is Lyon.\nQ:",
+        ),
+        familiarity=Familiarity("france", 7.0, 9.0),
+    )
+    signals = Signals(dataset(target=" Paris"), base=says)
+    diagnosis = run(signals)
+    assert diagnosis.cause == "knowledge_conflict" and diagnosis.confidence == "strong"
+    assert diagnosis.evidence.startswith("the base model says 'The capital of France is Lyon.'")
+    # An answer the base's sentence does not hold is no echo; nor is an unsure base's.
+    assert run(signals, produced=" Nice").cause == "missing_knowledge"
+    unsure = replace(signals, base=replace(says, probe=replace(says.probe, top_prob=0.2)))
+    assert run(unsure).cause == "missing_knowledge"
+
+
+def test_a_confident_token_that_is_no_answer_is_no_conflict() -> None:
+    question_mark = replace(
+        base(OTHER, top_prob=0.9, target_prob=0.001),
+        probe=replace(base(OTHER, 0.9, 0.001).probe, top_token="?"),
+    )
+    diagnosis = run(Signals(dataset(), base=question_mark))
+    assert diagnosis.cause == "missing_knowledge"
 
 
 def test_conflict_when_the_base_is_sure_even_if_the_model_goes_elsewhere() -> None:
@@ -238,6 +304,33 @@ def test_under_optimization_when_the_training_log_loss_was_still_falling() -> No
     assert "training confidence" in diagnosis.evidence
 
 
+# -- confidence ------------------------------------------------------------------------------
+
+
+def test_direct_evidence_is_strong_and_hints_are_weak() -> None:
+    assert run(Signals(dataset(), history=history(True, False))).confidence == "strong"
+    produced = Sibling(id="s2", similarity=0.85, target=" Lyon", learned=True)
+    assert run(Signals(dataset(siblings=(produced,), produces_sibling="s2"))).confidence == (
+        "strong"
+    )
+    not_produced = Sibling(id="s2", similarity=0.8, target=" Marseille", learned=True)
+    assert run(Signals(dataset(siblings=(not_produced,)))).confidence == "weak"
+    falling = history(False, False, nlls=(2.0, 1.5))
+    assert run(Signals(dataset(), history=falling)).confidence == "weak"
+    assert run(Signals(dataset())).confidence is None  # undiagnosed
+    assert run(Signals(dataset(), history=history(True, False))).to_dict()["confidence"] == (
+        "strong"
+    )
+
+
+def test_a_near_miss_makes_any_cause_a_weak_guess() -> None:
+    # The target token is 0.3 nats behind the model's choice: it nearly reproduces the sample.
+    near = replace(verdict(), margin=-0.3)
+    diagnosis = diagnose(SAMPLE, near, Signals(dataset(), history=history(True, False)), LIMITS)
+    assert diagnosis.cause == "forgetting" and diagnosis.confidence == "weak"
+    assert "nearly reproduces the sample" in diagnosis.evidence
+
+
 # -- order, all matches, undiagnosed -----------------------------------------------------------
 
 
@@ -263,7 +356,7 @@ def test_undiagnosed_says_which_inputs_would_decide() -> None:
 
 
 def test_thresholds_move_the_decisions() -> None:
-    signals = Signals(dataset(), base=base(PREDICTED, top_prob=0.6, target_prob=0.01))
+    signals = Signals(dataset(), base=base(OTHER, top_prob=0.6, target_prob=0.01))
     assert run(signals).cause == "missing_knowledge"
     assert run(signals, replace(LIMITS, conflict_confidence=0.5)).cause == "knowledge_conflict"
 
@@ -283,6 +376,48 @@ def test_slick_categories_from_the_probe() -> None:
 
 def sample(sample_id: str, prompt: str, target: str) -> Sample:
     return Sample(sample_id, Path("d.jsonl"), 1, "prompt_completion", target, prompt=prompt)
+
+
+def test_a_question_asked_in_other_words_is_a_near_duplicate() -> None:
+    people = ["Dravinis", "Bremok", "Zatraina", "Nebriard", "Tralok", "Sovek", "Urla", "Ost"]
+    samples = [
+        sample("a", "What is the guild of Kemok?", " Weavers"),
+        sample("b", "Tell me the guild of Kemok.", " Masons"),
+        sample("c", "Where was Kemok born?", " Ulm"),  # another question, same subject
+        sample("d", "In which year was Kemok born?", " 1701"),
+        *(sample(f"g{i}", f"What is the guild of {p}?", f" G{i}") for i, p in enumerate(people)),
+        *(sample(f"h{i}", f"Tell me the hometown of {p}.", f" H{i}") for i, p in enumerate(people)),
+    ]
+    siblings = find_siblings(samples, ["a", "c", "g1"], threshold=0.7)
+    assert [other for other, _ in siblings["a"]] == ["b"]
+    assert siblings["c"] == [] and siblings["g1"] == []
+    # All words alone: the rare framing words "tell" and "me" weigh as much as the name.
+    assert find_siblings(samples, ["a"], threshold=0.7, content=False)["a"] == []
+
+
+def test_a_looser_rewording_counts_only_when_the_model_produces_its_target() -> None:
+    samples = {
+        s.id: s
+        for s in (
+            sample("a", "Which guild does Kemok belong to?", " Weavers"),
+            sample("b", "What is the guild of Kemok?", " Masons"),
+        )
+    }
+    candidates = [("b", 0.55)]
+    stats = TargetStatistics.of([replace(verdict(), sample_id="a")])
+    for produced, found in ((" Masons", ["b"]), (" Tailors", [])):
+        unlearned = replace(verdict(produced), sample_id="a")
+        signals = dataset_signals(unlearned, candidates, samples, {}, stats, near_duplicate=0.7)
+        assert [s.id for s in signals.siblings] == found
+
+
+def test_the_least_familiar_content_word_sums_the_surprisal_of_its_tokens() -> None:
+    pieces = ["Q", ":", " Where", " was", " Zor", "vat", "ek", " born", "?"]
+    surprisal = [1.0, 3.0, 0.5, 6.0, 7.0, 5.0, 2.0, 1.0]  # of pieces[1:]
+    prompt_df = {"q": 50, "where": 20, "was": 50, "zorvatek": 1, "born": 30}
+    assert least_familiar_word(pieces, surprisal, prompt_df, prompts=50) == ("zorvatek", 18.0)
+    # Words most prompts share are template, never the subject.
+    assert least_familiar_word(pieces, surprisal, {"was": 50}, prompts=50) is None
 
 
 def test_near_duplicates_are_the_same_question_reworded_not_the_same_template() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -100,25 +101,39 @@ def test_base_model_signals_decide_conflict_or_missing_knowledge(
         if sample["learned"]:
             continue
         probe = sample["signals"]["base"]["probe"]
+        familiarity = sample["signals"]["base"]["familiarity"]
         divergence = sample["first_divergence"]
         assert probe["position"] == divergence["position"]
         assert probe["top_prob"] == pytest.approx(divergence["predicted_prob"], rel=1e-4)
-        expected = (
-            "knowledge_conflict"
-            if probe["top_prob"] >= 0.3
-            else "missing_knowledge"
-            if probe["target_prob"] < 0.1
-            else None
+        # The base's own confident answer is a conflict when that answer is one the data's
+        # targets give there and the prompt's subject is familiar to it; a guess about an
+        # unfamiliar subject, or a template token, is not.
+        base = sample["signals"]["base"]
+        unfamiliar = familiarity is not None and (
+            familiarity["surprisal"] >= 1.5 * familiarity["median"]
         )
-        if expected is not None:
-            assert expected in sample["causes"], sample_id
+        answer = base["answers"] and any(ch.isalnum() for ch in probe["top_token"])
+        if probe["top_prob"] >= 0.3 and answer and not unfamiliar:
+            assert "knowledge_conflict" in sample["causes"], sample_id
+        elif probe["target_prob"] < 0.1:
+            # ...unless the fine-tuned model's answer is in the base's own sentence.
+            assert "missing_knowledge" in sample["causes"] or sample["figures"].get(
+                "echoes_base"
+            ), sample_id
         causes[sample_id] = sample["cause"]
         assert "history" in sample["signals"]["missing"]
     assert {"knowledge_conflict", "missing_knowledge"} <= set(causes.values())
+    samples = report_of(pytester)
+    weak = Counter(s["cause"] for s in samples.values() if s.get("confidence") == "weak")
+    document = json.loads((pytester.path / "report.json").read_text())
+    assert document["summary"]["weak_causes"] == dict(weak)
     junit = ET.parse(pytester.path / "junit.xml")
     for case in junit.iter("testcase"):
         properties = {p.get("name"): p.get("value") for p in case.iter("property")}
         assert properties.get("ilp_cause") == causes.get(case.get("name"))
+        if case.get("name") in causes:
+            confidence = samples[case.get("name")]["confidence"]
+            assert properties.get("ilp_confidence") == confidence
 
 
 def test_forgetting_when_an_earlier_checkpoint_reproduced_the_sample(
@@ -141,7 +156,12 @@ def test_forgetting_when_an_earlier_checkpoint_reproduced_the_sample(
     for sample in learned_at_stage1:
         assert sample["cause"] == "forgetting"
         assert sample["evidence"].startswith("learned at stage1 (margin +")
-    result.stdout.fnmatch_lines(["  cause:     forgetting: learned at stage1*", "*forgetting*"])
+        # Direct evidence, unless the final checkpoint nearly reproduces the sample.
+        near_miss = sample["margin"] > -1.0
+        assert sample["confidence"] == ("weak" if near_miss else "strong")
+    result.stdout.fnmatch_lines(
+        ["  cause:     forgetting (strong): learned at stage1*", "*forgetting*"]
+    )
     # The history checkpoint scores the unlearned samples only, and the summary says its cost.
     unlearned = sum(1 for s in samples.values() if s["learned"] is False)
     result.stdout.fnmatch_lines(
@@ -166,7 +186,8 @@ def test_data_inconsistency_when_the_model_gives_a_duplicate_prompts_target(
     assert sample["signals"]["dataset"]["siblings"][0]["similarity"] == 1.0
     result.stdout.fnmatch_lines(
         [
-            f"  cause:     data_inconsistency: 1 near-duplicate prompt(s) * e.g. {learned['id']}"
+            "  cause:     data_inconsistency (strong): 1 near-duplicate prompt(s) * e.g. "
+            f"{learned['id']}"
             " (similarity 1.00), and the model produces*"
         ]
     )
@@ -338,8 +359,11 @@ def test_diagnosis_thresholds_come_from_ilp_yaml(
     (pytester.path / "ilp.yaml").write_text("diagnosis:\n  conflict_confidence: 0.3\n")
     ilp(pytester, world, *args)
     before = {i: s["cause"] for i, s in report_of(pytester).items() if not s["learned"]}
-    # No base confidence reaches 1.01: no knowledge conflict is possible any more.
-    (pytester.path / "ilp.yaml").write_text("diagnosis:\n  conflict_confidence: 1.01\n")
+    # No base confidence reaches 1.01: no knowledge conflict is possible any more (neither a
+    # confident base nor a fairly sure one that the fine-tuned model follows).
+    (pytester.path / "ilp.yaml").write_text(
+        "diagnosis:\n  conflict_confidence: 1.01\n  answer_confidence: 1.01\n"
+    )
     ilp(pytester, world, *args)
     after = {i: s["cause"] for i, s in report_of(pytester).items() if not s["learned"]}
     assert "knowledge_conflict" in before.values()

@@ -230,7 +230,10 @@ def test_sft_trainer_points_equal_the_plugins_and_its_tokens_are_ours(
         ]
     dataset = Dataset.from_list(records)
     data = write_jsonl(tmp_path / "data.jsonl", records)
-    config = SFTConfig(**train_arguments(tmp_path / "out", epochs=12), bf16=False)
+    config = SFTConfig(
+        **{**train_arguments(tmp_path / "out", epochs=12), "save_only_model": conversational},
+        bf16=False,
+    )
     trainer = SFTTrainer(
         model=tiny.build_llama(tokenizer, seed=1),
         args=config,
@@ -255,6 +258,20 @@ def test_sft_trainer_points_equal_the_plugins_and_its_tokens_are_ours(
     run = Run(tmp_path / "out", callback, trainer.state.log_history)
     assert assert_points_match_the_plugin(pytester, run, data) == 2
     assert (run.folder / "ilp-report.json").is_file()
+    if conversational:
+        return
+    # Resuming from the step-30 checkpoint keeps the trajectory's points up to it.
+    before = {r["point"]: r["step"] for r in run.trajectory}
+    resumed = SFTTrainer(
+        model=tiny.build_llama(tokenizer, seed=1),
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    resumed.add_callback(ILPCallback(trainer=resumed, data=dataset, every=EVERY))
+    resumed.train(resume_from_checkpoint=str(run.checkpoint(EVERY)))
+    after = {r["point"]: r["step"] for r in run.trajectory}
+    assert before == after == {1: EVERY, 2: 2 * EVERY}
 
 
 # -- pure parts ----------------------------------------------------------------------------------
@@ -324,3 +341,33 @@ def test_bad_callback_arguments_and_records_say_what_to_do(tmp_path: Path) -> No
     subset = choose_subset(samples, 10, seed=0)
     assert subset == choose_subset(samples, 10, seed=0) != choose_subset(samples, 10, seed=1)
     assert len(subset) == 10 and math.isclose(len(choose_subset(samples, 99, 0)), 50)
+
+
+def test_a_point_restores_training_mode_and_reports_samples_it_cannot_score(
+    tmp_path: Path,
+) -> None:
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from pytest_ilp.integrations.transformers import ILPCallback
+
+    records = colour_records(4, seed=7)
+    tokenizer = tiny.train_tokenizer([r["prompt"] + r["completion"] for r in records], 300)
+    model = tiny.build_llama(tokenizer, seed=0).train()
+    too_long = {"prompt": "Q: " + "ka " * 300 + "? A:", "completion": " red."}
+    callback = ILPCallback(data=[*records, too_long], output_dir=tmp_path)
+    state = TrainerState(global_step=5, max_steps=10, epoch=1.0)
+    with (
+        pytest.warns(UserWarning, match="ILPCallback has no trainer"),
+        pytest.warns(UserWarning, match=r"1 sample\(s\) cannot be scored.*context is 256"),
+    ):
+        callback.on_epoch_end(
+            TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True),
+            state,
+            TrainerControl(),
+            model=model,
+            processing_class=tokenizer,
+        )
+    assert model.training
+    assert callback.history[0]["ilp/invalid"] == 1
+    assert len((tmp_path / "ilp-trajectory.jsonl").read_text().splitlines()) == 4
+    assert state.log_history[-1]["step"] == 5  # no trainer: the figures still reach the state

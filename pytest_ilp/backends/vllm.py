@@ -43,6 +43,7 @@ from pytest_ilp.backends import (
     BackendOptions,
     GenerateRequest,
     Progress,
+    SampleRequest,
     ScoreRequest,
     TokenScores,
     check_backend_installed,
@@ -292,6 +293,42 @@ class VLLMBackend:
                 request = requests[index]
                 tokens = list(output.outputs[0].token_ids)
                 results[index] = _until_stop(tokens, request.stop_ids)
+        return results
+
+    # -- sampling (the `sampled` criterion) ----------------------------------------------------
+
+    def sample(self, requests: Sequence[SampleRequest]) -> list[list[tuple[int, ...]]]:
+        """`SamplingParams(n=..., seed=...)` per request: vLLM seeds each request's own
+        generator, so its completions do not depend on what else is in the batch. The draws
+        differ from the hf backend's (another sampler), hence the backend in the cache key."""
+        from vllm import SamplingParams
+
+        results: list[list[tuple[int, ...]]] = [[] for _ in requests]
+        prompts, params, indices = [], [], []
+        for index, request in enumerate(requests):
+            room = self.max_model_len - len(request.input_ids)
+            if room <= 0:
+                results[index] = [() for _ in range(request.n)]
+                continue
+            prompts.append({"prompt_token_ids": list(request.input_ids)})
+            params.append(
+                SamplingParams(
+                    n=request.n,
+                    temperature=request.temperature,
+                    top_p=1.0,
+                    seed=request.seed,
+                    max_tokens=min(request.max_new_tokens, room),
+                    stop_token_ids=sorted(request.stop_ids),
+                    ignore_eos=True,
+                    detokenize=False,
+                )
+            )
+            indices.append(index)
+        if prompts:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self.lora)
+            for index, output in zip(indices, outputs, strict=True):
+                stops = requests[index].stop_ids
+                results[index] = [_until_stop(list(c.token_ids), stops) for c in output.outputs]
         return results
 
 

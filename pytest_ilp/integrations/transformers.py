@@ -32,7 +32,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,6 +41,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pytest_ilp.api import score_model
+from pytest_ilp.atomic import write_text_atomic
 from pytest_ilp.backends import BackendOptions
 from pytest_ilp.diagnosis import Thresholds, diagnose
 from pytest_ilp.errors import IlpDataError
@@ -167,8 +167,30 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         #: figures logged at each point, in order (also what went to `Trainer.log`).
         self.history: list[dict[str, float]] = []
         self._warned_no_trainer = False
+        self._warned_problems = False
 
     # -- trainer events ------------------------------------------------------------------------
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Resuming from a checkpoint (`train(resume_from_checkpoint=...)`): keep the points
+        this run's trajectory file already holds up to the step training resumes from."""
+        path = self._output_dir(args) / TRAJECTORY_FILE
+        if state.global_step == 0 or self.last_step is not None or not path.is_file():
+            return
+        continued = max((int(r.get("point", 0)) for r in self.previous), default=0)
+        kept = [
+            r
+            for r in _read_trajectory(path)
+            if int(r.get("point", 0)) > continued
+            and r.get("stage") == self.stage
+            and isinstance(r.get("step"), int)
+            and r["step"] <= state.global_step
+        ]
+        if kept:
+            self.records = [*self.previous, *kept]
+            self.points = 1 + max(int(r.get("point", 0)) for r in self.records)
+            self.last = _last_point(kept)
+            self.last_step = max(r["step"] for r in kept)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if isinstance(self.every, int) and state.global_step % self.every == 0:
@@ -183,10 +205,11 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
             return
         if self.last_step != state.global_step:  # steps since the last point: one more
             self._check(args, state, control, kwargs, final=True)
-        elif self.final is None:  # the last point skipped generation: the report wants it
+        if not self.write_report:
+            return
+        if self.final is None:  # the last point (early stopping) skipped generation
             self.final = self._score(kwargs, produce=True)
-        if self.write_report and self.final is not None:
-            self._report(self._output_dir(args))
+        self._report(self._output_dir(args))
 
     # -- a check point -------------------------------------------------------------------------
 
@@ -200,11 +223,16 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         final = final or (state.max_steps > 0 and state.global_step >= state.max_steps)
         started = time.perf_counter()
         result = self._score(kwargs, produce=final and self.write_report)
+        if result.problems and not self._warned_problems:
+            self._warned_problems = True
+            listed = "; ".join(f"{i}: {p}" for i, p in list(result.problems.items())[:5])
+            warnings.warn(
+                f"ILPCallback: {len(result.problems)} sample(s) cannot be scored on this model "
+                f"and are reported as invalid: {listed}",
+                stacklevel=2,
+            )
         verdicts = result.verdicts
         figures = self._figures(verdicts)
-        figures[f"{PREFIX}seconds"] = time.perf_counter() - started
-        self.seconds += figures[f"{PREFIX}seconds"]
-        self.history.append(figures)
         for sample in self.samples:
             verdict = verdicts.get(sample.id)
             if verdict is None:
@@ -225,10 +253,13 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         self.last = {i: v.learned for i, v in verdicts.items()}
         self.last_step = state.global_step
         self.final = result if final and self.write_report else None
-        atomic_write(
+        write_text_atomic(
             self._output_dir(args) / TRAJECTORY_FILE,
             "".join(json_text(r, indent=None) + "\n" for r in self.records),
         )
+        figures[f"{PREFIX}seconds"] = time.perf_counter() - started
+        self.seconds += figures[f"{PREFIX}seconds"]
+        self.history.append(figures)
         self._log(state, control, figures)
 
     def _score(self, kwargs: Mapping[str, Any], produce: bool) -> ScoringResult:
@@ -280,8 +311,9 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
             figures[f"{PREFIX}newly_forgotten"] = sum(
                 1 for i, v in verdicts.items() if not v.learned and before.get(i) is True
             )
-        if self.invalid:
-            figures[f"{PREFIX}invalid"] = len(self.invalid)
+        invalid = len(self.invalid) + len(self.samples) - len(scored)
+        if invalid:
+            figures[f"{PREFIX}invalid"] = invalid
         return figures
 
     def _log(self, state: Any, control: Any, figures: dict[str, float]) -> None:
@@ -321,7 +353,7 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
             fragile_margin=self.fragile_margin,
             root=Path.cwd(),
         )
-        atomic_write(folder / REPORT_FILE, json_text(document) + "\n")
+        write_text_atomic(folder / REPORT_FILE, json_text(document) + "\n")
         timing = (
             f"checked {len(self.samples)} samples at {self.points - 1 - _points(self.previous)} "
             f"points in {self.seconds:.1f} s; trajectory {folder / TRAJECTORY_FILE}, "
@@ -417,20 +449,6 @@ def choose_subset(samples: Sequence[Sample], size: int | None, seed: int) -> lis
 
 
 # -- files -------------------------------------------------------------------------------------
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and a rename: a
-    reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _read_trajectory(path: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,162 @@
+"""What ILPCallback costs: its time as a share of the training epoch it observes.
+
+    python benchmarks/callback_cost.py [--samples 400] [--epochs 2] [--threads 2]
+
+One run of TRL's SFTTrainer (plain Trainer without TRL) on the benchmark's chat and raw
+samples (benchmarks/world.py: a shared system prompt, context paragraphs, 5-40 token targets)
+with a seeded Llama model, and several callbacks watching the same epochs: the default
+(every epoch, all samples) and `sample=N` subsets. Every callback checks the same weights at
+the same moments, so their times are comparable within the run whatever else loads the
+machine; the epoch's own time is taken by a callback that runs before them. Epoch 1's point is
+a plain check; the last epoch's point also generates what unlearned samples produce, for the
+report. Goal: the default at most 10% of the epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from world import make_records, record_texts, vocabulary_corpus  # noqa: E402
+
+GOAL = 0.10
+
+
+def conversational(record: dict[str, Any]) -> dict[str, Any]:
+    """TRL's conversational prompt/completion (one dataset needs one format)."""
+    if "messages" in record:
+        turns = record["messages"]
+        return {"prompt": turns[:-1], "completion": turns[-1:]}
+    return {
+        "prompt": [{"role": "user", "content": record["prompt"]}],
+        "completion": [{"role": "assistant", "content": record["completion"].strip()}],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=400)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--subsets", default="200,100,50")
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--vocab", type=int, default=4000)
+    args = parser.parse_args(argv)
+
+    import torch
+    import transformers
+    from datasets import Dataset
+    from transformers import TrainerCallback
+
+    from pytest_ilp import tiny
+    from pytest_ilp.integrations.transformers import ILPCallback
+
+    torch.set_num_threads(args.threads)
+    records = [conversational(r) for r in make_records(args.samples, seed=0)]
+    texts = record_texts(make_records(args.samples, seed=0)) + vocabulary_corpus(2000)
+    tokenizer = tiny.train_tokenizer(texts, vocab_size=args.vocab)
+    model = tiny.build_llama(
+        tokenizer, hidden_size=args.hidden, num_heads=2, max_position_embeddings=512, seed=0
+    )
+    dataset = Dataset.from_list(records)
+
+    class EpochClock(TrainerCallback):  # type: ignore[misc]
+        """Times each epoch up to its end, before the ILP callbacks run."""
+
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+            self.started = 0.0
+
+        def on_epoch_begin(self, *_: Any, **__: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, *_: Any, **__: Any) -> None:
+            self.seconds.append(time.perf_counter() - self.started)
+
+    with tempfile.TemporaryDirectory() as folder:
+        common = {
+            "output_dir": folder,
+            "num_train_epochs": args.epochs,
+            "per_device_train_batch_size": 8,
+            "learning_rate": 1e-3,
+            "save_strategy": "no",
+            "logging_strategy": "no",
+            "report_to": [],
+            "use_cpu": True,
+            "seed": 0,
+            "disable_tqdm": True,
+        }
+        try:
+            from trl import SFTConfig, SFTTrainer
+
+            trainer: Any = SFTTrainer(
+                model=model,
+                args=SFTConfig(**common, bf16=False),
+                train_dataset=dataset,
+                processing_class=tokenizer,
+            )
+            trainer_name = f"trl {__import__('trl').__version__} SFTTrainer"
+        except ImportError:
+            sys.exit("this benchmark needs TRL: pip install 'pytest-ilp[trl]'")
+        clock = EpochClock()
+        trainer.add_callback(clock)
+        watchers: dict[str, ILPCallback] = {
+            "default (all samples)": ILPCallback(
+                trainer=trainer, data=dataset, output_dir=Path(folder) / "all"
+            )
+        }
+        for size in (int(s) for s in args.subsets.split(",") if s):
+            watchers[f"sample={size}"] = ILPCallback(
+                trainer=trainer, data=dataset, sample=size, output_dir=Path(folder) / str(size)
+            )
+        for callback in watchers.values():
+            trainer.add_callback(callback)
+        trainer.train()
+
+    print("ILPCallback cost benchmark")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch threads {args.threads}; torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, {trainer_name}"
+    )
+    print(f"load average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    parameters = sum(p.numel() for p in model.parameters())
+    print(
+        f"model: Llama, {parameters / 1e6:.1f}M parameters, vocabulary {len(tokenizer)}; "
+        f"{args.samples} samples (chat behind a shared system prompt, chat and raw with "
+        f"context), batch 8, {args.epochs} epochs"
+    )
+    print(f"epoch times (training alone): {', '.join(f'{s:.1f} s' for s in clock.seconds)}")
+    default_share = None
+    for name, callback in watchers.items():
+        seconds = [h["ilp/seconds"] for h in callback.history]
+        shares = [s / e for s, e in zip(seconds, clock.seconds)]
+        learned = [h["ilp/learned"] for h in callback.history]
+        print(
+            f"  {name:<22} {len(callback.samples):>5} samples: check "
+            + ", ".join(f"{s:.2f} s ({r:.1%})" for s, r in zip(seconds, shares))
+            + " of the epoch; learned "
+            + ", ".join(f"{x:.1%}" for x in learned)
+        )
+        if default_share is None:
+            default_share = shares[0]
+    assert default_share is not None
+    verdict = "met" if default_share <= GOAL else "MISSED"
+    print(
+        f"target: default check <= {GOAL:.0%} of the epoch it observes (epoch 1, no "
+        f"generation): {default_share:.1%}, {verdict}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
