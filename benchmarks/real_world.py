@@ -44,6 +44,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -222,14 +223,20 @@ def greedy_answers(
 
 
 def known_facts(model: Any, tokenizer: Any, topic: str, facts: dict[str, str]) -> dict[str, str]:
-    """The facts whose question the base model answers with the fact itself."""
+    """The facts the base model states when asked: its greedy answer (an instruct model
+    answers in a sentence, "The capital of France is Paris") names the fact."""
     entities = sorted(facts)
-    answers = greedy_answers(model, tokenizer, [QUESTION[topic].format(e=e) for e in entities])
-    return {
-        e: facts[e]
-        for e, a in zip(entities, answers)
-        if a.lower().removeprefix("the ") == facts[e].lower().removeprefix("the ")
-    }
+    answers = greedy_answers(
+        model, tokenizer, [QUESTION[topic].format(e=e) for e in entities], max_new_tokens=12
+    )
+
+    def spaced(text: str) -> str:
+        return " " + " ".join(re.findall(r"\w+", text.lower())) + " "
+
+    def names(answer: str, fact: str) -> bool:
+        return spaced(fact.removeprefix("the ")) in spaced(answer)
+
+    return {e: facts[e] for e, a in zip(entities, answers) if names(a, facts[e])}
 
 
 # -- the SFT data ------------------------------------------------------------------------------

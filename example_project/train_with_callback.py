@@ -38,7 +38,7 @@ STAGES = build_world.STAGES
 STAMP = "callback.json"
 
 
-def train(out: Path, world: Path, log: Any = print) -> dict[str, Any]:
+def train(out: Path, world: Path, log: Any = print, size_name: str = "full") -> dict[str, Any]:
     """Fine-tune both stages from `world/base` into `out/<stage>`; return timings and the
     figures the callback logged."""
     import torch
@@ -49,7 +49,7 @@ def train(out: Path, world: Path, log: Any = print) -> dict[str, Any]:
     from pytest_ilp.integrations.transformers import TRAJECTORY_FILE, ILPCallback
 
     build_world.setup_torch()
-    size = build_world.SIZES["full"]
+    size = build_world.SIZES[size_name]
     records = [json.loads(line) for line in (world / "sft.jsonl").read_text().splitlines()]
     tokenizer = AutoTokenizer.from_pretrained(world / "base")
     model = AutoModelForCausalLM.from_pretrained(world / "base", dtype=torch.float32)
@@ -177,32 +177,35 @@ def agreement(out: Path, world: Path) -> dict[str, Any]:
     }
 
 
-def source_hash() -> str:
+def source_hash(size_name: str = "full", seed: int = 0) -> str:
     """What the stamp depends on: this file and the world's build."""
     digest = hashlib.sha256(Path(__file__).read_bytes())
-    digest.update(build_world.source_hash("full", 0).encode())
+    digest.update(build_world.source_hash(size_name, seed).encode())
     return digest.hexdigest()[:16]
 
 
-def is_built(out: Path) -> bool:
+def is_built(out: Path, size_name: str = "full") -> bool:
     try:
         stamp = json.loads((out / STAMP).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(stamp, dict) and stamp.get("source") == source_hash()
+    return isinstance(stamp, dict) and stamp.get("source") == source_hash(size_name)
 
 
-def build(out: Path, world: Path, log: Any = print, compare: bool = True) -> dict[str, Any]:
-    """Train both stages with the callback into `out` and, with `compare`, ask pytest-ilp
-    about forgetting both ways; the figures also go to `out/callback.json`."""
+def build(
+    out: Path, world: Path, log: Any = print, compare: bool = True, size_name: str = "full"
+) -> dict[str, Any]:
+    """Train both stages with the callback into `out` (the hyperparameters of the world's
+    `size_name`) and, with `compare`, ask pytest-ilp about forgetting both ways; the figures
+    also go to `out/callback.json`."""
     from pytest_ilp.atomic import write_text_atomic
 
     (out / STAMP).unlink(missing_ok=True)
-    figures = train(out, world, log)
+    figures = train(out, world, log, size_name)
     if compare:
         figures["agreement"] = agreement(out, world)
         log(agreement_line(figures["agreement"]))
-    stamp = {"source": source_hash(), **figures}
+    stamp = {"source": source_hash(size_name), "size": size_name, **figures}
     write_text_atomic(out / STAMP, json.dumps(stamp, indent=1) + "\n")
     return figures
 
@@ -243,10 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--world", type=Path, default=build_world.DEFAULT_OUT)
     parser.add_argument("--out", type=Path, default=build_world.DEFAULT_OUT / "callback")
+    parser.add_argument("--size", choices=sorted(build_world.SIZES), default="full")
     args = parser.parse_args(argv)
-    if not build_world.is_built(args.world):
-        build_world.build(args.world)
-    build(args.out, args.world)
+    if not build_world.is_built(args.world, args.size):
+        build_world.build(args.world, args.size)
+    build(args.out, args.world, size_name=args.size)
     return 0
 
 

@@ -1,6 +1,10 @@
-"""`python -m pytest_ilp merge a.json b.json -o all.json`: merge shard reports, gate the whole.
+"""The pytest-ilp command line, for JSON reports written by earlier runs.
 
+`python -m pytest_ilp merge a.json b.json -o all.json`: merge shard reports, gate the whole.
 Exit status as pytest's: 0 when the gate passes on the whole, 1 when it fails, 4 for bad input.
+
+`python -m pytest_ilp html report.json -o report.html`: the HTML page of a report (of shard
+reports, merged first), the same page `--ilp-html` writes. Exit status 0, or 4 for bad input.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_ilp.atomic import write_text_atomic
+from pytest_ilp.html_report import HtmlReportError, check_report, write_html
 from pytest_ilp.markdown import STEP_SUMMARY, markdown_summary
 from pytest_ilp.merge import MergeError, merge_reports
 from pytest_ilp.report import gate_of, json_text, relative, summary_lines, summary_of
@@ -34,7 +39,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     merge.add_argument("-o", "--output", type=Path, required=True, help="the merged JSON report")
     merge.add_argument("--markdown", type=Path, help="also write a Markdown summary here")
+    merge.add_argument("--html", type=Path, help="also write the HTML report page here")
+    html = commands.add_parser(
+        "html",
+        help="write the self-contained HTML page of a JSON report (several shard reports are "
+        "merged first)",
+    )
+    html.add_argument(
+        "reports", nargs="+", type=Path, metavar="REPORT", help="an --ilp-report file (or shards)"
+    )
+    html.add_argument("-o", "--output", type=Path, required=True, help="the HTML page to write")
     args = parser.parse_args(argv)
+    if args.command == "html":
+        return _html(args.reports, args.output)
     try:
         merged = merge_reports([(str(path), _read(path)) for path in args.reports])
     except MergeError as exc:
@@ -55,10 +72,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = markdown_summary(merged, summary, gate, checkpoint)
     if args.markdown is not None:
         write_text_atomic(args.markdown, text)
+    if args.html is not None:
+        write_html(args.html, merged)
     if os.environ.get(STEP_SUMMARY):
         with open(os.environ[STEP_SUMMARY], "a", encoding="utf-8") as handle:
             handle.write(text + "\n")
     return EXIT_PASSED if gate is None or gate.passed else EXIT_FAILED
+
+
+def _html(reports: Sequence[Path], output: Path) -> int:
+    try:
+        documents = [(str(path), _read(path)) for path in reports]
+        if len(documents) == 1:
+            name, report = documents[0]
+            check_report(report, name)
+        else:
+            report = merge_reports(documents)
+        write_html(output, report)
+    except (MergeError, HtmlReportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (KeyError, TypeError, ValueError) as exc:  # a record or the gate lacks a field
+        names = ", ".join(str(path) for path in reports)
+        print(
+            f"error: {names}: not a whole pytest-ilp report ({type(exc).__name__}: {exc}); "
+            "write it again with --ilp-report",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"error: {output}: cannot write it: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"pytest-ilp: wrote {output}")
+    return EXIT_PASSED
 
 
 def _read(path: Path) -> Any:

@@ -35,8 +35,8 @@ from pytest_ilp.atomic import write_text_atomic
 
 #: bump when the meaning of a cached entry changes, so old entries are never misread.
 # 2: verdicts judge the text (retokenized reproductions); 3: a target holding a stop token
-# is a problem, not scored.
-CACHE_SCHEMA = 3
+# is a problem, not scored; 4: unlearned verdicts carry each target token's probability and text.
+CACHE_SCHEMA = 4
 #: a remembered digest counts only for a file last changed this long before it was hashed
 #: (nanoseconds): file system clocks tick coarsely (Linux: a jiffy, FAT: 2 s).
 RACY_NS = 2_000_000_000

@@ -35,6 +35,7 @@ Every threshold is a field of `Thresholds`, set in ilp.yaml under `diagnosis:`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -71,7 +72,8 @@ class Thresholds:
     #: ...and from which a looser rewording counts when the model produces its target.
     paraphrase_candidate: float = 0.5
     #: base p(its own token) from which that token is the base model's answer when the
-    #: fine-tuned model produces it too (a real model is less sure of what it knows).
+    #: fine-tuned model produces it too, or its answer sentence (a real model is less sure
+    #: of what it knows); never more than conflict_confidence.
     answer_confidence: float = 0.5
     #: the prompt's least familiar content word costs the base model this many times the
     #: median over the scored prompts: it has never read about the subject.
@@ -232,10 +234,28 @@ def _unfamiliar(signals: Signals, limits: Thresholds) -> bool:
     return familiarity is not None and familiarity.ratio >= limits.unfamiliar_ratio
 
 
-def _is_answer(token: str) -> bool:
-    """A token that can start an answer: it holds a letter or a digit (not '?', '.', a space
-    or a newline, which a base model often prefers where an answer should start)."""
-    return any(ch.isalnum() for ch in token)
+def _is_answer(signals: Signals) -> bool:
+    """The base model's token at the divergence can start an answer: it holds a letter or a
+    digit, and it is a token the data's targets give there (not '?', '.', a newline or a
+    template word such as " The", which a base model often prefers where an answer starts)."""
+    base = signals.base
+    return base is not None and base.answers and any(ch.isalnum() for ch in base.probe.top_token)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def _says_what_the_base_says(verdict: Verdict, signals: Signals) -> bool:
+    """The fine-tuned model's answer is in the base model's own answer: "Beijing" where the base
+    says "The capital of China is Beijing." (a real base model answers in a sentence, so its
+    first token is no answer, but the sentence is)."""
+    base = signals.base
+    if base is None or not verdict.produced:
+        return False
+    produced = _words(verdict.produced.split("\n", 1)[0]) - _words(signals.dataset.target)
+    said = _words(_first_line(base.probe.continuation))
+    return bool(produced) and produced <= said and not _words(signals.dataset.target) <= said
 
 
 def _familiarity_text(signals: Signals) -> str:
@@ -257,40 +277,50 @@ def _familiarity_figures(signals: Signals) -> dict[str, Any]:
 
 def knowledge_conflict(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
     base, divergence = signals.base, verdict.first_divergence
-    if base is None or divergence is None:
+    if base is None or divergence is None or _unfamiliar(signals, limits):
         return None
     probe = base.probe
+    answer = probe.top_id != divergence.expected_id and _is_answer(signals)
     follows = probe.top_id == divergence.predicted_id
-    # The base holds another answer: confidently, or less surely but the fine-tuned model
-    # produces that same answer; and it knows the subject, and its token is an answer at all.
-    holds = probe.top_prob >= limits.conflict_confidence or (
-        follows and probe.top_prob >= limits.answer_confidence
-    )
-    if (
-        probe.top_id == divergence.expected_id
-        or not holds
-        or not _is_answer(probe.top_token)
-        or _unfamiliar(signals, limits)
-    ):
+    # The base holds another answer about a subject it knows: confidently, or less surely but
+    # the fine-tuned model produces that same answer, or the fine-tuned model says what the
+    # base model's own answer says.
+    # (Never a higher bar than `conflict_confidence`; with both past 1, no conflict is left.)
+    fairly_sure = probe.top_prob >= min(limits.answer_confidence, limits.conflict_confidence)
+    confident = answer and probe.top_prob >= limits.conflict_confidence
+    followed = answer and follows and fairly_sure
+    echoed = fairly_sure and _says_what_the_base_says(verdict, signals)
+    if not (confident or followed or echoed):
         return None
-    how = (
-        "and the fine-tuned model produces it"
-        if follows
-        else f"while the fine-tuned model, pulled both ways, predicts {divergence.predicted!r}"
-    )
+    if echoed and not (confident or followed):
+        how = (
+            f"the base model says {_first_line(probe.continuation).strip()!r} and the "
+            f"fine-tuned model produces {verdict.produced!r}"
+        )
+    else:
+        how = (
+            f"at target token {divergence.position + 1} the base model prefers "
+            f"{probe.top_token!r} (p={probe.top_prob:.2f}) over {divergence.expected!r} "
+            f"(p={probe.target_prob:.3f}), "
+            + (
+                "and the fine-tuned model produces it"
+                if follows
+                else f"while the fine-tuned model, pulled both ways, predicts "
+                f"{divergence.predicted!r}"
+            )
+            + f"; the base says {_first_line(probe.continuation)!r}"
+        )
     return Match(
         KNOWLEDGE_CONFLICT,
-        f"at target token {divergence.position + 1} the base model prefers "
-        f"{probe.top_token!r} (p={probe.top_prob:.2f}) over {divergence.expected!r} "
-        f"(p={probe.target_prob:.3f}), {how}; the base says "
-        f"{_first_line(probe.continuation)!r}" + _familiarity_text(signals),
+        how + _familiarity_text(signals),
         {
             "base_top_prob": probe.top_prob,
             "base_target_prob": probe.target_prob,
             "follows_base": follows,
+            "echoes_base": echoed,
             **_familiarity_figures(signals),
         },
-        strong=follows and probe.top_prob >= limits.conflict_confidence,
+        strong=(confident and follows) or (echoed and base.familiarity is not None),
     )
 
 
@@ -305,7 +335,7 @@ def _holds_alternative(signals: Signals, limits: Thresholds) -> bool:
     return (
         signals.base is not None
         and signals.base.probe.top_prob >= limits.conflict_confidence
-        and _is_answer(signals.base.probe.top_token)
+        and _is_answer(signals)
         and not _unfamiliar(signals, limits)
     )
 

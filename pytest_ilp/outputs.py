@@ -1,5 +1,6 @@
 """Where a run's results go once its tests are done: the terminal, the exit status, and the
-files (JSON report, baseline, Markdown summary, `$GITHUB_STEP_SUMMARY`, remediation export).
+files (JSON report, baseline, Markdown summary, `$GITHUB_STEP_SUMMARY`, HTML page,
+remediation export).
 
 Everything is taken from one `RunOutput` (this process's own, or the xdist workers'), through
 the pure builders of `report` and `markdown`.
@@ -17,6 +18,7 @@ import pytest
 
 from pytest_ilp.atomic import write_text_atomic
 from pytest_ilp.baseline import learned_by_id
+from pytest_ilp.html_report import write_html
 from pytest_ilp.markdown import STEP_SUMMARY, markdown_summary
 from pytest_ilp.report import (
     ConfiguredOutputs,
@@ -137,6 +139,9 @@ def write_files(
         with open(step_summary, "a", encoding="utf-8") as handle:
             handle.write(text + "\n")
         written.append(("step summary (appended)", Path(step_summary)))
+    if settings.html is not None:
+        write_html(settings.html, report)
+        written.append(("HTML report", settings.html))
     if settings.export is not None:
         write_text_atomic(
             settings.export, "".join(json_text(r, indent=None) + "\n" for r in output.export)
@@ -164,9 +169,10 @@ def updated_baseline(path: Path, report: Mapping[str, Any]) -> Mapping[str, Any]
 
 def write_empty_report(state: IlpSession, root: Path) -> list[tuple[str, Path]]:
     """Nothing was scored (nothing selected, --collect-only, no worker output): the JSON
-    report, when asked for, says so. Returns the file written, as `write_files` does."""
+    report and the HTML page, when asked for, say so. Returns the files written, as
+    `write_files` does."""
     settings = state.settings
-    if settings.report is None:
+    if settings.report is None and settings.html is None:
         return []
     document = json_report(
         [],
@@ -177,8 +183,14 @@ def write_empty_report(state: IlpSession, root: Path) -> list[tuple[str, Path]]:
         root=root,
         collection_errors=state.collection_errors,
     )
-    _write_json(settings.report, document)
-    return [("JSON report", settings.report)]
+    written: list[tuple[str, Path]] = []
+    if settings.report is not None:
+        _write_json(settings.report, document)
+        written.append(("JSON report", settings.report))
+    if settings.html is not None:
+        write_html(settings.html, document)
+        written.append(("HTML report", settings.html))
+    return written
 
 
 def _write_json(path: Path, document: Mapping[str, Any]) -> None:

@@ -536,11 +536,12 @@ def item_properties(
     if outcome.diagnosis is not None:
         properties += [
             ("ilp_cause", outcome.diagnosis.cause),
-            ("ilp_confidence", outcome.diagnosis.confidence or ""),
             ("ilp_causes", ",".join(outcome.diagnosis.causes)),
             ("ilp_evidence", outcome.diagnosis.evidence),
             ("ilp_suggestion", outcome.diagnosis.suggestion),
         ]
+        if outcome.diagnosis.confidence is not None:
+            properties.append(("ilp_confidence", outcome.diagnosis.confidence))
     if decision is not None:
         properties.append(("ilp_gate", decision.outcome))
         if decision.reason:
@@ -640,6 +641,8 @@ def _sample_record(
             retokenized=verdict.retokenized,
             produced=verdict.produced,
         )
+        if not verdict.learned:
+            record.update(_unlearned_detail(sample, verdict))
     if outcome.diagnosis is not None:
         record.update(outcome.diagnosis.to_dict())
     if outcome.signals is not None:
@@ -653,6 +656,25 @@ def _sample_record(
             baseline=outcome.baseline,
         )
     return record
+
+
+def _unlearned_detail(sample: Sample, verdict: Verdict) -> dict[str, Any]:
+    """What a person reads to act on an unlearned sample (the HTML page shows it): the prompt
+    (text, or the chat turns before the target), the target, and each target token with the
+    probability the model gave it. Learned samples leave these out, so that a report of
+    100,000 samples stays small."""
+    tokens = None
+    if verdict.target_pieces and len(verdict.target_pieces) == len(verdict.target_probs):
+        tokens = [
+            [piece, round(prob, 4)]
+            for piece, prob in zip(verdict.target_pieces, verdict.target_probs)
+        ]
+    return {
+        "prompt": sample.prompt,
+        "messages": None if sample.messages is None else [dict(m) for m in sample.messages],
+        "target": sample.target,
+        "target_token_probs": tokens,
+    }
 
 
 # -- reading reports back ----------------------------------------------------------------------
@@ -698,10 +720,6 @@ def signals_record(signals: Signals) -> dict[str, Any]:
     """The figures behind a diagnosis, so causes can be recomputed offline."""
     data = asdict(signals)
     data["missing"] = dict(signals.missing or {})
-    if data.get("base") is not None:
-        # Per-token figures of the prompt: `familiarity` sums them up.
-        for key in ("prompt_pieces", "prompt_surprisal"):
-            data["base"]["probe"].pop(key, None)
     safe: dict[str, Any] = _json_safe(data)
     return safe
 

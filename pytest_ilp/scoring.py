@@ -48,6 +48,7 @@ from pytest_ilp.verdicts import (
     judge,
     reproduces,
     with_production,
+    with_token_figures,
 )
 
 #: tokens generated past the end of the target, to show what an unlearned sample runs on into.
@@ -73,11 +74,18 @@ class Probe:
     target_prob: float
     continuation: str = ""
     stopped: bool = False
-    #: the prompt's tokens as text, and the checkpoint's surprisal (nats) of each of them given
-    #: the tokens before it (the first token, with nothing before it, has none): how familiar
-    #: the question's own words are to the checkpoint (see `signals.familiarity`).
-    prompt_pieces: tuple[str, ...] = ()
-    prompt_surprisal: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class PromptSurprisal:
+    """A checkpoint on a sample's prompt: how familiar the question's own words are to it.
+
+    `pieces` are the prompt's tokens as text; `surprisal[i]` is the checkpoint's surprisal
+    (nats) at `pieces[i + 1]` given the tokens before it (the first token has no context).
+    """
+
+    pieces: tuple[str, ...]
+    surprisal: tuple[float, ...]
 
 
 @dataclass
@@ -89,6 +97,7 @@ class ScoringResult:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
     probes: dict[str, Probe] = field(default_factory=dict)
+    prompts: dict[str, PromptSurprisal] = field(default_factory=dict)
     computed: int = 0
     cached: int = 0
     seconds: float = 0.0
@@ -107,6 +116,8 @@ class Job:
     probe_at: Mapping[str, int] = field(default_factory=dict)
     #: sample id -> the criterion that judges it; `exact` for the samples not named.
     criteria: Mapping[str, Criterion] = field(default_factory=dict)
+    #: score each sample's prompt too (`PromptSurprisal`), in the same pass.
+    prompt_surprisal: bool = False
     #: a model in memory to score instead of loading `checkpoint` (which then describes it,
     #: see `checkpoint.in_memory`), with the tokenizer that renders the samples. Never cached:
     #: its weights change while it trains.
@@ -186,6 +197,10 @@ def score_samples(
         result.verdicts[sample.id] = Verdict.from_dict(entry["verdict"], sample.id)
         if "probe" in entry:
             result.probes[sample.id] = Probe(**entry["probe"])
+        if "prompt" in entry:
+            result.prompts[sample.id] = PromptSurprisal(
+                tuple(entry["prompt"]["pieces"]), tuple(entry["prompt"]["surprisal"])
+            )
     result.seconds = time.perf_counter() - started
     return result
 
@@ -202,8 +217,9 @@ def _entry_key(sample: Sample, job: Job) -> str:
     if criterion.name == "choice":
         key += "|" + stable_hash(list(sample.distractors))
     position = job.probe_at.get(sample.id)
-    # "p": a probe entry carries the prompt's surprisal (entries from before it had none).
-    return key if position is None else f"{key}@p{position}"
+    if position is not None:
+        key = f"{key}@{position}"
+    return f"{key}+prompt" if job.prompt_surprisal else key
 
 
 def sample_seed(seed: int, sample: Sample) -> int:
@@ -298,6 +314,10 @@ def _compute(
 
     decode = byte_safe_decoder(tokenizer)
 
+    def plain_decode(ids: list[int]) -> str:
+        text: str = tokenizer.decode(ids, skip_special_tokens=False)
+        return text
+
     log(
         f"scoring {len(ready)} samples ({sum(len(r.input_ids) for r in ready)} tokens) "
         f"on {job.checkpoint.folder.name} with {settings.backend}"
@@ -308,10 +328,10 @@ def _compute(
         backend = load_backend(settings.backend, job.checkpoint, settings.backend_options)
     try:
         ready = _fitting(ready, backend.max_sequence_length, settings.backend, entries, options)
-        # A probed sample is scored from its prompt's second token on: the same pass then
-        # says how surprising the prompt is (the target's figures are split off below). The
-        # options of a choice sample share its prompt instead: one group per sample, each
-        # scored from the target on.
+        # With prompt surprisal, a sample is scored from its prompt's second token on: the
+        # same pass then says how surprising the prompt is (the target's figures are split
+        # off below). The options of a choice sample share its prompt instead: one group per
+        # sample, each scored from the target on.
         starts_at = [
             r.target_start if r.sample_id in options else _scored_from(r, job) for r in ready
         ]
@@ -416,6 +436,10 @@ def _compute(
         )
         if not job.produce or verdict.learned:
             verdict = replace(verdict, produced=None, produced_stopped=False)
+        else:
+            # What the HTML report shows of an unlearned sample: each target token's
+            # probability and text (split where the plain decode says a character is whole).
+            verdict = with_token_figures(verdict, token_scores, plain_decode)
         entry: dict[str, Any] = {"verdict": verdict.to_dict()}
         if sample_id in job.probe_at:
             entry["probe"] = asdict(
@@ -426,9 +450,14 @@ def _compute(
                     generated.get(f"probe:{sample_id}", ()),
                     stop_ids,
                     decode,
-                    prompt_scores.get(sample_id, ()),
                 )
             )
+        if sample_id in prompt_scores:
+            prompt = rendered_sample.input_ids[: rendered_sample.target_start]
+            entry["prompt"] = {
+                "pieces": [decode([t]) for t in prompt],
+                "surprisal": [round(-lp, 4) for lp in prompt_scores[sample_id]],
+            }
         entries[sample_id] = entry
     return entries
 
@@ -528,9 +557,9 @@ def _evidence(
 
 
 def _scored_from(rendered: Rendered, job: Job) -> int:
-    """Where a sample's pass starts scoring: its target, or for a probed sample its prompt's
+    """Where a sample's pass starts scoring: its target, or with prompt surprisal its prompt's
     second token (the first has no context to be predicted from)."""
-    if rendered.sample_id in job.probe_at and rendered.target_start > 1:
+    if job.prompt_surprisal and rendered.target_start > 1:
         return 1
     return rendered.target_start
 
@@ -605,12 +634,10 @@ def _probe(
     generated: tuple[int, ...],
     stop_ids: frozenset[int],
     decode: Callable[[list[int]], str],
-    prompt_logprobs: Sequence[float] = (),
 ) -> Probe:
     top = scores.top1_ids[position]
     tokens = [top, *generated]
     stopped = tokens[-1] in stop_ids
-    prompt = rendered.input_ids[: rendered.target_start] if prompt_logprobs else ()
     return Probe(
         position=position,
         top_id=top,
@@ -619,8 +646,6 @@ def _probe(
         target_prob=math.exp(scores.target_logprobs[position]),
         continuation=decode(tokens[:-1] if stopped else tokens),
         stopped=stopped,
-        prompt_pieces=tuple(decode([t]) for t in prompt),
-        prompt_surprisal=tuple(round(-lp, 4) for lp in prompt_logprobs),
     )
 
 

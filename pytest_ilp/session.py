@@ -15,7 +15,7 @@ import pytest
 
 from pytest_ilp.backends import Progress
 from pytest_ilp.baseline import Baseline, BaselineError, load_baseline
-from pytest_ilp.cache import ScoreCache
+from pytest_ilp.cache import ScoreCache, stable_hash
 from pytest_ilp.checkpoint import CheckpointInfo, inspect_checkpoint
 from pytest_ilp.criteria import Criterion
 from pytest_ilp.diagnosis import Diagnosis
@@ -47,6 +47,10 @@ from pytest_ilp.verdicts import Verdict
 
 #: a line of progress in a log that is not a terminal, at most this often (seconds).
 LOG_PROGRESS_EVERY = 30.0
+
+
+#: learned samples the base model also scores, as the reference for how familiar prompts are.
+FAMILIARITY_REFERENCE = 200
 
 
 class IlpWarning(pytest.PytestWarning):
@@ -268,8 +272,18 @@ class IlpSession:
                 for i, v in unlearned.items()
                 if v.first_divergence is not None
             }
+            # A few learned samples go along, so that how familiar a prompt is to the base
+            # model is measured against the data's usual prompts, not the failures' alone.
+            assert self.result is not None
+            verdicts = self.result.verdicts
+            learned = [self.samples[i] for i, v in verdicts.items() if v.first_divergence is None]
+            reference = sorted(learned, key=lambda s: stable_hash(s.id))[:FAMILIARITY_REFERENCE]
             try:
-                base = run(job(self.base, produce=False, probe_at=probe_at), samples, known)
+                base = run(
+                    job(self.base, produce=False, probe_at=probe_at, prompt_surprisal=True),
+                    samples + reference,
+                    known,
+                )
             except IncompatibleTokenizer as exc:
                 missing["base"] = f"base signals skipped: {exc}"
                 warnings.warn(IlpWarning(missing["base"]), stacklevel=1)
@@ -330,7 +344,7 @@ class IlpSession:
                     stats,
                     limits.near_duplicate,
                 ),
-                base=self._base_signals(sample_id, base, familiar.get(sample_id)),
+                base=self._base_signals(sample_id, base, familiar.get(sample_id), stats),
                 history=history_signals,
                 training=(
                     training_signals(self.train_log[sample_id])
@@ -357,7 +371,11 @@ class IlpSession:
         return trajectory_history(points, final, sample.stage)
 
     def _base_signals(
-        self, sample_id: str, base: ScoringResult | None, familiarity: Familiarity | None
+        self,
+        sample_id: str,
+        base: ScoringResult | None,
+        familiarity: Familiarity | None,
+        stats: TargetStatistics,
     ) -> BaseSignals | None:
         if base is None or sample_id not in base.probes:
             return None
@@ -369,6 +387,7 @@ class IlpSession:
             probe=probe,
             knowledge=knowledge(verdict.learned, probe, self.settings.diagnosis.weakly_known_prob),
             familiarity=familiarity,
+            answers=stats.is_answer_token(probe.top_id, probe.position),
         )
 
     def _history_signals(
@@ -557,19 +576,22 @@ class RunOutput:
 def _familiarity(
     base: ScoringResult | None, prompt_df: Mapping[str, int], prompts: int
 ) -> dict[str, Familiarity]:
-    """Each probed prompt's least familiar content word, against the median over them all."""
+    """Each probed prompt's least familiar content word, against the median over every prompt
+    the base model scored (the unlearned ones and the learned reference)."""
     if base is None:
         return {}
     words = {}
-    for sample_id, probe in base.probes.items():
-        found = least_familiar_word(probe.prompt_pieces, probe.prompt_surprisal, prompt_df, prompts)
+    for sample_id, prompt in base.prompts.items():
+        found = least_familiar_word(prompt.pieces, prompt.surprisal, prompt_df, prompts)
         if found is not None:
             words[sample_id] = found
     if not words:
         return {}
     median = statistics.median(nats for _, nats in words.values())
     return {
-        i: Familiarity(word, round(nats, 3), round(median, 3)) for i, (word, nats) in words.items()
+        i: Familiarity(word, round(nats, 3), round(median, 3))
+        for i, (word, nats) in words.items()
+        if i in base.probes
     }
 
 

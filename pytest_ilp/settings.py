@@ -192,6 +192,13 @@ SETTINGS = (
         metavar="PATH",
     ),
     Setting(
+        "html",
+        "write a self-contained HTML report (charts, and every sample with its evidence) to "
+        "this path",
+        "path",
+        metavar="PATH",
+    ),
+    Setting(
         "export",
         "write the unlearned samples (their records, with cause and suggested fix) as JSONL",
         "path",
@@ -264,6 +271,7 @@ class Settings:
     baseline: Path | None = None
     update_baseline: bool = False
     markdown: Path | None = None
+    html: Path | None = None
     export: Path | None = None
     shard: Shard | None = None
     #: the run's criterion (command line > ilp.yaml > ini); `criterion_rules` and a record's
@@ -384,6 +392,7 @@ def resolve(config: pytest.Config) -> Settings | None:
         baseline=values["baseline"],
         update_baseline=values["update_baseline"],
         markdown=values["markdown"],
+        html=values["html"],
         export=values["export"],
         shard=_shard(values["shard"]),
         criterion=values["criterion"],

@@ -75,6 +75,9 @@ class BaseSignals:
     #: how surprised the base model is by the prompt's least familiar content word, against
     #: the other scored prompts (None: the probe carries no prompt figures).
     familiarity: Familiarity | None = None
+    #: the base model's token at the divergence is an answer the data's targets give there
+    #: (`TargetStatistics.is_answer_token`), not template or punctuation.
+    answers: bool = True
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,8 @@ class DatasetSignals:
     rarity: float
     rarity_percentile: float
     median_rarity: float
+    #: the sample's target text.
+    target: str = ""
 
 
 @dataclass(frozen=True)
@@ -374,6 +379,8 @@ class TargetStatistics:
     frequency: Mapping[int, int]
     lengths: Sequence[int]
     rarities: Sequence[float]
+    #: the tokens that begin a target.
+    first_tokens: frozenset[int] = frozenset()
 
     @classmethod
     def of(cls, verdicts: Iterable[Verdict]) -> TargetStatistics:
@@ -383,7 +390,16 @@ class TargetStatistics:
             frequency.update(set(verdict.target_ids))
         stats = cls(len(verdicts), frequency, sorted(v.target_tokens for v in verdicts), [])
         rarities = sorted(stats.rarity(v) for v in verdicts)
-        return cls(stats.documents, frequency, stats.lengths, rarities)
+        first = frozenset(v.target_ids[0] for v in verdicts if v.target_ids)
+        return cls(stats.documents, frequency, stats.lengths, rarities, first)
+
+    def is_answer_token(self, token_id: int, position: int) -> bool:
+        """Whether a token is something the data's targets say there: one that begins a
+        target, or, past a target's first token, one that occurs in a target. A base model's
+        preferred template word (" The", "?", a newline) where an answer starts is not."""
+        if position == 0:
+            return token_id in self.first_tokens
+        return token_id in self.frequency
 
     def rarity(self, verdict: Verdict) -> float:
         ids = verdict.target_ids
@@ -438,6 +454,7 @@ def dataset_signals(
         rarity=rarity,
         rarity_percentile=stats.percentile(stats.rarities, rarity),
         median_rarity=stats.median_rarity,
+        target=samples[verdict.sample_id].target,
     )
 
 

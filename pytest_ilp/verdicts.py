@@ -50,6 +50,11 @@ class Verdict:
     figures are in `figures` (the pass rate of `sampled`, the option log-likelihoods of
     `choice`...). The teacher-forced figures (`matched`, `first_divergence`, `nll`, `margin`)
     are there under every criterion, so diagnosis works whichever decided.
+
+    For an unlearned sample of the checkpoint under test, `target_probs` holds the probability
+    the model gave each target token (teacher-forced) and `target_pieces` the text of each
+    token (what the HTML report shades); both stay empty otherwise, to keep caches and reports
+    small.
     """
 
     sample_id: str
@@ -66,6 +71,10 @@ class Verdict:
     retokenized: bool = False
     criterion: str = "exact"
     figures: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    target_probs: tuple[float, ...] = ()
+    #: the target's text split at its token boundaries (a character that spans several tokens
+    #: belongs to the token that completes it, so the pieces join to the decoded target).
+    target_pieces: tuple[str, ...] = ()
 
     @property
     def reproduced(self) -> bool:
@@ -102,6 +111,8 @@ class Verdict:
                 "target_ids": tuple(data["target_ids"]),
                 "first_divergence": Divergence(**divergence) if divergence else None,
                 "figures": dict(data.get("figures") or {}),
+                "target_probs": tuple(data.get("target_probs") or ()),
+                "target_pieces": tuple(data.get("target_pieces") or ()),
             }
         )
 
@@ -232,6 +243,40 @@ def with_production(
         retokenized=True,
         note=f"{verdict.note}; {how}" if verdict.note else how,
     )
+
+
+def with_token_figures(
+    verdict: Verdict, scores: TokenScores, decode: Callable[[list[int]], str]
+) -> Verdict:
+    """The verdict with each target token's probability and text (for an unlearned sample)."""
+    return replace(
+        verdict,
+        target_probs=tuple(math.exp(lp) for lp in scores.target_logprobs),
+        target_pieces=token_pieces(verdict.target_ids, decode),
+    )
+
+
+def token_pieces(ids: Sequence[int], decode: Callable[[list[int]], str]) -> tuple[str, ...]:
+    """The text each token adds to the target (the pieces join to the decoded target).
+
+    `decode` is the tokenizer's plain decode, which writes an incomplete character as U+FFFD.
+
+    Decoding token by token would show half a character as U+FFFD wherever a byte-level BPE
+    splits one (a CJK character, an emoji), and would lose SentencePiece's leading spaces. So
+    each token is decoded after the token before it (text-generation-inference's incremental
+    detokenizer): a character split over tokens goes to the token that completes it.
+    """
+    pieces = []
+    prefix, read = 0, 0
+    for end in range(1, len(ids) + 1):
+        before = decode(list(ids[prefix:read]))
+        text = decode(list(ids[prefix:end]))
+        if len(text) > len(before) and (not text.endswith("\ufffd") or end == len(ids)):
+            pieces.append(text[len(before) :])
+            prefix, read = read, end
+        else:
+            pieces.append("")  # an incomplete character: a later token completes it
+    return tuple(pieces)
 
 
 # -- criteria ----------------------------------------------------------------------------------

@@ -58,15 +58,15 @@ def variant(completion: str, index: int) -> str:
 
 
 def distractors(record: dict[str, Any], index: int) -> list[str]:
-    """Wrong responses: another colour, and a much shorter or much longer wrong one, so that
-    the sum (which favours short options) and the per-token mean choose differently."""
+    """Wrong responses: the target with other colours, and a shorter or a longer wrong one, so
+    that the sum (which favours short options) and the per-token mean can choose differently."""
     rng = random.Random(index)
     target = record["completion"]
     colour = next(c for c in COLOURS if f" is {c}," in target)
-    others = [target.replace(f" is {colour},", f" is {c},") for c in rng.sample(COLOURS, 3)]
-    wrong = [o for o in others if o != target][:2]
+    others = [c for c in rng.sample(COLOURS, 3) if c != colour][:2]
+    wrong = [target.replace(f" is {colour},", f" is {c},") for c in others]
     if index % 2:
-        wrong.append(" No.")
+        wrong.append(target.split(",")[0] + ".")  # " Name is colour."
     else:
         wrong.append(target[:-1] + ", " + target[1:-1].lower() + ".")
     return wrong

@@ -197,7 +197,7 @@ def test_failure_report_junit_json_and_markdown_name_the_criterion(
 ) -> None:
     learned_or_not = world.raw_records[:2] + world.raw_records[60:64]
     records = [
-        {**r, "distractors": [" No.", r["completion"].replace(" is ", " was ")]}
+        {**r, "distractors": [_other_colour(r["completion"]), r["completion"].split(",")[0] + "."]}
         for r in learned_or_not
     ]
     write_jsonl(pytester.path / "data.jsonl", records)
@@ -213,7 +213,7 @@ def test_failure_report_junit_json_and_markdown_name_the_criterion(
     )
     report = report_of(pytester)
     unlearned = [i for i, s in report.items() if s["learned"] is False]
-    assert unlearned, "the held-out facts lose to the short distractor on the sum"
+    assert unlearned, "the held-out facts lose to a distractor"
     result.stdout.fnmatch_lines(
         [
             f"sample {unlearned[0]} * was not learned",
@@ -287,6 +287,14 @@ def test_sampled_draws_depend_on_the_sample_and_seed_only(world: World) -> None:
     assert {v.figures["seed"] for v in reseeded.values()}.isdisjoint(
         {v.figures["seed"] for v in whole.values()}
     )
+
+
+def _other_colour(completion: str) -> str:
+    from world import COLOURS
+
+    colour = next(c for c in COLOURS if f" is {c}," in completion)
+    other = COLOURS[(COLOURS.index(colour) + 1) % len(COLOURS)]
+    return completion.replace(f" is {colour},", f" is {other},")
 
 
 def _samples(world: World, records: list[dict[str, Any]]) -> Any:

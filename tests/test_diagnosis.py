@@ -199,6 +199,35 @@ def test_a_confident_guess_about_an_unfamiliar_subject_is_missing_knowledge() ->
     assert run(Signals(dataset(), base=familiar)).cause == "knowledge_conflict"
 
 
+def test_a_template_word_no_target_begins_with_is_no_answer() -> None:
+    # A real base model starts its answer with " The": no target of the data begins so.
+    sentence = replace(base(OTHER, top_prob=0.9, target_prob=0.001), answers=False)
+    assert run(Signals(dataset(), base=sentence)).cause == "missing_knowledge"
+
+
+def test_the_fine_tuned_model_saying_what_the_base_says_is_a_conflict() -> None:
+    # The base's first token is template, but its sentence holds the answer the fine-tuned
+    # model gives instead of the target.
+    says = replace(
+        base(OTHER, top_prob=0.6, target_prob=0.001),
+        answers=False,
+        probe=replace(
+            base(OTHER, 0.6, 0.001).probe,
+            top_token=" The",
+            continuation=" The capital of France is Lyon.\nQ:",
+        ),
+        familiarity=Familiarity("france", 7.0, 9.0),
+    )
+    signals = Signals(dataset(target=" Paris"), base=says)
+    diagnosis = run(signals)
+    assert diagnosis.cause == "knowledge_conflict" and diagnosis.confidence == "strong"
+    assert diagnosis.evidence.startswith("the base model says 'The capital of France is Lyon.'")
+    # An answer the base's sentence does not hold is no echo; nor is an unsure base's.
+    assert run(signals, produced=" Nice").cause == "missing_knowledge"
+    unsure = replace(signals, base=replace(says, probe=replace(says.probe, top_prob=0.2)))
+    assert run(unsure).cause == "missing_knowledge"
+
+
 def test_a_confident_token_that_is_no_answer_is_no_conflict() -> None:
     question_mark = replace(
         base(OTHER, top_prob=0.9, target_prob=0.001),

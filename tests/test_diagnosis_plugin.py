@@ -105,21 +105,21 @@ def test_base_model_signals_decide_conflict_or_missing_knowledge(
         divergence = sample["first_divergence"]
         assert probe["position"] == divergence["position"]
         assert probe["top_prob"] == pytest.approx(divergence["predicted_prob"], rel=1e-4)
-        # The base's own confident answer is a conflict when that answer is a word and the
-        # prompt's subject is familiar to it; a guess about an unfamiliar subject is not.
+        # The base's own confident answer is a conflict when that answer is one the data's
+        # targets give there and the prompt's subject is familiar to it; a guess about an
+        # unfamiliar subject, or a template token, is not.
+        base = sample["signals"]["base"]
         unfamiliar = familiarity is not None and (
             familiarity["surprisal"] >= 1.5 * familiarity["median"]
         )
-        answer = any(ch.isalnum() for ch in probe["top_token"])
-        expected = (
-            "knowledge_conflict"
-            if probe["top_prob"] >= 0.3 and answer and not unfamiliar
-            else "missing_knowledge"
-            if probe["target_prob"] < 0.1
-            else None
-        )
-        if expected is not None:
-            assert expected in sample["causes"], sample_id
+        answer = base["answers"] and any(ch.isalnum() for ch in probe["top_token"])
+        if probe["top_prob"] >= 0.3 and answer and not unfamiliar:
+            assert "knowledge_conflict" in sample["causes"], sample_id
+        elif probe["target_prob"] < 0.1:
+            # ...unless the fine-tuned model's answer is in the base's own sentence.
+            assert "missing_knowledge" in sample["causes"] or sample["figures"].get(
+                "echoes_base"
+            ), sample_id
         causes[sample_id] = sample["cause"]
         assert "history" in sample["signals"]["missing"]
     assert {"knowledge_conflict", "missing_knowledge"} <= set(causes.values())
@@ -132,7 +132,8 @@ def test_base_model_signals_decide_conflict_or_missing_knowledge(
         properties = {p.get("name"): p.get("value") for p in case.iter("property")}
         assert properties.get("ilp_cause") == causes.get(case.get("name"))
         if case.get("name") in causes:
-            assert properties["ilp_confidence"] == samples[case.get("name")]["confidence"]
+            confidence = samples[case.get("name")]["confidence"]
+            assert properties.get("ilp_confidence") == confidence
 
 
 def test_forgetting_when_an_earlier_checkpoint_reproduced_the_sample(
@@ -358,8 +359,11 @@ def test_diagnosis_thresholds_come_from_ilp_yaml(
     (pytester.path / "ilp.yaml").write_text("diagnosis:\n  conflict_confidence: 0.3\n")
     ilp(pytester, world, *args)
     before = {i: s["cause"] for i, s in report_of(pytester).items() if not s["learned"]}
-    # No base confidence reaches 1.01: no knowledge conflict is possible any more.
-    (pytester.path / "ilp.yaml").write_text("diagnosis:\n  conflict_confidence: 1.01\n")
+    # No base confidence reaches 1.01: no knowledge conflict is possible any more (neither a
+    # confident base nor a fairly sure one that the fine-tuned model follows).
+    (pytester.path / "ilp.yaml").write_text(
+        "diagnosis:\n  conflict_confidence: 1.01\n  answer_confidence: 1.01\n"
+    )
     ilp(pytester, world, *args)
     after = {i: s["cause"] for i, s in report_of(pytester).items() if not s["learned"]}
     assert "knowledge_conflict" in before.values()

@@ -450,7 +450,7 @@ def test_update_baseline_writes_the_report_and_the_next_run_knows_its_failures(
         ]
     )
     written = json.loads((pytester.path / "ci" / "baseline.json").read_text())
-    assert written["schema"] == 1 and len(written["samples"]) == 12
+    assert written["schema"] == 2 and len(written["samples"]) == 12
     second = ilp(pytester, world, "--ilp-baseline=ci/baseline.json")
     second.assert_outcomes(passed=6, xfailed=6)
     second.stdout.fnmatch_lines(["ilp gate: PASSED — 6 known from the baseline"])

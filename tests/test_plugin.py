@@ -120,7 +120,7 @@ def test_json_report_holds_every_sample_and_the_summary(
     write_jsonl(pytester.path / "data.jsonl", records)
     ilp(pytester, world, "--ilp-data=data.jsonl", "--ilp-report=out/report.json")
     report = json.loads((pytester.path / "out" / "report.json").read_text())
-    assert report["schema"] == 1
+    assert report["schema"] == 2
     assert report["checkpoint"] == str(world.checkpoint)
     assert report["backend"] == "hf cpu float32"
     assert [s["id"] for s in report["samples"]] == [r["id"] for r in records]
@@ -128,6 +128,7 @@ def test_json_report_holds_every_sample_and_the_summary(
         assert sample["learned"] is truth[sample["id"]]
         assert sample["source"].startswith("data.jsonl:")
         assert sample["error"] is None
+        assert sample["criterion"] == "exact" and sample["criterion_figures"] == {}
         assert 0.0 <= sample["token_accuracy"] <= 1.0 and sample["nll"] >= 0.0
         if sample["learned"]:
             assert sample["first_divergence"] is None and sample["margin"] > 0
@@ -148,6 +149,8 @@ def test_json_report_holds_every_sample_and_the_summary(
         "fragile": report["summary"]["fragile"],
         "invalid": [],
         "causes": {"undiagnosed": 6},
+        "criteria": {"exact": 12},
+        "weak_causes": report["summary"]["weak_causes"],
     }
 
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
 from pytest_ilp.backends import TokenScores
 from pytest_ilp.render import Rendered
-from pytest_ilp.verdicts import Verdict, continues_target, judge, with_production
+from pytest_ilp.verdicts import (
+    Verdict,
+    continues_target,
+    judge,
+    with_production,
+    with_token_figures,
+)
 
 EOS, OTHER_EOS = 2, 3
 STOPS = frozenset({EOS, OTHER_EOS})
@@ -188,3 +195,13 @@ def test_a_target_without_a_stop_is_spelled_when_the_text_starts_with_it() -> No
     split = scores([(10, -0.1, 4, -3.0, -0.1), (21, -0.5, 20, -1.2, -1.2)])
     verdict = judge(open_ended, split, STOPS, text_decode)
     assert with_production(verdict, split, (22, 24), STOPS, text_decode).learned
+
+
+def test_an_unlearned_verdict_keeps_its_token_probabilities_through_the_cache() -> None:
+    figures = scores(
+        [(11, -0.1, 4, -3, -0.1), (30, -0.4, 12, -1.5, -1.5), (EOS, -0.1, 4, -3, -0.1)]
+    )
+    verdict = with_token_figures(judge(RENDERED, figures, STOPS, decode), figures, decode)
+    assert verdict.target_pieces == ("<11>", "<12>", f"<{EOS}>")
+    assert [round(p, 3) for p in verdict.target_probs] == [0.905, 0.223, 0.905]
+    assert Verdict.from_dict(json.loads(json.dumps(verdict.to_dict())), "s") == verdict

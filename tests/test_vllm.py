@@ -169,8 +169,12 @@ def test_vllm_judges_choice_as_hf_does_and_samples_from_each_samples_own_seed(
         {
             **r,
             "id": f"choice-{r['id']}",
-            "criterion": "choice",
-            "distractors": [r["completion"].replace(" is ", " was "), " No."],
+            "criterion": "choice:sum",
+            # Another colour, and the reply cut short: some held-out facts lose to them.
+            "distractors": [
+                _other_colour(r["completion"]),
+                r["completion"].split(",")[0] + ".",
+            ],
         }
         for r in raw
     ]
@@ -196,3 +200,11 @@ def test_vllm_judges_choice_as_hf_does_and_samples_from_each_samples_own_seed(
         assert first["criterion_figures"] == second["criterion_figures"], record["id"]
         assert first["criterion_figures"]["seed"] == hf[record["id"]]["criterion_figures"]["seed"]
         assert first["learned"] is (first["criterion_figures"]["pass_rate"] >= 0.2)
+
+
+def _other_colour(completion: str) -> str:
+    from world import COLOURS
+
+    colour = next(c for c in COLOURS if f" is {c}," in completion)
+    other = COLOURS[(COLOURS.index(colour) + 1) % len(COLOURS)]
+    return completion.replace(f" is {colour},", f" is {other},")
