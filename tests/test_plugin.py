@@ -148,6 +148,8 @@ def test_json_report_holds_every_sample_and_the_summary(
         "fragile": report["summary"]["fragile"],
         "invalid": [],
         "causes": {"undiagnosed": 6},
+        "criteria": report["summary"]["criteria"],
+        "weak_causes": {},  # undiagnosed samples carry no confidence
     }
 
 
