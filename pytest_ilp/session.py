@@ -166,6 +166,17 @@ class IlpSession:
             self._by_path[path] = load_samples(path, self.settings.must_learn, self.samples)
         return self._by_path[path]
 
+    def unselected_data_samples(self, listed: set[str]) -> list[Sample]:
+        """The checkable samples of the configured data files that are not in `listed`."""
+        found = []
+        for path in self.data_files:
+            try:
+                samples = self.samples_of(path)
+            except IlpDataError:
+                continue  # its collection error is reported already
+            found += [s for s in samples if s.id not in listed and s.problem is None]
+        return found
+
     def score(
         self,
         scope: Sequence[tuple[Sample, bool]],
