@@ -425,4 +425,7 @@ def parameter_counts(model: Any) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     embedding = model.get_input_embeddings().weight.numel()
     head = model.get_output_embeddings().weight.numel()
-    return {"total": total, "embedding": embedding, "head": head, "body": total - embedding - head}
+    # With tied embeddings (SmolLM2) the output layer is the input table: counted once in total.
+    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    body = total - embedding - (0 if tied else head)
+    return {"total": total, "embedding": embedding, "head": head, "body": body}

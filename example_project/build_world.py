@@ -604,9 +604,12 @@ def greedy_answers(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from pytest_ilp.backends.loading import quiet_loading
+
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    with quiet_loading():  # no "Loading weights" bar in the main job's output
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     answers = []
     for start in range(0, len(prompts), batch):
         encoded = tokenizer(list(prompts[start : start + batch]), return_tensors="pt", padding=True)

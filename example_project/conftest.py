@@ -33,7 +33,10 @@ def pytest_configure(config: pytest.Config) -> None:
         print(f"example world: {line}", file=sys.stderr, flush=True)
 
     with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
-        log(f"building into {out} (first run only; a few minutes on 2 CPU cores)")
+        log(
+            f"building into {out} (first run only: pre-training on one CPU thread, the most of "
+            "it; much longer on a busy machine, see example_project/README.md, Time)"
+        )
         build_world.build(out, log=log)
 
 

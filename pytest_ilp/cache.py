@@ -88,6 +88,10 @@ class ScoreCache:
 
     def folder_digest(self, folder: Path) -> str:
         """A content hash of the files directly in `folder` (sub-folders are other checkpoints)."""
+        return self.files_digest(_files(folder))
+
+    def files_digest(self, paths: Iterable[Path]) -> str:
+        """A content hash of the files (by name and content), memoised by their stamps."""
         memo_path = self.root / MEMO
         with FileLock(str(memo_path) + ".lock"):
             try:
@@ -97,7 +101,7 @@ class ScoreCache:
             if not isinstance(memo, dict):
                 memo = {}
             digests = {}
-            for path in _files(folder):
+            for path in paths:
                 key = str(path.resolve())
                 digest = remembered_digest(path, memo.get(key))
                 if digest is None:

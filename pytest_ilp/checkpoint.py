@@ -7,11 +7,18 @@ A checkpoint is either a full model (a folder with config.json) or a LoRA/PEFT a
 with adapter_config.json) together with the base model it applies to. For an adapter, the
 config, context length, vocabulary and stop ids are the base model's; the tokenizer is the
 adapter folder's when it holds one (a fine-tune may add tokens), else the base's.
+
+A GGUF file (the quantized format of llama.cpp and Ollama), given as the file or as a folder
+holding exactly one `.gguf` and no config.json, is a full model too: transformers loads it with
+`gguf_file=` (de-quantizing the weights) and reads its tokenizer and chat template from it. Its
+header is read here, without the `gguf` package, for the context length, vocabulary and EOS id.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +47,23 @@ class CheckpointInfo:
     #: the generation config of a model in memory (a training run's, see `in_memory`); None:
     #: read generation_config.json from the folder.
     generation_config: Mapping[str, Any] | None = None
+    #: the name of the GGUF file in `folder` that holds the whole model; None for a folder
+    #: written by save_pretrained.
+    gguf_file: str | None = None
+
+    @property
+    def name(self) -> str:
+        """What to call the checkpoint in messages: the folder's name, or the GGUF file's."""
+        return self.gguf_file or self.folder.name
+
+    @property
+    def location(self) -> Path:
+        """The path the user gave: the folder, or the GGUF file."""
+        return self.folder / self.gguf_file if self.gguf_file else self.folder
+
+    def load_arguments(self) -> dict[str, str]:
+        """Extra keyword arguments of transformers' `from_pretrained` for this checkpoint."""
+        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
 
     @property
     def model_folder(self) -> Path:
@@ -129,9 +153,12 @@ def inspect_checkpoint(
         raise pytest.UsageError(
             f"{what}: {folder} does not exist; point it at a folder written by save_pretrained"
         )
+    if folder.is_file() and folder.suffix == ".gguf":
+        return _gguf_checkpoint(folder, what)
     if not folder.is_dir():
         raise pytest.UsageError(
-            f"{what}: {folder} is a file; point it at the folder that holds config.json"
+            f"{what}: {folder} is a file; point it at the folder that holds config.json "
+            "(or at a .gguf file)"
         )
     # An adapter folder may also carry a copy of the base's config.json (some trainers save
     # one); the adapter config decides, as it does for transformers' own PEFT integration.
@@ -149,6 +176,14 @@ def inspect_checkpoint(
     if config is not None:
         _check_context_length(folder / "config.json", config)
         return CheckpointInfo(folder, config)
+    ggufs = sorted(folder.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return _gguf_checkpoint(ggufs[0], what)
+    if ggufs:
+        raise pytest.UsageError(
+            f"{what}: {folder} holds {len(ggufs)} .gguf files "
+            f"({', '.join(p.name for p in ggufs[:5])}); point it at one of them"
+        )
     nested = sorted(p.parent.name for p in folder.glob("*/config.json"))
     hint = f" (sub-folders with one: {', '.join(nested[:5])})" if nested else ""
     raise pytest.UsageError(
@@ -215,3 +250,110 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         raise pytest.UsageError(f"{path}: expected a JSON object")
     return data
+
+
+# -- GGUF ---------------------------------------------------------------------------------------
+
+#: GGUF metadata value types (ggml's gguf.h): scalar type -> struct format.
+_GGUF_SCALARS = {
+    0: "B",  # uint8
+    1: "b",  # int8
+    2: "H",  # uint16
+    3: "h",  # int16
+    4: "I",  # uint32
+    5: "i",  # int32
+    6: "f",  # float32
+    7: "?",  # bool
+    10: "Q",  # uint64
+    11: "q",  # int64
+    12: "d",  # float64
+}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def _gguf_checkpoint(path: Path, what: str) -> CheckpointInfo:
+    """A GGUF file as a checkpoint: its header as a config.json-like mapping."""
+    if importlib.util.find_spec("gguf") is None:
+        raise pytest.UsageError(
+            f"{what}: {path} is a GGUF file, and transformers reads those with the gguf "
+            "package, which is not installed: pip install 'pytest-ilp[gguf]'"
+        )
+    try:
+        metadata = read_gguf_metadata(path)
+    except (OSError, ValueError, struct.error) as exc:
+        raise pytest.UsageError(
+            f"{what}: {path} is not a readable GGUF file ({exc}); export it again "
+            "(llama.cpp's convert_hf_to_gguf.py) or point at a save_pretrained folder"
+        ) from None
+    architecture = metadata.get("general.architecture")
+    config: dict[str, Any] = {"model_type": architecture}
+    if isinstance(architecture, str):
+        context = metadata.get(f"{architecture}.context_length")
+        if isinstance(context, int):
+            config["max_position_embeddings"] = context
+        vocab = metadata.get(f"{architecture}.vocab_size")
+        if isinstance(vocab, int):
+            config["vocab_size"] = vocab
+    if "vocab_size" not in config and isinstance(metadata.get("tokenizer.ggml.tokens"), int):
+        config["vocab_size"] = metadata["tokenizer.ggml.tokens"]
+    eos = metadata.get("tokenizer.ggml.eos_token_id")
+    if isinstance(eos, int):
+        config["eos_token_id"] = eos
+    return CheckpointInfo(path.parent, config, gguf_file=path.name)
+
+
+def read_gguf_metadata(path: Path) -> dict[str, Any]:
+    """The key/value header of a GGUF file (format versions 2 and 3).
+
+    Scalars and strings come back as values; an array comes back as its length (the tokenizer's
+    vocabulary is one), since nothing here needs its items. Reading stops at the tensor index.
+    """
+    with path.open("rb") as handle:
+
+        def read(fmt: str) -> Any:
+            size = struct.calcsize("<" + fmt)
+            data = handle.read(size)
+            if len(data) != size:
+                raise ValueError("the file ends inside its header")
+            return struct.unpack("<" + fmt, data)[0]
+
+        def string() -> str:
+            length = read("Q")
+            data = handle.read(length)
+            if len(data) != length:
+                raise ValueError("the file ends inside its header")
+            return data.decode("utf-8", errors="replace")
+
+        def skip(kind: int, count: int) -> None:
+            if kind in _GGUF_SCALARS:
+                handle.seek(count * struct.calcsize("<" + _GGUF_SCALARS[kind]), 1)
+            elif kind == _GGUF_STRING:
+                for _ in range(count):
+                    handle.seek(read("Q"), 1)
+            elif kind == _GGUF_ARRAY:
+                for _ in range(count):
+                    inner, inner_count = read("I"), read("Q")
+                    skip(inner, inner_count)
+            else:
+                raise ValueError(f"unknown GGUF value type {kind}")
+
+        if handle.read(4) != b"GGUF":
+            raise ValueError("no GGUF magic number at the start")
+        version = read("I")
+        if version not in (2, 3):
+            raise ValueError(f"GGUF version {version}; versions 2 and 3 are read")
+        read("Q")  # tensor count
+        metadata: dict[str, Any] = {}
+        for _ in range(read("Q")):
+            key, kind = string(), read("I")
+            if kind in _GGUF_SCALARS:
+                metadata[key] = read(_GGUF_SCALARS[kind])
+            elif kind == _GGUF_STRING:
+                metadata[key] = string()
+            elif kind == _GGUF_ARRAY:
+                inner, count = read("I"), read("Q")
+                skip(inner, count)
+                metadata[key] = count
+            else:
+                raise ValueError(f"unknown GGUF value type {kind} for {key!r}")
+        return metadata

@@ -285,7 +285,7 @@ def knowledge_conflict(verdict: Verdict, signals: Signals, limits: Thresholds) -
     # The base holds another answer about a subject it knows: confidently, or less surely but
     # the fine-tuned model produces that same answer, or the fine-tuned model says what the
     # base model's own answer says.
-    # (`conflict_confidence` bounds every path: raised past 1, no conflict is left.)
+    # (Never a higher bar than `conflict_confidence`; with both past 1, no conflict is left.)
     fairly_sure = probe.top_prob >= min(limits.answer_confidence, limits.conflict_confidence)
     confident = answer and probe.top_prob >= limits.conflict_confidence
     followed = answer and follows and fairly_sure

@@ -257,6 +257,10 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     criteria = sample_criteria(session.items, state.settings)
     deselected = [item for item in state.deselected if sample_of(item) is not None]
     others = [(s, is_must_learn(item)) for item in deselected if (s := sample_of(item))]
+    # `--lf` drops the other items of a data file while collecting, without deselecting them:
+    # the configured data's samples count for the run's own budgets all the same.
+    unlisted = state.unselected_data_samples({s.id for s, _ in [*scope, *others]})
+    others += [(s, s.must_learn) for s in unlisted]
     # The deselected samples' criteria too: a cached verdict counts only if judged the same way.
     criteria = {**sample_criteria(deselected, state.settings), **criteria}
     reporter = config.pluginmanager.get_plugin("terminalreporter")
@@ -288,7 +292,10 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     outside = budget_scopes(deselected, state.settings, names) if deselected else {}
     state.apply_gate(
         budget_scopes(session.items, state.settings, names),
-        {key: ids for key, (_, ids) in outside.items()},
+        {
+            key: [*ids, *([s.id for s in unlisted] if key == "" else [])]
+            for key, (_, ids) in {**outside, "": outside.get("", ({}, []))}.items()
+        },
     )
 
 

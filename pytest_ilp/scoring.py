@@ -246,7 +246,7 @@ def _run_key(settings: Settings, job: Job, cache: ScoreCache, description: str) 
     return stable_hash(
         {
             "schema": CACHE_SCHEMA,
-            "checkpoint": cache.folder_digest(job.checkpoint.folder),
+            "checkpoint": _checkpoint_digest(cache, job.checkpoint),
             # An adapter's verdicts depend on the base model it is applied to as well.
             "adapter_base": (
                 None
@@ -254,7 +254,7 @@ def _run_key(settings: Settings, job: Job, cache: ScoreCache, description: str) 
                 else cache.folder_digest(job.checkpoint.base_folder)
             ),
             # The token ids come from the renderer's tokenizer.
-            "renderer": None if job.is_renderer else cache.folder_digest(job.renderer.folder),
+            "renderer": None if job.is_renderer else _checkpoint_digest(cache, job.renderer),
             "backend": description,
             "backend_args": dict(settings.backend_options.args),
             "render": asdict(settings.render),
@@ -264,6 +264,14 @@ def _run_key(settings: Settings, job: Job, cache: ScoreCache, description: str) 
             "decode": "byte-safe",
         }
     )
+
+
+def _checkpoint_digest(cache: ScoreCache, checkpoint: CheckpointInfo) -> str:
+    """The content of the checkpoint: its folder's files, or its GGUF file alone (a GGUF holds
+    the weights, the tokenizer and the chat template; its folder may hold anything else)."""
+    if checkpoint.gguf_file is not None:
+        return cache.files_digest([checkpoint.location])
+    return cache.folder_digest(checkpoint.folder)
 
 
 def _lookup(
@@ -320,7 +328,7 @@ def _compute(
 
     log(
         f"scoring {len(ready)} samples ({sum(len(r.input_ids) for r in ready)} tokens) "
-        f"on {job.checkpoint.folder.name} with {settings.backend}"
+        f"on {job.checkpoint.name} with {settings.backend}"
     )
     if job.live is not None:
         backend = live_backend(job.live, settings.backend_options)
@@ -654,7 +662,9 @@ def load_tokenizer(checkpoint: CheckpointInfo, trust_remote_code: bool) -> Any:
 
     folder = checkpoint.tokenizer_folder  # an adapter's own, else its base model's
     try:
-        return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(
+            folder, trust_remote_code=trust_remote_code, **checkpoint.load_arguments()
+        )
     except Exception as exc:  # OSError, ValueError... from transformers
         raise pytest.UsageError(
             f"transformers could not load a tokenizer from {folder}: "
@@ -681,7 +691,7 @@ def _vocabulary_problem(rendered: Rendered, job: Job) -> str | None:
     if largest < vocab:
         return None
     if not job.is_renderer:
-        return f"uses token id {largest}, which {job.checkpoint.folder.name} has no embedding for"
+        return f"uses token id {largest}, which {job.checkpoint.name} has no embedding for"
     raise pytest.UsageError(
         f"{job.checkpoint.folder}: the tokenizer produced token id {largest} but the model's "
         f"vocabulary has {vocab} entries: the tokenizer and the weights do not belong "

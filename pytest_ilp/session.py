@@ -166,6 +166,17 @@ class IlpSession:
             self._by_path[path] = load_samples(path, self.settings.must_learn, self.samples)
         return self._by_path[path]
 
+    def unselected_data_samples(self, listed: set[str]) -> list[Sample]:
+        """The checkable samples of the configured data files that are not in `listed`."""
+        found = []
+        for path in self.data_files:
+            try:
+                samples = self.samples_of(path)
+            except IlpDataError:
+                continue  # its collection error is reported already
+            found += [s for s in samples if s.id not in listed and s.problem is None]
+        return found
+
     def score(
         self,
         scope: Sequence[tuple[Sample, bool]],
@@ -370,7 +381,7 @@ class IlpSession:
             return None
         verdict, probe = base.verdicts[sample_id], base.probes[sample_id]
         return BaseSignals(
-            checkpoint=base.checkpoint.folder.name,
+            checkpoint=base.checkpoint.name,
             learned=verdict.learned,
             nll=verdict.nll,
             probe=probe,
@@ -384,7 +395,7 @@ class IlpSession:
     ) -> HistorySignals | None:
         assert self.result is not None
         trajectory = []
-        final = Stage(self.final_stage or "final", self.checkpoint.folder)
+        final = Stage(self.final_stage or "final", self.checkpoint.location)
         for stage, result in [*history, (final, self.result)]:
             verdict = result.verdicts.get(sample.id)
             if verdict is None:
@@ -523,7 +534,7 @@ class IlpSession:
             seconds=self.result.seconds,
             diagnosis_passes=[
                 {
-                    "checkpoint": result.checkpoint.folder.name,
+                    "checkpoint": result.checkpoint.name,
                     "computed": result.computed,
                     "cached": result.cached,
                     "seconds": result.seconds,

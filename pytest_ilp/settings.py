@@ -67,7 +67,7 @@ class Setting:
 SETTINGS = (
     Setting(
         "checkpoint",
-        "checkpoint folder (save_pretrained) to test; enables the plugin",
+        "checkpoint folder (save_pretrained) or .gguf file to test; enables the plugin",
         "path",
         metavar="DIR",
     ),

@@ -57,7 +57,7 @@ def run(
 def closing_block(result: pytest.RunResult) -> list[str]:
     """The lines between the "ilp gate" separator and pytest's final counts line."""
     lines = result.stdout.lines
-    start = max(i for i, line in enumerate(lines) if line.startswith("=") and "ilp gate" in line)
+    start = max(i for i, line in enumerate(lines) if "= ilp gate =" in line)
     assert lines[-1].startswith("=") and " in " in lines[-1], lines[-1]
     return lines[start + 1 : -1]
 
@@ -71,16 +71,17 @@ def test_a_failed_gate_ends_with_its_verdict_files_and_next_commands(
     text = "\n".join(block)
     assert block[0].startswith("ilp gate: FAILED — over budget: knowledge_conflict 3/8")
     assert "3 unlearned samples failed the run (reports above); 1 tolerated" in text
-    assert "written:   JSON report  out/report.json" in text
+    assert "  written:  JSON report  out/report.json" in block
     # The block comes after pytest's own short summary of the 3 failures, not before it.
     lines = result.stdout.lines
     failed_lines = [i for i, line in enumerate(lines) if line.startswith("FAILED ")]
     assert len(failed_lines) == 3
-    assert max(failed_lines) < lines.index(block[0])
+    separator = max(i for i, line in enumerate(lines) if "= ilp gate =" in line)
+    assert max(failed_lines) < separator
     # The next commands (this run's long arguments shown as "…"): one failing sample alone,
     # the export, a baseline.
     failing = [i for i, c in planted[1].items() if c == "knowledge_conflict"]
-    assert f"next:      pytest … -k {failing[0]}" in text
+    assert f"  next:     pytest … -k {failing[0]}" in block
     assert "pytest … --ilp-export=ilp-unlearned.jsonl" in text
     assert "pytest … --ilp-baseline=ilp-baseline.json --ilp-update-baseline" in text
     assert "(… stands for this run's arguments)" in text
@@ -135,7 +136,7 @@ def test_a_passing_gate_says_so_last_and_suggests_keeping_a_report(
     assert block[0] == "ilp gate: PASSED — 4 unlearned within budget"
     assert "4 tolerated (xfailed: within budget or known)" in block[1]
     assert not any("written:" in line for line in block)
-    assert "  next:      pytest … --ilp-report=ilp-report.json" in block
+    assert "  next:     pytest … --ilp-report=ilp-report.json" in block
 
 
 def test_the_next_command_is_the_runs_own_when_short() -> None:

@@ -359,8 +359,11 @@ def test_diagnosis_thresholds_come_from_ilp_yaml(
     (pytester.path / "ilp.yaml").write_text("diagnosis:\n  conflict_confidence: 0.3\n")
     ilp(pytester, world, *args)
     before = {i: s["cause"] for i, s in report_of(pytester).items() if not s["learned"]}
-    # No base confidence reaches 1.01: no knowledge conflict is possible any more.
-    (pytester.path / "ilp.yaml").write_text("diagnosis:\n  conflict_confidence: 1.01\n")
+    # No base confidence reaches 1.01: no knowledge conflict is possible any more (neither a
+    # confident base nor a fairly sure one that the fine-tuned model follows).
+    (pytester.path / "ilp.yaml").write_text(
+        "diagnosis:\n  conflict_confidence: 1.01\n  answer_confidence: 1.01\n"
+    )
     ilp(pytester, world, *args)
     after = {i: s["cause"] for i, s in report_of(pytester).items() if not s["learned"]}
     assert "knowledge_conflict" in before.values()

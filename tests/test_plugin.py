@@ -150,7 +150,7 @@ def test_json_report_holds_every_sample_and_the_summary(
         "invalid": [],
         "causes": {"undiagnosed": 6},
         "criteria": {"exact": 12},
-        "weak_causes": report["summary"]["weak_causes"],
+        "weak_causes": {},  # undiagnosed samples carry no confidence
     }
 
 

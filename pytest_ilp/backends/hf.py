@@ -494,9 +494,16 @@ class HFBackend:
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerateRequest]) -> list[tuple[int, ...]]:
-        """Greedy decoding with the KV cache, batched with left padding (similar lengths)."""
+        """Greedy decoding with the KV cache, batched with left padding.
+
+        A batch runs as many steps as its largest budget, so requests are batched by budget
+        first (a short continuation never waits on a long one), then by length (less padding).
+        """
         results: list[tuple[int, ...]] = [()] * len(requests)
-        order = sorted(range(len(requests)), key=lambda i: len(requests[i].input_ids))
+        order = sorted(
+            range(len(requests)),
+            key=lambda i: (requests[i].max_new_tokens, len(requests[i].input_ids)),
+        )
 
         def too_large(index: int) -> str:
             return (

@@ -36,7 +36,8 @@ def quiet_loading() -> Iterator[None]:
 def load_causal_lm(checkpoint: CheckpointInfo, options: BackendOptions, dtype: str) -> Any:
     """`AutoModelForCausalLM.from_pretrained` on the folder, in `dtype`, in eval mode.
 
-    For an adapter checkpoint: the base model, with the adapter applied and merged.
+    For an adapter checkpoint: the base model, with the adapter applied and merged. A GGUF
+    checkpoint is de-quantized by transformers (float32 unless `dtype` says otherwise).
     """
     folder = checkpoint.model_folder
     try:
@@ -45,11 +46,12 @@ def load_causal_lm(checkpoint: CheckpointInfo, options: BackendOptions, dtype: s
                 folder,
                 dtype=getattr(torch, dtype),
                 trust_remote_code=options.trust_remote_code,
+                **checkpoint.load_arguments(),
                 **options.args,
             )
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError...
         raise pytest.UsageError(
-            f"transformers could not load a causal language model from {folder}: "
+            f"transformers could not load a causal language model from {checkpoint.location}: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
     if checkpoint.adapter is not None:

@@ -170,6 +170,11 @@ class VLLMBackend:
                 f"--ilp-device={self.device}: vLLM picks its GPUs itself; set "
                 "CUDA_VISIBLE_DEVICES (and tensor_parallel_size in backend args) instead"
             )
+        if checkpoint.gguf_file is not None:
+            raise pytest.UsageError(
+                f"{checkpoint.location} is a GGUF file: pytest-ilp runs GGUF checkpoints on the "
+                "hf backend (--ilp-backend=hf), which de-quantizes them through transformers"
+            )
         self.dtype = resolve_dtype(options.dtype, self.device, checkpoint)
         self.checkpoint = checkpoint
         self.environment: EngineEnvironment | None = EngineEnvironment(cpu=self.device == "cpu")

