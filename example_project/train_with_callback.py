@@ -48,7 +48,7 @@ def train(out: Path, world: Path, log: Any = print, size_name: str = "full") -> 
 
     from pytest_ilp.integrations.transformers import TRAJECTORY_FILE, ILPCallback
 
-    build_world.setup_torch()
+    build_world.setup_torch(build_world.THREADS)
     size = build_world.SIZES[size_name]
     records = [json.loads(line) for line in (world / "sft.jsonl").read_text().splitlines()]
     tokenizer = AutoTokenizer.from_pretrained(world / "base")
