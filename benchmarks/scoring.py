@@ -265,6 +265,7 @@ def bench_model(name: str, records: list[dict[str, Any]], args: argparse.Namespa
     from pytest_ilp.backends import BackendOptions, LiveModel, ScoreRequest
     from pytest_ilp.backends.hf import HFBackend, shared_prefix_groups
     from pytest_ilp.checkpoint import inspect_checkpoint
+    from pytest_ilp.decoding import byte_safe_decoder
     from pytest_ilp.render import RenderSettings, render_samples
     from pytest_ilp.samples import load_samples
     from pytest_ilp.scoring import Job, score_samples
@@ -309,9 +310,9 @@ def bench_model(name: str, records: list[dict[str, Any]], args: argparse.Namespa
         f"{sum(len(m) for _, m in groups)} samples in {len(groups)} shared-prefix groups: our "
         f"pass runs {run.tokens - run.shared_tokens} of the {run.tokens} tokens"
     )
-    decode: Callable[[list[int]], str] = lambda ids: tokenizer.decode(  # noqa: E731
-        ids, skip_special_tokens=False
-    )
+    # The reference compares texts the way the verdicts do: bytes of a character cut between
+    # tokens stay bytes, so two different byte runs never both read as U+FFFD and match.
+    decode: Callable[[list[int]], str] = byte_safe_decoder(tokenizer)
     generation_seconds: list[float] = []
     plain_generate = HFBackend.generate
 

@@ -505,9 +505,9 @@ def test_an_interrupted_run_writes_no_report_and_keeps_the_baseline(
             "regenerate it with --ilp-update-baseline",
         ),
         (
-            '{"schema": 2, "samples": []}',
-            "--ilp-baseline */old.json: report schema 2, but this pytest-ilp reads schema 1: "
-            "regenerate it with --ilp-update-baseline",
+            '{"schema": 3, "samples": []}',
+            "--ilp-baseline */old.json: report schema 3, but this pytest-ilp reads schemas "
+            "1, 2 (it writes 2): regenerate it with --ilp-update-baseline",
         ),
         ('{"samples": []}', "*not a pytest-ilp report (no `schema` field at the top level)"),
         ('{"schema": 1, "samples": [{"learned": true}]}', "*samples[[]0] has no string `id`"),
@@ -579,7 +579,10 @@ def gated_run(world: World, planted: Planted, tmp_path_factory: pytest.TempPathF
 
 def test_the_verdict_line_and_the_exit_status_agree(gated_run: GatedRun) -> None:
     assert gated_run.returncode == pytest.ExitCode.TESTS_FAILED
-    assert gated_run.stdout.count("ilp gate: FAILED") == 1
+    # Once in the summary table's section, once more as the first line of the closing block
+    # that a person reads last, and never a PASSED anywhere.
+    assert gated_run.stdout.count("ilp gate: FAILED") == 2
+    assert "ilp gate: PASSED" not in gated_run.stdout
     assert (
         "ilp gate: FAILED — must-learn not learned: 1; over budget: knowledge_conflict 3/12 "
         "(25.0%) > 20%\n" in gated_run.stdout
