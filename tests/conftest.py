@@ -14,6 +14,11 @@ from world import World, build_world
 # imported inside them, and pyarrow refuses to register datasets' types a second time.
 with contextlib.suppress(ImportError):
     import datasets  # noqa: F401
+# Likewise TRL's trainer modules (trl loads them lazily): one first imported inside an
+# in-process run is unloaded after it, while `trl` keeps the old class, and pickling the
+# trainer's arguments then fails ("not the same object as trl.trainer.sft_config.SFTConfig").
+with contextlib.suppress(Exception):  # any failure shows in the tests that use TRL
+    from trl import SFTConfig, SFTTrainer  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

@@ -63,7 +63,7 @@ def divergence(sample: dict[str, Any]) -> int | None:
 
 @needs_vllm
 def test_vllm_gives_the_hf_verdicts_and_leaves_nothing_behind(
-    pytester: pytest.Pytester, world: World
+    pytester: pytest.Pytester, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_jsonl(pytester.path / "raw.jsonl", world.raw_records)
     write_jsonl(pytester.path / "chat.jsonl", world.chat_records)
@@ -86,6 +86,10 @@ def test_vllm_gives_the_hf_verdicts_and_leaves_nothing_behind(
         "backend:\n  name: vllm\n  args:\n    max_model_len: 128\n    max_num_seqs: 128\n"
     )
     pytester.makeconftest(TEARDOWN_PROBE)
+    # A temporary folder of the run's own, so that another vLLM run at the same time (an xdist
+    # worker, a second CI job) cannot put its folders into what this run leaves behind.
+    private_tmp = pytester.mkdir("tmp")
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
     result = pytester.runpytest_subprocess(
         *args, "--ilp-config=vllm.yaml", "--ilp-report=vllm.json", "-q"
     )
