@@ -31,7 +31,7 @@ import gc
 import os
 import shutil
 import tempfile
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -268,9 +268,44 @@ class VLLMBackend:
     def generate(self, requests: Sequence[GenerateRequest]) -> list[tuple[int, ...]]:
         """Greedy decoding; only the request's stop ids end it (the model's own EOS is among
         them, as the pipeline builds them), so vLLM and hf stop at the same tokens."""
+        outputs = self._decode(requests, lambda request: {"temperature": 0.0})
+        return [
+            _until_stop(list(outputs[i].outputs[0].token_ids), r.stop_ids) if i in outputs else ()
+            for i, r in enumerate(requests)
+        ]
+
+    # -- sampling (the `sampled` criterion) ----------------------------------------------------
+
+    def sample(self, requests: Sequence[SampleRequest]) -> list[list[tuple[int, ...]]]:
+        """`SamplingParams(n=..., seed=...)` per request: vLLM seeds each request's own
+        generator, so its completions do not depend on what else is in the batch. The draws
+        differ from the hf backend's (another sampler), hence the backend in the cache key."""
+        outputs = self._decode(
+            requests,
+            lambda request: {
+                "n": request.n,
+                "temperature": request.temperature,
+                "top_p": 1.0,
+                "seed": request.seed,
+            },
+        )
+        return [
+            [_until_stop(list(c.token_ids), r.stop_ids) for c in outputs[i].outputs]
+            if i in outputs
+            else [() for _ in range(r.n)]
+            for i, r in enumerate(requests)
+        ]
+
+    def _decode(
+        self,
+        requests: Sequence[GenerateRequest | SampleRequest],
+        sampling: Callable[[Any], dict[str, Any]],
+    ) -> dict[int, Any]:
+        """vLLM's outputs by request index, for the requests with room left in the context;
+        `sampling` gives each request's own SamplingParams arguments. Every request stops only
+        at its stop ids, within its token budget and the room left."""
         from vllm import SamplingParams
 
-        results: list[tuple[int, ...]] = [()] * len(requests)
         prompts, params, indices = [], [], []
         for index, request in enumerate(requests):
             room = self.max_model_len - len(request.input_ids)
@@ -279,7 +314,7 @@ class VLLMBackend:
             prompts.append({"prompt_token_ids": list(request.input_ids)})
             params.append(
                 SamplingParams(
-                    temperature=0.0,
+                    **sampling(request),
                     max_tokens=min(request.max_new_tokens, room),
                     stop_token_ids=sorted(request.stop_ids),
                     ignore_eos=True,
@@ -287,49 +322,10 @@ class VLLMBackend:
                 )
             )
             indices.append(index)
-        if prompts:
-            outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self.lora)
-            for index, output in zip(indices, outputs, strict=True):
-                request = requests[index]
-                tokens = list(output.outputs[0].token_ids)
-                results[index] = _until_stop(tokens, request.stop_ids)
-        return results
-
-    # -- sampling (the `sampled` criterion) ----------------------------------------------------
-
-    def sample(self, requests: Sequence[SampleRequest]) -> list[list[tuple[int, ...]]]:
-        """`SamplingParams(n=..., seed=...)` per request: vLLM seeds each request's own
-        generator, so its completions do not depend on what else is in the batch. The draws
-        differ from the hf backend's (another sampler), hence the backend in the cache key."""
-        from vllm import SamplingParams
-
-        results: list[list[tuple[int, ...]]] = [[] for _ in requests]
-        prompts, params, indices = [], [], []
-        for index, request in enumerate(requests):
-            room = self.max_model_len - len(request.input_ids)
-            if room <= 0:
-                results[index] = [() for _ in range(request.n)]
-                continue
-            prompts.append({"prompt_token_ids": list(request.input_ids)})
-            params.append(
-                SamplingParams(
-                    n=request.n,
-                    temperature=request.temperature,
-                    top_p=1.0,
-                    seed=request.seed,
-                    max_tokens=min(request.max_new_tokens, room),
-                    stop_token_ids=sorted(request.stop_ids),
-                    ignore_eos=True,
-                    detokenize=False,
-                )
-            )
-            indices.append(index)
-        if prompts:
-            outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self.lora)
-            for index, output in zip(indices, outputs, strict=True):
-                stops = requests[index].stop_ids
-                results[index] = [_until_stop(list(c.token_ids), stops) for c in output.outputs]
-        return results
+        if not prompts:
+            return {}
+        outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self.lora)
+        return dict(zip(indices, outputs, strict=True))
 
 
 def token_scores(request: ScoreRequest, prompt_logprobs: Sequence[Any]) -> TokenScores:
