@@ -21,6 +21,22 @@ with contextlib.suppress(Exception):  # any failure shows in the tests that use 
     from trl import SFTConfig, SFTTrainer  # noqa: F401
 
 
+#: a conftest for pytester runs whose `pytest_ilp_diagnose` hook gives the causes in
+#: `PLANT.format(planted={sample id: cause})`, and leaves the other samples to the rules.
+PLANT = """
+from pytest_ilp.diagnosis import Diagnosis
+
+PLANTED = {planted!r}
+
+
+def pytest_ilp_diagnose(sample, verdict, signals):
+    cause = PLANTED.get(sample.id)
+    if cause is None:
+        return None
+    return Diagnosis(cause=cause, evidence="planted by the test", suggestion="fix it")
+"""
+
+
 @pytest.fixture(autouse=True)
 def _no_github_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process pytest runs must not append to the step summary of the CI job running us."""

@@ -9,21 +9,8 @@ import pytest
 
 from pytest_ilp.report import gate_of
 
-from conftest import write_jsonl
+from conftest import PLANT, write_jsonl
 from world import World
-
-PLANT = """
-from pytest_ilp.diagnosis import Diagnosis
-
-PLANTED = {planted!r}
-
-
-def pytest_ilp_diagnose(sample, verdict, signals):
-    cause = PLANTED.get(sample.id)
-    if cause is None:
-        return None
-    return Diagnosis(cause=cause, evidence="planted by the test", suggestion="fix it")
-"""
 
 
 @pytest.fixture
