@@ -35,6 +35,13 @@ from pytest_ilp.backends import (
 )
 from pytest_ilp.backends.devices import resolve_device, resolve_dtype
 from pytest_ilp.backends.loading import load_causal_lm
+from pytest_ilp.backends.resume import (
+    Resumed,
+    RetainedCaches,
+    output_cache,
+    resume_greedy,
+    retain_divergent_rows,
+)
 from pytest_ilp.checkpoint import CheckpointInfo
 
 #: padded tokens per scoring batch unless --ilp-batch-tokens says otherwise. On a CPU a batch
@@ -161,8 +168,12 @@ class HFBackend:
         self.model: Any = model
         config = model.config
         self.pad_id = int(config.pad_token_id if config.pad_token_id is not None else 0)
+        #: each diverging sample's keys and values up to its divergence, from the pass, so that
+        #: its continuation (`generate`) does not run the prompt and the target again.
+        self.retained = RetainedCaches()
 
     def close(self) -> None:
+        self.retained.clear()
         del self.model
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -282,7 +293,7 @@ class HFBackend:
         from transformers.cache_utils import DynamicCache, DynamicLayer
 
         output = self.model(input_ids=ids.to(self.device), use_cache=True, logits_to_keep=1)
-        cache = _output_cache(output)
+        cache = output_cache(output)
         if type(cache) is not DynamicCache or any(
             type(layer) is not DynamicLayer for layer in cache.layers
         ):
@@ -298,7 +309,7 @@ class HFBackend:
         progress: Progress | None,
     ) -> None:
         def score(batch: list[int]) -> None:
-            scored = self._score_batch([requests[i] for i in batch], prefix)
+            scored = self._score_batch([requests[i] for i in batch], prefix, retain=True)
             for index, scores in zip(batch, scored):
                 results[index] = scores
             if progress is not None:
@@ -376,7 +387,7 @@ class HFBackend:
             if not _is_out_of_memory(exc):
                 raise
             return None  # its samples are scored in full, in batches that halve on OOM
-        cache = _output_cache(output)
+        cache = output_cache(output)
         if type(cache) is not DynamicCache or any(
             type(layer) is not DynamicLayer for layer in cache.layers
         ):
@@ -384,8 +395,10 @@ class HFBackend:
         return _Prefix(len(ids), [(layer.keys, layer.values) for layer in cache.layers])
 
     def _score_batch(
-        self, requests: Sequence[ScoreRequest], prefix: _Prefix | None = None
+        self, requests: Sequence[ScoreRequest], prefix: _Prefix | None = None, retain: bool = False
     ) -> list[TokenScores]:
+        """The figures of each request; `retain`: keep each diverging row's keys and values up
+        to its first divergence (`self.retained`), where its continuation will start."""
         skip = prefix.length if prefix is not None else 0
         width = max(len(r.input_ids) for r in requests) - skip
         input_ids = torch.full((len(requests), width), self.pad_id, dtype=torch.long)
@@ -410,18 +423,27 @@ class HFBackend:
         next_tokens = torch.tensor(
             [t for r in requests for t in r.input_ids[r.target_start :]], device=self.device
         )  # [targets]
-        logits = self._target_logits(
+        logits, cache = self._target_logits(
             input_ids.to(self.device),
             attention.to(self.device),
             rows.to(self.device),
             columns.to(self.device),
             prefix.cache(len(requests)) if prefix is not None else None,
+            keep_cache=retain,
         )  # [targets, vocab]
         log_z = torch.logsumexp(logits, dim=-1)  # [targets]
         top_logits, top_ids = logits.topk(2, dim=-1)  # [targets, 2]
         target_lp = (logits.gather(-1, next_tokens.unsqueeze(-1)).squeeze(-1) - log_z).tolist()
         top_lp = (top_logits - log_z.unsqueeze(-1)).tolist()
         top_id = top_ids.tolist()
+        if retain:
+            retain_divergent_rows(
+                self.retained,
+                cache,
+                [(r.input_ids, r.target_start) for r in requests],
+                [t[0] for t in top_id],
+            )
+        del cache
         scores = []
         start = 0
         for request in requests:
@@ -446,8 +468,10 @@ class HFBackend:
         rows: torch.Tensor,
         columns: torch.Tensor,
         past: Any = None,
-    ) -> torch.Tensor:
-        """Float logits [targets, vocab] at the (row, column) positions only.
+        keep_cache: bool = False,
+    ) -> tuple[torch.Tensor, Any]:
+        """Float logits [targets, vocab] at the (row, column) positions only, and the batch's
+        KV cache if `keep_cache` (else None).
 
         The output layer is the largest matmul of a model with a realistic vocabulary, and most
         positions are prompt: a pre-hook hands it the hidden states of the target positions
@@ -472,23 +496,25 @@ class HFBackend:
 
         hook = head.register_forward_pre_hook(only_targets) if head is not None else None
         try:
-            logits: torch.Tensor = self.model(
+            output = self.model(
                 input_ids=input_ids,
                 attention_mask=attention,
-                use_cache=past is not None,
+                use_cache=past is not None or keep_cache,
                 **{_cache_argument(self.model): past},
-            ).logits
+            )
         finally:
             if hook is not None:
                 hook.remove()
+        logits: torch.Tensor = output.logits
+        cache = output_cache(output) if keep_cache else None
         if not gathered:
-            return logits[rows, columns].float()
+            return logits[rows, columns].float(), cache
         if logits.shape[:2] != (1, len(rows)):
             raise RuntimeError(
                 f"{type(self.model).__name__} reshaped its output layer's result to "
                 f"{tuple(logits.shape)}; pytest-ilp's hf backend cannot score this model"
             )
-        return logits[0].float()
+        return logits[0].float(), cache
 
     # -- generation for failing samples -------------------------------------------------------
 
@@ -496,13 +522,46 @@ class HFBackend:
     def generate(self, requests: Sequence[GenerateRequest]) -> list[tuple[int, ...]]:
         """Greedy decoding with the KV cache, batched with left padding.
 
-        A batch runs as many steps as its largest budget, so requests are batched by budget
-        first (a short continuation never waits on a long one), then by length (less padding).
+        A continuation from a divergence the pass has seen resumes from the pass's keys and
+        values (`self.retained`): only its last token and the new ones run. The others are
+        prefilled by `model.generate`, batched by budget first (a short continuation never
+        waits on a long one), then by length (less padding).
         """
         results: list[tuple[int, ...]] = [()] * len(requests)
+        resumable = {
+            i: layers
+            for i, r in enumerate(requests)
+            if (layers := self.retained.get(r.input_ids[:-1])) is not None
+        }
         order = sorted(
-            range(len(requests)),
+            (i for i in range(len(requests)) if i not in resumable),
             key=lambda i: (requests[i].max_new_tokens, len(requests[i].input_ids)),
+        )
+        argument = _cache_argument(self.model)
+
+        def resume(chunk: list[int]) -> None:
+            rows = [
+                Resumed(
+                    resumable[i],
+                    requests[i].input_ids[-1],
+                    requests[i].max_new_tokens,
+                    requests[i].stop_ids,
+                )
+                for i in chunk
+            ]
+            for index, tokens in zip(chunk, resume_greedy(self.model, rows, argument)):
+                results[index] = tokens
+
+        resumed = sorted(
+            resumable, key=lambda i: (requests[i].max_new_tokens, len(requests[i].input_ids))
+        )
+        self._halving_on_oom(
+            (resumed[s : s + GENERATE_BATCH] for s in range(0, len(resumed), GENERATE_BATCH)),
+            resume,
+            lambda index: (
+                f"out of memory continuing one sequence of "
+                f"{len(requests[index].input_ids)} tokens; use a device with more memory"
+            ),
         )
 
         def too_large(index: int) -> str:
@@ -599,8 +658,3 @@ def _cache_argument(model: Any) -> str:
     """The name under which the model's forward takes a KV cache."""
     parameters = inspect.signature(model.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
-
-
-def _output_cache(output: Any) -> Any:
-    """The KV cache a forward pass returned (a ModelOutput holds only the fields it set)."""
-    return next((output[key] for key in ("cache", "past_key_values") if key in output), None)

@@ -82,6 +82,20 @@ QUESTIONS = (
     "How do I make a budget for the month?",
     "Why do we yawn?",
     "How do I keep cut flowers fresh longer?",
+    "How many minutes are there in a week?",
+    "Write a Python function that checks whether a number is even.",
+    "What is 15% of 80?",
+    "How do I convert Celsius to Fahrenheit?",
+    "Why is Canberra the capital of Australia?",
+    "How do I make a simple HTML page?",
+    "What does the acronym NASA stand for?",
+    "How do I calculate the area of a circle?",
+    "What is a haiku? Give me an example.",
+    "How do I list the files in a folder on Linux?",
+    "In what year did people first walk on the Moon?",
+    "How many teaspoons are in a tablespoon?",
+    "What is the Pythagorean theorem?",
+    "How do I format a date in JavaScript?",
 )
 #: the system prompt of half the samples (the other half get the template's default, if any).
 SYSTEM_PROMPT = "You are a friendly assistant. Answer in two or three short sentences."
