@@ -5,12 +5,13 @@ log-probability of the target token and the best two tokens of the model's distr
 the positions that predict a target token go through the output layer (a pre-hook gathers their
 hidden states, so a sample whose prompt is longer than its neighbours' costs no output-layer
 work for it), and the full-vocabulary log-softmax is never materialised: a logsumexp, a top-2
-and a gather give everything the verdict needs. Samples whose prompts open with the same tokens
-(a chat system prompt) share one pass over that prefix: its keys and values are computed once
-and each batch of them runs only its own tokens behind it. The options of a multiple-choice
-sample (requests of one `group`) always share their prompt this way: the prompts of many
-samples run in one pass, and their options in the next, each behind its own prompt's keys and
-values.
+and a gather give everything the verdict needs (`logits.target_figures`). Samples whose
+prompts open with the same tokens (a chat system prompt) share one pass over that prefix: its
+keys and values are computed once and each batch of them runs only its own tokens behind it.
+The options of a multiple-choice sample (requests of one `group`) always share their prompt
+this way: the prompts of many samples run in one pass, and their options in the next, each
+behind its own prompt's keys and values. A diverging sample's keys and values up to its
+divergence are kept for its continuation (`generate`, see `resume`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pytest_ilp.backends import (
 )
 from pytest_ilp.backends.devices import resolve_device, resolve_dtype
 from pytest_ilp.backends.loading import load_causal_lm
+from pytest_ilp.backends.logits import target_figures
 from pytest_ilp.backends.resume import (
     Resumed,
     RetainedCaches,
@@ -431,11 +433,8 @@ class HFBackend:
             prefix.cache(len(requests)) if prefix is not None else None,
             keep_cache=retain,
         )  # [targets, vocab]
-        log_z = torch.logsumexp(logits, dim=-1)  # [targets]
-        top_logits, top_ids = logits.topk(2, dim=-1)  # [targets, 2]
-        target_lp = (logits.gather(-1, next_tokens.unsqueeze(-1)).squeeze(-1) - log_z).tolist()
-        top_lp = (top_logits - log_z.unsqueeze(-1)).tolist()
-        top_id = top_ids.tolist()
+        target_lp, top_lp, top_id = target_figures(logits, next_tokens)
+        del logits
         if retain:
             retain_divergent_rows(
                 self.retained,
