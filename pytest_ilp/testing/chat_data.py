@@ -26,7 +26,7 @@ import json
 import os
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,19 +124,22 @@ class ChatData:
 
 def chat_data(
     checkpoint: Path,
-    questions: int = len(QUESTIONS),
+    questions: int | Sequence[str] = len(QUESTIONS),
     seed: int = 0,
     log: Callable[[str], None] = lambda line: None,
 ) -> ChatData:
-    """Chat records for the first `questions` questions, built once and cached by content."""
+    """Chat records for the first `questions` of `QUESTIONS`, or for the questions given,
+    built once and cached by content. Sample ids number the questions in order: "q03-system"
+    is the fourth question asked with the system prompt, "q03-plain" without."""
     import torch
     import transformers
 
+    asked = QUESTIONS[:questions] if isinstance(questions, int) else tuple(questions)
     key = hashlib.sha256(
         json.dumps(
             {
                 "checkpoint": _folder_digest(checkpoint),
-                "questions": QUESTIONS[:questions],
+                "questions": asked,
                 "system": SYSTEM_PROMPT,
                 "bounds": [MIN_TOKENS, MAX_TOKENS, ALTERED_SHARE, seed],
                 "versions": [torch.__version__, transformers.__version__],
@@ -146,7 +149,7 @@ def chat_data(
     ).hexdigest()[:16]
     path = checkpoint.parent / f"{checkpoint.name}-chat-{key}.json"
     if not path.is_file():
-        data = _build(checkpoint, QUESTIONS[:questions], seed, log)
+        data = _build(checkpoint, asked, seed, log)
         # Written whole under a temporary name, then renamed: readers never see half a file.
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".chat-", suffix=".json")
         with os.fdopen(handle, "w", encoding="utf-8") as out:
