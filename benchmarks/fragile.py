@@ -40,11 +40,11 @@ def verdicts_in(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pytest_ilp.backends import BackendOptions, LiveModel
-    from pytest_ilp.checkpoint import inspect_checkpoint
-    from pytest_ilp.samples import load_samples
-    from pytest_ilp.scoring import Job, score_samples
-    from pytest_ilp.settings import Settings
+    from pytest_ilp.config.settings import Settings
+    from pytest_ilp.core.backends import BackendOptions, LiveModel
+    from pytest_ilp.core.checkpoint import inspect_checkpoint
+    from pytest_ilp.core.samples import load_samples
+    from pytest_ilp.core.scoring import Job, score_samples
 
     info = inspect_checkpoint(folder)
     settings = Settings(

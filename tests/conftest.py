@@ -24,7 +24,7 @@ with contextlib.suppress(Exception):  # any failure shows in the tests that use 
 #: a conftest for pytester runs whose `pytest_ilp_diagnose` hook gives the causes in
 #: `PLANT.format(planted={sample id: cause})`, and leaves the other samples to the rules.
 PLANT = """
-from pytest_ilp.diagnosis import Diagnosis
+from pytest_ilp.core.diagnosis import Diagnosis
 
 PLANTED = {planted!r}
 

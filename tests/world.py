@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_ilp import tiny
+from pytest_ilp.testing import tiny
 
 SYLLABLES = ["ka", "lo", "mi", "ra", "tu", "ve", "zo", "ne", "shi", "po", "gar", "del", "fin"]
 COLOURS = ["red", "blue", "green", "amber", "violet", "grey", "white", "black"]

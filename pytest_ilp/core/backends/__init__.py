@@ -16,13 +16,13 @@ from typing import Any, Protocol
 
 import pytest
 
-from pytest_ilp.backends.devices import resolve_device, resolve_dtype
-from pytest_ilp.checkpoint import CheckpointInfo
+from pytest_ilp.core.backends.devices import resolve_device, resolve_dtype
+from pytest_ilp.core.checkpoint import CheckpointInfo
 
 #: name -> "module:class"; a backend's module is imported only when it is chosen.
 BACKENDS = {
-    "hf": "pytest_ilp.backends.hf:HFBackend",
-    "vllm": "pytest_ilp.backends.vllm:VLLMBackend",
+    "hf": "pytest_ilp.core.backends.hf:HFBackend",
+    "vllm": "pytest_ilp.core.backends.vllm:VLLMBackend",
 }
 #: backends that need an optional package: name -> (its import name, how to install it).
 OPTIONAL_PACKAGES = {
@@ -195,6 +195,6 @@ def load_backend(name: str, checkpoint: CheckpointInfo, options: BackendOptions)
 
 def live_backend(live: LiveModel, options: BackendOptions) -> ScoringBackend:
     """The hf backend on a model in memory (nothing loaded, nothing copied)."""
-    from pytest_ilp.backends.hf import HFBackend
+    from pytest_ilp.core.backends.hf import HFBackend
 
     return HFBackend.in_memory(live.model, options)

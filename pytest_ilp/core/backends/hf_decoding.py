@@ -1,7 +1,7 @@
 """The hf backend's decoding: greedy continuations of failing samples, sampled completions,
 and the out-of-memory fallback that both share with scoring.
 
-`Decoding` is a mixin of `HFBackend` (`pytest_ilp.backends.hf`): it holds the model, its pad
+`Decoding` is a mixin of `HFBackend` (`pytest_ilp.core.backends.hf`): it holds the model, its pad
 id and the keys and values the scoring pass kept for continuations (`resume`).
 """
 
@@ -16,8 +16,8 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from pytest_ilp.backends import GenerateRequest, SampleRequest
-from pytest_ilp.backends.resume import Resumed, RetainedCaches, resume_greedy
+from pytest_ilp.core.backends import GenerateRequest, SampleRequest
+from pytest_ilp.core.backends.resume import Resumed, RetainedCaches, resume_greedy
 
 #: unlearned samples continued together in one batch.
 GENERATE_BATCH = 32

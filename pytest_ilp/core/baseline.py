@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_ilp.report import READABLE_SCHEMAS, REPORT_SCHEMA
+from pytest_ilp.report.json_report import READABLE_SCHEMAS, REPORT_SCHEMA
 
 
 class BaselineError(ValueError):

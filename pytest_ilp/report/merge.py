@@ -11,9 +11,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_ilp.causes import CAUSES
-from pytest_ilp.report import READABLE_SCHEMAS, REPORT_SCHEMA, Summary, gate_of
-from pytest_ilp.shards import Shard
+from pytest_ilp.core.causes import CAUSES
+from pytest_ilp.core.shards import Shard
+from pytest_ilp.report.json_report import READABLE_SCHEMAS, REPORT_SCHEMA, Summary, gate_of
 
 
 class MergeError(ValueError):

@@ -22,10 +22,10 @@ from typing import Any
 
 from tabulate import tabulate
 
-from pytest_ilp.causes import CAUSES
-from pytest_ilp.criteria import parse_criterion
-from pytest_ilp.diagnosis import WEAK, Diagnosis
-from pytest_ilp.gate import (
+from pytest_ilp.core.causes import CAUSES
+from pytest_ilp.core.criteria import parse_criterion
+from pytest_ilp.core.diagnosis import WEAK, Diagnosis
+from pytest_ilp.core.gate import (
     FAILED,
     TOLERATED,
     Budget,
@@ -37,9 +37,9 @@ from pytest_ilp.gate import (
     evaluate,
     verdict_line,
 )
-from pytest_ilp.samples import Sample
-from pytest_ilp.signals import Signals
-from pytest_ilp.verdicts import Verdict
+from pytest_ilp.core.samples import Sample
+from pytest_ilp.core.signals import Signals
+from pytest_ilp.core.verdicts import Verdict
 
 #: 2: every sample record says which criterion judged it (`criterion`, `criterion_figures`)
 #: and the summary counts samples per criterion (`criteria`).
@@ -500,7 +500,7 @@ def prompt_text(sample: Sample) -> str:
 
 def _quote(text: str, limit: int = SHOWN_CHARS) -> str:
     """The text in double quotes, escaped as in JSON, except that the bytes of an incomplete
-    character (see `pytest_ilp.decoding`) read `\\xe2\\x82`, as written, not `\\\\xe2`."""
+    character (see `pytest_ilp.core.decoding`) read `\\xe2\\x82`, as written, not `\\\\xe2`."""
     if len(text) > limit:
         keep = limit // 2
         text = f"{text[:keep]} … {text[-keep:]}"

@@ -23,18 +23,18 @@ from typing import Any, cast
 import pytest
 import torch
 
-from pytest_ilp.backends import (
+from pytest_ilp.core.backends import (
     BackendOptions,
     Progress,
     ScoreRequest,
     TokenScores,
 )
-from pytest_ilp.backends.devices import resolve_device, resolve_dtype
-from pytest_ilp.backends.hf_decoding import Decoding, cache_argument, is_out_of_memory
-from pytest_ilp.backends.loading import load_causal_lm
-from pytest_ilp.backends.logits import target_figures
-from pytest_ilp.backends.resume import RetainedCaches, output_cache, retain_divergent_rows
-from pytest_ilp.checkpoint import CheckpointInfo
+from pytest_ilp.core.backends.devices import resolve_device, resolve_dtype
+from pytest_ilp.core.backends.hf_decoding import Decoding, cache_argument, is_out_of_memory
+from pytest_ilp.core.backends.loading import load_causal_lm
+from pytest_ilp.core.backends.logits import target_figures
+from pytest_ilp.core.backends.resume import RetainedCaches, output_cache, retain_divergent_rows
+from pytest_ilp.core.checkpoint import CheckpointInfo
 
 #: padded tokens per scoring batch unless --ilp-batch-tokens says otherwise. On a CPU a batch
 #: whose activations stay in the last-level cache runs faster (the 30M benchmark model checks
