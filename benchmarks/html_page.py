@@ -37,7 +37,7 @@ from pytest_ilp.causes import CAUSES, DIAGNOSED  # noqa: E402
 from pytest_ilp.diagnosis import Diagnosis  # noqa: E402
 from pytest_ilp.gate import GateSample, Scope, evaluate, parse_budget  # noqa: E402
 from pytest_ilp.html_report import write_html  # noqa: E402
-from pytest_ilp.report import SampleOutcome, json_report, json_text, summarize  # noqa: E402
+from pytest_ilp.report import SampleOutcome, json_report, json_text  # noqa: E402
 from pytest_ilp.samples import Sample  # noqa: E402
 from pytest_ilp.verdicts import Divergence, Verdict  # noqa: E402
 
@@ -118,7 +118,6 @@ def synthetic_report(samples: int, unlearned_share: float, seed: int = 0) -> dic
     )
     return json_report(
         outcomes,
-        summarize(outcomes, 0.1),
         checkpoint=Path("/synthetic/checkpoint"),
         backend="hf cpu float32",
         fragile_margin=0.1,

@@ -22,7 +22,7 @@ from pytest_ilp.diagnosis import Diagnosis
 from pytest_ilp.errors import IlpDataError, SampleProblem
 from pytest_ilp.export import remediation_records
 from pytest_ilp.gate import GateResult, GateSample, Scope, compare_with_baseline, evaluate
-from pytest_ilp.report import SampleOutcome, json_report, relative, summarize
+from pytest_ilp.report import SampleOutcome, json_report, relative
 from pytest_ilp.samples import Sample, expand_data_paths, load_samples
 from pytest_ilp.scoring import IncompatibleTokenizer, Job, ScoringResult, score_samples
 from pytest_ilp.settings import Settings, Stage
@@ -515,7 +515,6 @@ class IlpSession:
         settings = self.settings
         report = json_report(
             outcomes,
-            summarize(outcomes, settings.fragile_margin),
             checkpoint=settings.checkpoint,
             backend=self.result.backend,
             fragile_margin=settings.fragile_margin,

@@ -46,7 +46,7 @@ from pytest_ilp.backends import BackendOptions
 from pytest_ilp.diagnosis import Thresholds, diagnose
 from pytest_ilp.errors import IlpDataError
 from pytest_ilp.render import RenderSettings
-from pytest_ilp.report import SampleOutcome, json_report, json_text, summarize, summary_lines
+from pytest_ilp.report import SampleOutcome, json_report, json_text, summary_lines, summary_of
 from pytest_ilp.samples import (
     Sample,
     expand_data_paths,
@@ -344,16 +344,15 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
     def _report(self, folder: Path) -> None:
         assert self.final is not None
         outcomes = self.outcomes(self.final)
-        summary = summarize(outcomes, self.fragile_margin)
         document = json_report(
             outcomes,
-            summary,
             checkpoint=folder,
             backend=self.final.backend,
             fragile_margin=self.fragile_margin,
             root=Path.cwd(),
         )
         write_text_atomic(folder / REPORT_FILE, json_text(document) + "\n")
+        summary = summary_of(document)
         timing = (
             f"checked {len(self.samples)} samples at {self.points - 1 - _points(self.previous)} "
             f"points in {self.seconds:.1f} s; trajectory {folder / TRAJECTORY_FILE}, "
