@@ -26,11 +26,11 @@ THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
 def verdicts_in(dtype: str, folder: Path, data: Path) -> dict[str, Any]:
-    from pytest_ilp.backends import BackendOptions
-    from pytest_ilp.checkpoint import inspect_checkpoint
-    from pytest_ilp.samples import load_samples
-    from pytest_ilp.scoring import Job, score_samples
-    from pytest_ilp.settings import Settings
+    from pytest_ilp.config.settings import Settings
+    from pytest_ilp.core.backends import BackendOptions
+    from pytest_ilp.core.checkpoint import inspect_checkpoint
+    from pytest_ilp.core.samples import load_samples
+    from pytest_ilp.core.scoring import Job, score_samples
 
     info = inspect_checkpoint(folder)
     settings = Settings(

@@ -262,14 +262,14 @@ def bench_model(name: str, records: list[dict[str, Any]], args: argparse.Namespa
     from transformers import AutoTokenizer
 
     from pytest_ilp.api import score_checkpoint
-    from pytest_ilp.backends import BackendOptions, LiveModel, ScoreRequest
-    from pytest_ilp.backends.hf import HFBackend, shared_prefix_groups
-    from pytest_ilp.checkpoint import inspect_checkpoint
-    from pytest_ilp.decoding import byte_safe_decoder
-    from pytest_ilp.render import RenderSettings, render_samples
-    from pytest_ilp.samples import load_samples
-    from pytest_ilp.scoring import Job, score_samples
-    from pytest_ilp.settings import Settings
+    from pytest_ilp.config.settings import Settings
+    from pytest_ilp.core.backends import BackendOptions, LiveModel, ScoreRequest
+    from pytest_ilp.core.backends.hf import HFBackend, shared_prefix_groups
+    from pytest_ilp.core.checkpoint import inspect_checkpoint
+    from pytest_ilp.core.decoding import byte_safe_decoder
+    from pytest_ilp.core.render import RenderSettings, render_samples
+    from pytest_ilp.core.samples import load_samples
+    from pytest_ilp.core.scoring import Job, score_samples
 
     if name == REAL_MODEL:
         folder, data = real_model_data(args.real_questions)
@@ -626,7 +626,7 @@ def build_overhead_world(n: int, work: Path) -> tuple[Path, Path, Path]:
     """A tiny model that answers " ok" to everything, n samples asking for it, a bare suite."""
     import torch
 
-    from pytest_ilp import tiny
+    from pytest_ilp.testing import tiny
 
     root = work / f"overhead-{n}"
     model_folder = root / "checkpoint"

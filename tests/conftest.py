@@ -26,7 +26,7 @@ with contextlib.suppress(Exception):  # any failure shows in the tests that use 
 #: a conftest for pytester runs whose `pytest_ilp_diagnose` hook gives the causes in
 #: `PLANT.format(planted={sample id: cause})`, and leaves the other samples to the rules.
 PLANT = """
-from pytest_ilp.diagnosis import Diagnosis
+from pytest_ilp.core.diagnosis import Diagnosis
 
 PLANTED = {planted!r}
 
@@ -133,10 +133,10 @@ def trained_truth(_trained: World) -> dict[str, bool]:
 
 
 def assert_valid_report(document: Any) -> None:
-    """The document follows the published JSON Schema of reports (pytest_ilp/report_schema.json)."""
+    """The document follows the published JSON Schema of reports (pytest_ilp/report/schema.json)."""
     from jsonschema import Draft202012Validator
 
-    from pytest_ilp.report import report_schema
+    from pytest_ilp.report.check import report_schema
 
     errors = sorted(Draft202012Validator(report_schema()).iter_errors(document), key=str)
     shown = [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in errors]

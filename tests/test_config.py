@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_ilp.config.settings import Settings
 from pytest_ilp.session import STATE_KEY
-from pytest_ilp.settings import Settings
 
 from conftest import write_jsonl
 from world import World

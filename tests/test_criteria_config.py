@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from pytest_ilp.api import score_checkpoint
-from pytest_ilp.criteria import parse_criterion
-from pytest_ilp.samples import sample_from_record
+from pytest_ilp.core.criteria import parse_criterion
+from pytest_ilp.core.samples import sample_from_record
 
 from conftest import write_jsonl
 from world import World
@@ -328,13 +328,13 @@ def _samples(world: World, records: list[dict[str, Any]]) -> Any:
 def test_normalized_ignores_case_whitespace_and_punctuation_only(
     a: str, b: str, equal: bool
 ) -> None:
-    from pytest_ilp.criteria import normalize
+    from pytest_ilp.core.criteria import normalize
 
     assert (normalize(a) == normalize(b)) is equal
 
 
 def test_a_completion_reproduces_the_target_through_another_token_split() -> None:
-    from pytest_ilp.verdicts import reproduces
+    from pytest_ilp.core.verdicts import reproduces
 
     pieces = {1: "ab", 2: "a", 3: "b", 4: "c", 9: "<eos>", 8: "<end>"}
 

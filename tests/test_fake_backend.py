@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp import tiny
-from pytest_ilp.backends import (
+from pytest_ilp.core.backends import (
     BackendOptions,
     GenerateRequest,
     SampleRequest,
@@ -18,10 +17,11 @@ from pytest_ilp.backends import (
     describe_backend,
     load_backend,
 )
-from pytest_ilp.backends.fake import ANSWERS_FILE
-from pytest_ilp.checkpoint import inspect_checkpoint
-from pytest_ilp.render import Rendered, RenderSettings, render_samples
-from pytest_ilp.samples import sample_from_record
+from pytest_ilp.core.backends.fake import ANSWERS_FILE
+from pytest_ilp.core.checkpoint import inspect_checkpoint
+from pytest_ilp.core.render import Rendered, RenderSettings, render_samples
+from pytest_ilp.core.samples import sample_from_record
+from pytest_ilp.testing import tiny
 from pytest_ilp.testing.fake import write_fake_checkpoint
 
 from conftest import write_jsonl

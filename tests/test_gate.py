@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp.gate import Budget
+from pytest_ilp.core.gate import Budget
 from pytest_ilp.session import STATE_KEY
 
 from conftest import assert_valid_report, write_jsonl
 from world import World
 
 PLANT = """
-from pytest_ilp.diagnosis import Diagnosis
+from pytest_ilp.core.diagnosis import Diagnosis
 
 PLANTED = {planted!r}
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from pytest_ilp.backends import BackendOptions, ScoreRequest, hf
-from pytest_ilp.backends.hf import HFBackend, shared_prefix_groups
-from pytest_ilp.checkpoint import inspect_checkpoint
+from pytest_ilp.core.backends import BackendOptions, ScoreRequest, hf
+from pytest_ilp.core.backends.hf import HFBackend, shared_prefix_groups
+from pytest_ilp.core.checkpoint import inspect_checkpoint
 
 from world import World
 
@@ -114,7 +114,7 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_results(
 ) -> None:
     """A device running out of memory (which a tiny model on a CPU cannot do, so it is
     injected): batches halve until they fit, and the figures do not change."""
-    from pytest_ilp.backends import GenerateRequest
+    from pytest_ilp.core.backends import GenerateRequest
 
     tokenizer = AutoTokenizer.from_pretrained(world.checkpoint)
     requests = chat_requests(world, tokenizer, system=True)

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from pytest_ilp.__main__ import main as ilp_command
-from pytest_ilp.html_report import html_page
-from pytest_ilp.verdicts import token_pieces
+from pytest_ilp.core.verdicts import token_pieces
+from pytest_ilp.report.html_report import html_page
 
 from conftest import assert_valid_report, write_jsonl
 from world import World

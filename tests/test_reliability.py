@@ -16,18 +16,18 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp.atomic import write_text_atomic
-from pytest_ilp.cache import RACY_NS, ScoreCache, remembered_digest, stable_hash, stamp_of
-from pytest_ilp.checkpoint import inspect_checkpoint
-from pytest_ilp.errors import IlpDataError
-from pytest_ilp.report import json_text
-from pytest_ilp.samples import (
+from pytest_ilp.core.atomic import write_text_atomic
+from pytest_ilp.core.cache import RACY_NS, ScoreCache, remembered_digest, stable_hash, stamp_of
+from pytest_ilp.core.checkpoint import inspect_checkpoint
+from pytest_ilp.core.errors import IlpDataError
+from pytest_ilp.core.samples import (
     MAX_DEPTH,
     content_id,
     expand_data_paths,
     load_samples,
     sample_from_record,
 )
+from pytest_ilp.report.json_report import json_text
 
 from conftest import write_jsonl
 from world import World

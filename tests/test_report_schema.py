@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from pytest_ilp.baseline import BaselineError, learned_by_id
-from pytest_ilp.merge import MergeError, merge_reports
-from pytest_ilp.report import SCHEMA_FILE, report_schema
+from pytest_ilp.core.baseline import BaselineError, learned_by_id
+from pytest_ilp.report.check import SCHEMA_FILE, report_schema
+from pytest_ilp.report.merge import MergeError, merge_reports
 
 from conftest import assert_valid_report
 
@@ -135,7 +135,7 @@ def broken(path: str, value: Any) -> dict[str, Any]:
 
 
 def test_the_schema_is_valid_json_schema_shipped_in_the_package() -> None:
-    assert SCHEMA_FILE.parent.name == "pytest_ilp" and SCHEMA_FILE.is_file()
+    assert SCHEMA_FILE.parent.name == "report" and SCHEMA_FILE.is_file()
     Draft202012Validator.check_schema(report_schema())
     assert_valid_report(REPORT)
     assert_valid_report({**REPORT, "schema": 1})

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp import tiny
-from pytest_ilp.errors import IlpDataError
-from pytest_ilp.signals import CheckpointVerdict, parse_train_log, trajectory_history
+from pytest_ilp.core.errors import IlpDataError
+from pytest_ilp.core.signals import CheckpointVerdict, parse_train_log, trajectory_history
+from pytest_ilp.testing import tiny
 
 from conftest import assert_valid_report, write_jsonl
 from world import facts
@@ -216,8 +216,8 @@ def test_sft_trainer_points_equal_the_plugins_and_its_tokens_are_ours(
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    from pytest_ilp.core.render import RenderSettings, render_samples
     from pytest_ilp.integrations.transformers import ILPCallback
-    from pytest_ilp.render import RenderSettings, render_samples
 
     records = colour_records(20, seed=5)
     tokenizer = tiny.train_tokenizer([r["prompt"] + r["completion"] for r in records], 300)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_ilp import tiny
+from pytest_ilp.testing import tiny
 from pytest_ilp.testing.fake import write_fake_checkpoint
 
 SYLLABLES = ["ka", "lo", "mi", "ra", "tu", "ve", "zo", "ne", "shi", "po", "gar", "del", "fin"]

@@ -41,21 +41,20 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pytest_ilp.api import score_model
-from pytest_ilp.atomic import write_text_atomic
-from pytest_ilp.backends import BackendOptions
-from pytest_ilp.diagnosis import Thresholds, diagnose
-from pytest_ilp.errors import IlpDataError
-from pytest_ilp.render import RenderSettings
-from pytest_ilp.report import SampleOutcome, json_report, json_text, summary_lines, summary_of
-from pytest_ilp.samples import (
+from pytest_ilp.core.atomic import write_text_atomic
+from pytest_ilp.core.backends import BackendOptions
+from pytest_ilp.core.diagnosis import Thresholds, diagnose
+from pytest_ilp.core.errors import IlpDataError
+from pytest_ilp.core.render import RenderSettings
+from pytest_ilp.core.samples import (
     Sample,
     expand_data_paths,
     load_samples,
     sample_from_record,
     unique_ids,
 )
-from pytest_ilp.scoring import ScoringResult
-from pytest_ilp.signals import (
+from pytest_ilp.core.scoring import ScoringResult
+from pytest_ilp.core.signals import (
     CheckpointVerdict,
     Signals,
     TargetStatistics,
@@ -67,7 +66,14 @@ from pytest_ilp.signals import (
     training_signals,
     trajectory_history,
 )
-from pytest_ilp.verdicts import Verdict
+from pytest_ilp.core.verdicts import Verdict
+from pytest_ilp.report.json_report import (
+    SampleOutcome,
+    json_report,
+    json_text,
+    summary_lines,
+    summary_of,
+)
 
 TRAJECTORY_FILE = "ilp-trajectory.jsonl"
 REPORT_FILE = "ilp-report.json"

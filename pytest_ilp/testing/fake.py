@@ -2,12 +2,12 @@
 
 A test that needs verdicts but not a real model's behaviour (the gate, budgets, settings, bad
 input, the report views) can point `--ilp-checkpoint` at a folder written here: pytest-ilp
-scores it with the fake backend (`pytest_ilp.backends.fake`), which answers each table prompt
+scores it with the fake backend (`pytest_ilp.core.backends.fake`), which answers each table prompt
 with the table's answer and every other prompt with EOS, in microseconds, with no torch model.
 The folder is a checkpoint like any other to the rest of the plugin (config.json, a saved
 tokenizer; its content keys the cache), so the whole pipeline runs as it does for a model.
 
-    tokenizer = pytest_ilp.tiny.train_tokenizer(texts)
+    tokenizer = pytest_ilp.testing.tiny.train_tokenizer(texts)
     write_fake_checkpoint(folder, tokenizer, [
         {"prompt": "Q: 2+2? A:", "completion": " 4"},          # learned if the data says " 4"
         {"messages": [{"role": "user", "content": "Hi"},
@@ -21,14 +21,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_ilp.atomic import write_text_atomic
-from pytest_ilp.backends.fake import (
+from pytest_ilp.core.atomic import write_text_atomic
+from pytest_ilp.core.backends.fake import (
     ANSWERS_FILE,
     DEFAULT_LOGPROBS,
     FAKE_MODEL_TYPE,
     render_answers,
 )
-from pytest_ilp.samples import sample_from_record
+from pytest_ilp.core.samples import sample_from_record
 
 
 def write_fake_checkpoint(

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp.backends import (
+from pytest_ilp.core.backends import (
     BackendOptions,
     GenerateRequest,
     Progress,
@@ -38,9 +38,9 @@ from pytest_ilp.backends import (
     ScoreRequest,
     TokenScores,
 )
-from pytest_ilp.checkpoint import CheckpointInfo
-from pytest_ilp.render import Rendered, RenderSettings, render_samples
-from pytest_ilp.samples import Sample, sample_from_record
+from pytest_ilp.core.checkpoint import CheckpointInfo
+from pytest_ilp.core.render import Rendered, RenderSettings, render_samples
+from pytest_ilp.core.samples import Sample, sample_from_record
 
 FAKE_MODEL_TYPE = "pytest-ilp-fake"
 ANSWERS_FILE = "fake_answers.jsonl"

@@ -16,18 +16,18 @@ from typing import Any, Protocol
 
 import pytest
 
-from pytest_ilp.backends.devices import resolve_device, resolve_dtype
-from pytest_ilp.checkpoint import CheckpointInfo
+from pytest_ilp.core.backends.devices import resolve_device, resolve_dtype
+from pytest_ilp.core.checkpoint import CheckpointInfo
 
 #: name -> "module:class"; a backend's module is imported only when it is chosen.
 BACKENDS = {
-    "hf": "pytest_ilp.backends.hf:HFBackend",
-    "vllm": "pytest_ilp.backends.vllm:VLLMBackend",
+    "hf": "pytest_ilp.core.backends.hf:HFBackend",
+    "vllm": "pytest_ilp.core.backends.vllm:VLLMBackend",
 }
 #: checkpoints that only one backend can run, by the `model_type` of their config.json; they
 #: pick it whatever `--ilp-backend` says. The fake backend (a table of answers) is for tests
 #: only and not a choice offered to users: see `pytest_ilp.testing.fake`.
-MODEL_TYPE_BACKENDS = {"pytest-ilp-fake": ("fake", "pytest_ilp.backends.fake:FakeBackend")}
+MODEL_TYPE_BACKENDS = {"pytest-ilp-fake": ("fake", "pytest_ilp.core.backends.fake:FakeBackend")}
 #: backends that need an optional package: name -> (its import name, how to install it).
 OPTIONAL_PACKAGES = {
     "vllm": (
@@ -214,6 +214,6 @@ def load_backend(name: str, checkpoint: CheckpointInfo, options: BackendOptions)
 
 def live_backend(live: LiveModel, options: BackendOptions) -> ScoringBackend:
     """The hf backend on a model in memory (nothing loaded, nothing copied)."""
-    from pytest_ilp.backends.hf import HFBackend
+    from pytest_ilp.core.backends.hf import HFBackend
 
     return HFBackend.in_memory(live.model, options)

@@ -24,11 +24,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pytest_ilp.atomic import write_text_atomic
-from pytest_ilp.causes import CAUSES
-from pytest_ilp.gate import FAILED, INVALID, PASSED, TOLERATED, GateResult, Row
-from pytest_ilp.report import gate_of, json_text, summary_of
-from pytest_ilp.report_check import ReportError, check_report
+from pytest_ilp.core.atomic import write_text_atomic
+from pytest_ilp.core.causes import CAUSES
+from pytest_ilp.core.gate import FAILED, INVALID, PASSED, TOLERATED, GateResult, Row
+from pytest_ilp.report.check import ReportError, check_report
+from pytest_ilp.report.json_report import gate_of, json_text, summary_of
 
 #: rows of the sample table per page.
 PAGE_ROWS = 50
@@ -134,7 +134,7 @@ def html_page(report: Mapping[str, Any], title: str = "pytest-ilp report") -> st
 
     env = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
     env.filters["pct"] = lambda value: f"{value:.1%}"
-    folder = resources.files("pytest_ilp") / "templates"
+    folder = resources.files("pytest_ilp.report") / "templates"
     template = env.from_string(folder.joinpath("report.html.j2").read_text(encoding="utf-8"))
     records: list[Mapping[str, Any]] = report["samples"]
     summary = summary_of(report)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_ilp.report_check import ReportError, SchemaError, check_report
+from pytest_ilp.report.check import ReportError, SchemaError, check_report
 
 
 class BaselineError(ValueError):

@@ -22,10 +22,10 @@ from typing import Any
 
 from tabulate import tabulate
 
-from pytest_ilp.causes import CAUSES
-from pytest_ilp.criteria import parse_criterion
-from pytest_ilp.diagnosis import WEAK, Diagnosis
-from pytest_ilp.gate import (
+from pytest_ilp.core.causes import CAUSES
+from pytest_ilp.core.criteria import parse_criterion
+from pytest_ilp.core.diagnosis import WEAK, Diagnosis
+from pytest_ilp.core.gate import (
     FAILED,
     TOLERATED,
     Budget,
@@ -37,13 +37,11 @@ from pytest_ilp.gate import (
     evaluate,
     verdict_line,
 )
-from pytest_ilp.report_check import REPORT_SCHEMA
-from pytest_ilp.samples import Sample
-from pytest_ilp.signals import Signals
-from pytest_ilp.verdicts import Verdict
+from pytest_ilp.core.samples import Sample
+from pytest_ilp.core.signals import Signals
+from pytest_ilp.core.verdicts import Verdict
+from pytest_ilp.report.check import REPORT_SCHEMA
 
-#: the published JSON Schema of the report (both readable schemas), shipped in the package.
-SCHEMA_FILE = Path(__file__).with_name("report_schema.json")
 #: characters of a prompt or target shown in a failure report before the middle is elided.
 SHOWN_CHARS = 300
 #: a `\\xNN` byte escape in a text, as json.dumps writes it (the backslash doubled).
@@ -492,7 +490,7 @@ def prompt_text(sample: Sample) -> str:
 
 def _quote(text: str, limit: int = SHOWN_CHARS) -> str:
     """The text in double quotes, escaped as in JSON, except that the bytes of an incomplete
-    character (see `pytest_ilp.decoding`) read `\\xe2\\x82`, as written, not `\\\\xe2`."""
+    character (see `pytest_ilp.core.decoding`) read `\\xe2\\x82`, as written, not `\\\\xe2`."""
     if len(text) > limit:
         keep = limit // 2
         text = f"{text[:keep]} … {text[-keep:]}"
@@ -670,12 +668,6 @@ def _unlearned_detail(sample: Sample, verdict: Verdict) -> dict[str, Any]:
 
 
 # -- reading reports back ----------------------------------------------------------------------
-
-
-def report_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) every report this version writes or reads follows."""
-    schema: dict[str, Any] = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
-    return schema
 
 
 def summary_of(document: Mapping[str, Any]) -> Summary:

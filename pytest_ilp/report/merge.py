@@ -11,9 +11,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_ilp.report import gate_of, summarize
-from pytest_ilp.report_check import REPORT_SCHEMA, ReportError, check_report
-from pytest_ilp.shards import Shard
+from pytest_ilp.core.shards import Shard
+from pytest_ilp.report.check import REPORT_SCHEMA, ReportError, check_report
+from pytest_ilp.report.json_report import gate_of, summarize
 
 
 class MergeError(ValueError):

@@ -25,7 +25,7 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from pytest_ilp.backends import (
+from pytest_ilp.core.backends import (
     BackendOptions,
     GenerateRequest,
     Progress,
@@ -33,9 +33,9 @@ from pytest_ilp.backends import (
     ScoreRequest,
     TokenScores,
 )
-from pytest_ilp.backends.devices import resolve_device, resolve_dtype
-from pytest_ilp.backends.loading import load_causal_lm
-from pytest_ilp.checkpoint import CheckpointInfo
+from pytest_ilp.core.backends.devices import resolve_device, resolve_dtype
+from pytest_ilp.core.backends.loading import load_causal_lm
+from pytest_ilp.core.checkpoint import CheckpointInfo
 
 #: padded tokens per scoring batch unless --ilp-batch-tokens says otherwise. On a CPU a batch
 #: whose activations stay in the last-level cache runs faster (the 30M benchmark model checks

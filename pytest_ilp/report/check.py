@@ -3,12 +3,14 @@
 Every reader of reports calls `check_report` before it trusts a field, so a file that is not a
 report, a report of an unknown schema or a torn one gets the same one-line message from each,
 never a KeyError. What it enforces is a subset of the published schema
-(`pytest_ilp/report_schema.json`); the tests check that the two agree.
+(`schema.json` beside this module); the tests check that the two agree.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 #: 2: every sample record says which criterion judged it (`criterion`, `criterion_figures`)
@@ -16,6 +18,9 @@ from typing import Any
 REPORT_SCHEMA = 2
 #: the schemas this version reads back (baselines, merge): a schema-1 report is all `exact`.
 READABLE_SCHEMAS = (1, 2)
+#: the published JSON Schema of reports (both readable schemas), shipped in the package and
+#: described in docs/json-report.md.
+SCHEMA_FILE = Path(__file__).with_name("schema.json")
 
 
 class ReportError(ValueError):
@@ -24,6 +29,12 @@ class ReportError(ValueError):
 
 class SchemaError(ReportError):
     """A report of a schema this version does not read (a newer one, most likely)."""
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of every report this version writes or reads."""
+    schema: dict[str, Any] = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    return schema
 
 
 def check_report(document: Any, *, needs: Sequence[str] = ()) -> None:

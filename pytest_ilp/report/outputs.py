@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp.atomic import write_text_atomic
-from pytest_ilp.baseline import learned_by_id
-from pytest_ilp.html_report import write_html
-from pytest_ilp.markdown import STEP_SUMMARY, markdown_summary
-from pytest_ilp.report import (
+from pytest_ilp.config.settings import Settings
+from pytest_ilp.core.atomic import write_text_atomic
+from pytest_ilp.core.baseline import learned_by_id
+from pytest_ilp.report.html_report import write_html
+from pytest_ilp.report.json_report import (
     ConfiguredOutputs,
     closing_lines,
     gate_of,
@@ -31,8 +31,8 @@ from pytest_ilp.report import (
     summary_of,
     timing_line,
 )
+from pytest_ilp.report.markdown import STEP_SUMMARY, markdown_summary
 from pytest_ilp.session import IlpSession, RunOutput
-from pytest_ilp.settings import Settings
 from pytest_ilp.xdist import combine
 
 
