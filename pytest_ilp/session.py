@@ -43,7 +43,7 @@ from pytest_ilp.core.signals import (
 )
 from pytest_ilp.core.verdicts import Verdict
 from pytest_ilp.report.export import remediation_records
-from pytest_ilp.report.json_report import SampleOutcome, json_report, relative, summarize
+from pytest_ilp.report.json_report import SampleOutcome, json_report, relative
 
 #: a line of progress in a log that is not a terminal, at most this often (seconds).
 LOG_PROGRESS_EVERY = 30.0
@@ -515,7 +515,6 @@ class IlpSession:
         settings = self.settings
         report = json_report(
             outcomes,
-            summarize(outcomes, settings.fragile_margin),
             checkpoint=settings.checkpoint,
             backend=self.result.backend,
             fragile_margin=settings.fragile_margin,
