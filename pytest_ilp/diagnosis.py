@@ -289,23 +289,30 @@ def knowledge_conflict(verdict: Verdict, signals: Signals, limits: Thresholds) -
     # knows it); whatever it prefers, the sample is no conflict.
     if probe.target_prob >= limits.unknown_target_prob:
         return None
-    answer = probe.top_id != divergence.expected_id and _is_answer(verdict, signals)
+    token_answer = _is_answer(verdict, signals)
+    answer = token_answer and probe.top_id != divergence.expected_id
     follows = probe.top_id == divergence.predicted_id
-    # The base holds another answer about a subject it knows. Its token at the divergence:
-    # confidently, or less surely but the fine-tuned model produces that same answer (never a
-    # higher bar than `conflict_confidence`).
+    # The base holds another answer about a subject it knows. Where its token at the
+    # divergence is an answer, that token's probability is the evidence: confident, or less
+    # sure but the fine-tuned model produces that same answer (never a higher bar than
+    # `conflict_confidence`).
     fairly_sure = probe.top_prob >= min(limits.answer_confidence, limits.conflict_confidence)
     confident = answer and probe.top_prob >= limits.conflict_confidence
     followed = answer and follows and fairly_sure
-    # Or its answer sentence: a chat model puts little probability on any first token (" The"
-    # at 0.1-0.2 where it then says "... is Paris."), so its sentence is read instead, about a
-    # subject measured familiar: the fine-tuned model says what that sentence says, or the
-    # sentence names another answer while the base gives the target's token little.
+    # A small chat model is unsure of any first token, though: it puts 0.1-0.2 on " The"
+    # (then "capital of France is Paris.") or on the answer itself among many. About a subject
+    # measured familiar, its own answer is then the evidence: the fine-tuned model still says
+    # what the base says, after training on another target (familiarity unmeasured: with a
+    # fairly sure first token too); or, where its first token is no answer, the base's
+    # sentence names another answer.
     said = _base_answer(verdict, signals)
     target = signals.dataset.target
+    sentence = not token_answer
     echoed = (_familiar(signals) or fairly_sure) and answers.echoes(verdict.produced, said, target)
     states = (
-        answers.stated(said, signals.dataset.prompt_words, target) if _familiar(signals) else []
+        answers.stated(said, signals.dataset.prompt_words, target)
+        if sentence and _familiar(signals)
+        else []
     )
     if not (confident or followed or echoed or states):
         return None
@@ -344,9 +351,8 @@ def knowledge_conflict(verdict: Verdict, signals: Signals, limits: Thresholds) -
             "base_states": states,
             **_familiarity_figures(signals),
         },
-        # An echo of the sentence is direct evidence where the base's first token is no answer
-        # (its probability says nothing); where it is one, that token's confidence decides.
-        strong=(confident and follows) or (echoed and _familiar(signals) and not answer),
+        # An echo of a sentence is direct evidence; of an unsure answer token, a hint.
+        strong=(confident and follows) or (echoed and _familiar(signals) and sentence),
     )
 
 

@@ -279,6 +279,19 @@ def test_the_base_stating_another_answer_in_its_sentence_is_a_weak_conflict() ->
     assert run(guess, produced=" Nice").cause == "missing_knowledge"
 
 
+def test_an_unsure_answer_token_counts_when_echoed_and_only_as_a_weak_conflict() -> None:
+    # A small chat model puts p=0.15 on " Lyon" among many cities: the fine-tuned model still
+    # producing it after training on " Paris" is a hint of a conflict, about a familiar
+    # subject; the base merely preferring it, with the fine-tuned model elsewhere, is not.
+    plain = base(PREDICTED, top_prob=0.15, target_prob=0.001)
+    familiar = replace(plain, familiarity=Familiarity("france", 7.0, 9.0))
+    echo = run(Signals(dataset(target=" Paris"), base=familiar))
+    assert echo.cause == "knowledge_conflict" and echo.confidence == "weak"
+    assert run(Signals(dataset(target=" Paris"), base=plain)).cause == "missing_knowledge"
+    elsewhere = run(Signals(dataset(target=" Paris"), base=familiar), produced=" Nice")
+    assert elsewhere.cause == "missing_knowledge"
+
+
 def test_a_base_whose_sentence_names_the_target_knows_it() -> None:
     # p(" Paris") is tiny where the base starts " The", but its sentence says Paris: it knows
     # the target, so neither missing knowledge nor a conflict.
