@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     from datasets import Dataset
     from transformers import TrainerCallback
 
-    from pytest_ilp import tiny
     from pytest_ilp.integrations.transformers import ILPCallback
+    from pytest_ilp.testing import tiny
 
     torch.set_num_threads(args.threads)
     records = [conversational(r) for r in make_records(args.samples, seed=0)]

@@ -198,7 +198,7 @@ def build(
     """Train both stages with the callback into `out` (the hyperparameters of the world's
     `size_name`) and, with `compare`, ask pytest-ilp about forgetting both ways; the figures
     also go to `out/callback.json`."""
-    from pytest_ilp.atomic import write_text_atomic
+    from pytest_ilp.core.atomic import write_text_atomic
 
     (out / STAMP).unlink(missing_ok=True)
     figures = train(out, world, log, size_name)

@@ -1,10 +1,10 @@
-"""Reading a base model's answer from its words (pytest_ilp.answers): pure text, no model."""
+"""Reading a base model's answer from its words (pytest_ilp.core.answers): pure text, no model."""
 
 from __future__ import annotations
 
 import pytest
 
-from pytest_ilp import answers
+from pytest_ilp.core import answers
 
 
 @pytest.mark.parametrize(
