@@ -134,7 +134,7 @@ def test_base_model_signals_decide_conflict_or_missing_knowledge(
             ), sample_id
         causes[sample_id] = sample["cause"]
         assert "history" in sample["signals"]["missing"]
-    assert {"knowledge_conflict", "missing_knowledge"} <= set(causes.values())
+    assert "knowledge_conflict" in causes.values()
     samples = report_of(pytester)
     weak = Counter(s["cause"] for s in samples.values() if s.get("confidence") == "weak")
     document = json.loads((pytester.path / "report.json").read_text())
@@ -146,6 +146,25 @@ def test_base_model_signals_decide_conflict_or_missing_knowledge(
         if case.get("name") in causes:
             confidence = samples[case.get("name")]["confidence"]
             assert properties.get("ilp_confidence") == confidence
+    # A base that never read the subjects (each unfamiliar from 0.01x the median) holds no
+    # knowledge to conflict with: what it gives the target little is missing knowledge.
+    (pytester.path / "ilp.yaml").write_text(
+        "diagnosis:\n  conflict_confidence: 0.3\n  unfamiliar_ratio: 0.01\n"
+    )
+    ilp(
+        pytester,
+        world,
+        "--ilp-data=data.jsonl",
+        f"--ilp-base={world.checkpoint}",
+        "--ilp-report=report.json",
+    )
+    unread = report_of(pytester)
+    assert "knowledge_conflict" not in {s["cause"] for s in unread.values()}
+    assert all(
+        unread[i]["cause"] == "missing_knowledge"
+        for i, cause in causes.items()
+        if cause == "knowledge_conflict"
+    )
 
 
 def test_forgetting_when_an_earlier_checkpoint_reproduced_the_sample(
@@ -372,17 +391,24 @@ def test_diagnosis_thresholds_come_from_ilp_yaml(
     (pytester.path / "ilp.yaml").write_text("diagnosis:\n  conflict_confidence: 0.3\n")
     ilp(pytester, world, *args)
     before = {i: s["cause"] for i, s in report_of(pytester).items() if not s["learned"]}
-    # No base confidence reaches 1.01: no knowledge conflict is possible any more (neither a
-    # confident base nor a fairly sure one that the fine-tuned model follows).
+    strength = {i: s["confidence"] for i, s in report_of(pytester).items() if not s["learned"]}
+    # No base confidence reaches 1.01: no conflict rests on the base's token any more (neither
+    # a confident base nor a fairly sure one that the fine-tuned model follows); those left
+    # rest on the base's own answer, which the fine-tuned model echoes.
     (pytester.path / "ilp.yaml").write_text(
         "diagnosis:\n  conflict_confidence: 1.01\n  answer_confidence: 1.01\n"
     )
     ilp(pytester, world, *args)
-    after = {i: s["cause"] for i, s in report_of(pytester).items() if not s["learned"]}
+    records = report_of(pytester)
+    after = {i: s["cause"] for i, s in records.items() if not s["learned"]}
     assert "knowledge_conflict" in before.values()
-    assert "knowledge_conflict" not in after.values()
+    conflicts = [i for i, cause in after.items() if cause == "knowledge_conflict"]
+    assert all(records[i]["figures"]["echoes_base"] for i in conflicts)
+    # An echoed answer token the base is unsure of is a hint: the strong conflicts are gone.
+    assert all(records[i]["confidence"] == "weak" for i in conflicts)
+    assert any(strength[i] == "strong" for i in conflicts)
     changed = [i for i in before if before[i] != after[i]]
-    assert changed and all(before[i] == "knowledge_conflict" for i in changed)
+    assert all(before[i] == "knowledge_conflict" for i in changed)
 
 
 def test_an_unknown_diagnosis_threshold_lists_the_known_ones(

@@ -11,16 +11,20 @@ rule that matches is listed in `causes`:
    model produces that sibling's target, or the prompts are identical.
 3. under_optimization: the target is long (several times the median target length of the
    data): a complex pattern.
-4. knowledge_conflict: at the divergence the base model (`--ilp-base`) prefers another token
-   than the target's, one that can start an answer, about a subject it is familiar with; it is
-   confident (p >= conflict_confidence), or fairly sure (p >= answer_confidence) and the
-   fine-tuned model produces that token too.
+4. knowledge_conflict: about a subject the base model (`--ilp-base`) is not unfamiliar with
+   (`signals.Familiarity`), it gives the target's token little (< unknown_target_prob) and
+   holds another answer: its token at the divergence is an answer (`answers.is_answer_token`)
+   it is confident of (p >= conflict_confidence), or fairly sure of (p >= answer_confidence)
+   and the fine-tuned model produces it too; or, the subject measured familiar, the
+   fine-tuned model still says what the base model's own answer says (`answers.echoes`), or
+   the base's first token being no answer, its sentence states another (`answers.stated`).
 5. under_optimization: the target is made of rare tokens (several times the median rarity of
    the data's targets), and the base model holds no confident alternative. Without a base
    model the evidence says that missing knowledge is not ruled out.
 6. missing_knowledge: the base model gives the target's token little probability at the
    divergence (< unknown_target_prob) and holds no confident alternative (SliCK "unknown"): a
-   confident guess about a subject it never read (see `signals.Familiarity`) is none.
+   confident guess about a subject it never read, or a token that is no answer to the
+   question, is none; a base whose own answer names the target knows it.
 7. under_optimization: none of the above, and the target's NLL was still falling between the
    last two checkpoints, or its training loss was still falling.
 8. undiagnosed: nothing matched; the evidence says which missing input would decide it.
@@ -71,9 +75,9 @@ class Thresholds:
     near_duplicate: float = 0.7
     #: ...and from which a looser rewording counts when the model produces its target.
     paraphrase_candidate: float = 0.5
-    #: base p(its own token) from which that token is the base model's answer when the
-    #: fine-tuned model produces it too, or its answer sentence (a real model is less sure
-    #: of what it knows); never more than conflict_confidence.
+    #: base p(its own answer token) from which it counts when the fine-tuned model produces
+    #: it too (a real model is less sure of what it knows); never more than
+    #: conflict_confidence.
     answer_confidence: float = 0.5
     #: the prompt's least familiar content word costs the base model this many times the
     #: median over the scored prompts: it has never read about the subject.
