@@ -7,8 +7,7 @@ imports no torch, transformers or vllm; the model runtimes load only when scorin
 
 from __future__ import annotations
 
-from pytest_ilp.checks import assert_learned
-from pytest_ilp.core.errors import NotLearned
+from pytest_ilp.checks import NotLearned, assert_learned
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.verdicts import Divergence, Verdict
 

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from _pytest._code.code import ExceptionInfo, TerminalRepr
 
-from pytest_ilp.checks import enforce, gate_decision, record_properties
+from pytest_ilp.checks import NotLearned, enforce, gate_decision, record_properties
 from pytest_ilp.config.settings import Settings, budgets_for, criterion_of_marker
 from pytest_ilp.core.criteria import Criterion
-from pytest_ilp.core.errors import IlpDataError, NotLearned, SampleProblem
+from pytest_ilp.core.errors import IlpDataError, IlpUsageError, SampleProblem
 from pytest_ilp.core.gate import Budget, unknown_names
 from pytest_ilp.core.samples import Sample, expand_data_paths
 from pytest_ilp.core.shards import Shard
@@ -205,7 +205,7 @@ def item_budgets(
         for where, kwargs in markers:
             check_budget_names(kwargs, where, valid, error)
         return key, budgets_for(settings, markers)
-    except pytest.UsageError as exc:
+    except (pytest.UsageError, IlpUsageError) as exc:
         raise error(str(exc)) from None
 
 

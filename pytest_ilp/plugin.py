@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Generator, Sequence
-from contextlib import nullcontext
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from pytest_ilp import hooks
 from pytest_ilp.checks import record_properties, running
 from pytest_ilp.config import settings
 from pytest_ilp.core.diagnosis import Diagnosis, diagnose
+from pytest_ilp.core.errors import IlpUsageError
 from pytest_ilp.core.gate import valid_names
 from pytest_ilp.core.samples import Sample, is_link_loop
 from pytest_ilp.core.signals import Signals
@@ -84,6 +85,20 @@ def pytest_ilp_diagnose(
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
+    with usage_errors():
+        _configure(config)
+
+
+@contextmanager
+def usage_errors() -> Iterator[None]:
+    """The core's usage errors as pytest's own: the message alone, exit status 4."""
+    try:
+        yield
+    except IlpUsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _configure(config: pytest.Config) -> None:
     resolved = settings.resolve(config)
     if resolved is None:
         return
@@ -238,7 +253,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
         try:
             marked_criterion(metafunc.definition)
-        except pytest.UsageError as exc:
+        except (pytest.UsageError, IlpUsageError) as exc:
             raise pytest.Collector.CollectError(str(exc)) from None
         parametrize_samples(metafunc, session)
 
@@ -246,6 +261,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> None:
     """Score every selected sample in one batched pass, before the first test runs."""
+    with usage_errors():
+        _score(session)
+
+
+def _score(session: pytest.Session) -> None:
     config = session.config
     state = config.stash.get(STATE_KEY, None)
     if state is None or config.option.collectonly:

@@ -19,7 +19,7 @@ import pytest
 from pytest_ilp.core.atomic import write_text_atomic
 from pytest_ilp.core.cache import RACY_NS, ScoreCache, remembered_digest, stable_hash, stamp_of
 from pytest_ilp.core.checkpoint import inspect_checkpoint
-from pytest_ilp.core.errors import IlpDataError
+from pytest_ilp.core.errors import IlpDataError, IlpUsageError
 from pytest_ilp.core.samples import (
     MAX_DEPTH,
     content_id,
@@ -281,7 +281,7 @@ def test_a_context_length_that_is_not_an_integer_is_blamed_on_config_json(
         '{"model_type": "llama", "max_position_embeddings": "128"}'
     )
     with pytest.raises(
-        pytest.UsageError, match=r"config\.json: `max_position_embeddings` must be a positive"
+        IlpUsageError, match=r"config\.json: `max_position_embeddings` must be a positive"
     ):
         inspect_checkpoint(tmp_path)
 

@@ -20,18 +20,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
 import yaml
 
 from pytest_ilp.core.backends import BackendOptions, backend_names
 from pytest_ilp.core.criteria import EXACT, EXAMPLES, Criterion, parse_criterion
 from pytest_ilp.core.diagnosis import Thresholds
+from pytest_ilp.core.errors import IlpUsageError
 from pytest_ilp.core.gate import Budget, parse_budget
 from pytest_ilp.core.render import RENDER_MODES, RenderSettings
 from pytest_ilp.core.samples import MustLearnSelector, Sample
 from pytest_ilp.core.shards import Shard
+
+if TYPE_CHECKING:
+    import pytest
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEFAULT_CONFIG_NAME = "ilp.yaml"
@@ -355,7 +358,7 @@ def resolve(config: pytest.Config) -> Settings | None:
             value = _from_ini(config, setting)
         values[setting.key] = setting.default if value is None else value
     if values["update_baseline"] and values["baseline"] is None:
-        raise pytest.UsageError(
+        raise IlpUsageError(
             "--ilp-update-baseline needs --ilp-baseline=PATH: the file to write the report to"
         )
     return Settings(
@@ -408,11 +411,11 @@ def _load_yaml(config: pytest.Config) -> tuple[Path | None, dict[str, Any]]:
     if config.option.ilp_config:
         path = config.invocation_params.dir / config.option.ilp_config
         if not path.is_file():
-            raise pytest.UsageError(f"--ilp-config: {path} does not exist")
+            raise IlpUsageError(f"--ilp-config: {path} does not exist")
     elif config.getini("ilp_config"):
         path = config.getini("ilp_config")[0]
         if not path.is_file():
-            raise pytest.UsageError(f"ilp_config in {config.inipath}: {path} does not exist")
+            raise IlpUsageError(f"ilp_config in {config.inipath}: {path} does not exist")
     elif (config.rootpath / DEFAULT_CONFIG_NAME).is_file():
         path = config.rootpath / DEFAULT_CONFIG_NAME
     if path is None:
@@ -420,13 +423,13 @@ def _load_yaml(config: pytest.Config) -> tuple[Path | None, dict[str, Any]]:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise pytest.UsageError(f"{path}: not valid YAML: {exc}") from None
+        raise IlpUsageError(f"{path}: not valid YAML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise pytest.UsageError(f"{path}: cannot read it ({exc})") from None
+        raise IlpUsageError(f"{path}: cannot read it ({exc})") from None
     if loaded is None:
         return path, {}
     if not isinstance(loaded, dict):
-        raise pytest.UsageError(f"{path}: expected a mapping of settings at the top level")
+        raise IlpUsageError(f"{path}: expected a mapping of settings at the top level")
     return path, loaded
 
 
@@ -442,7 +445,7 @@ def _checkpoint_given(config: pytest.Config, yaml_values: Mapping[str, Any]) -> 
 def _reject_unknown_settings(config_file: Path | None, yaml_values: Mapping[str, Any]) -> None:
     unknown = sorted(map(str, set(yaml_values) - set(YAML_KEYS)))
     if unknown:
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"{config_file}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(YAML_KEYS)}"
         )
 
@@ -473,13 +476,13 @@ def _from_yaml(setting: Setting, raw: Any, config_file: Path | None) -> Any:
     if setting.kind == "paths":
         items = [raw] if isinstance(raw, str) else raw
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise pytest.UsageError(f"{where}: expected a path or a list of paths")
+            raise IlpUsageError(f"{where}: expected a path or a list of paths")
         return [base / i for i in items]
     if setting.kind == "history":
         return _history_from_yaml(raw, base, where)
     if setting.kind == "path":
         if not isinstance(raw, str):
-            raise pytest.UsageError(f"{where}: expected a path")
+            raise IlpUsageError(f"{where}: expected a path")
         return base / raw
     return _convert(setting, raw, where)
 
@@ -513,7 +516,7 @@ def _history_from_yaml(raw: Any, base: Path, where: str) -> list[Stage]:
         return [Stage(None, base / i) for i in raw]
     if isinstance(raw, Mapping) and all(isinstance(v, str) for v in raw.values()):
         return [Stage(str(name), base / path) for name, path in raw.items()]
-    raise pytest.UsageError(
+    raise IlpUsageError(
         f"{where}: expected a list of checkpoint folders, oldest first, or a mapping from the "
         "data's stage names to the checkpoint that ended each stage"
     )
@@ -524,7 +527,7 @@ def _convert(setting: Setting, raw: Any, where: str) -> Any:
         try:
             return parse_criterion(raw)
         except ValueError as exc:
-            raise pytest.UsageError(f"{where}: {exc}") from None
+            raise IlpUsageError(f"{where}: {exc}") from None
     try:
         if setting.kind == "bool":
             value: Any = _boolean(raw)
@@ -539,11 +542,9 @@ def _convert(setting: Setting, raw: Any, where: str) -> Any:
         else:
             value = str(raw)
     except (TypeError, ValueError):
-        raise pytest.UsageError(
-            f"{where}: expected {_KIND_NAMES[setting.kind]}, got {raw!r}"
-        ) from None
+        raise IlpUsageError(f"{where}: expected {_KIND_NAMES[setting.kind]}, got {raw!r}") from None
     if setting.choices and value not in setting.choices:
-        raise pytest.UsageError(f"{where}: {value!r} is not one of {', '.join(setting.choices)}")
+        raise IlpUsageError(f"{where}: {value!r} is not one of {', '.join(setting.choices)}")
     return value
 
 
@@ -569,18 +570,18 @@ def _check_device(device: str) -> str:
         device.startswith("cuda:") and device[5:].isdigit()
     ):
         return device
-    raise pytest.UsageError(f"--ilp-device: {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    raise IlpUsageError(f"--ilp-device: {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
 
 
 def _positive(value: int, key: str) -> int:
     if value <= 0:
-        raise pytest.UsageError(f"{BY_KEY[key].flag}: must be a positive integer, got {value}")
+        raise IlpUsageError(f"{BY_KEY[key].flag}: must be a positive integer, got {value}")
     return value
 
 
 def _non_negative(value: float, key: str) -> float:
     if value < 0:
-        raise pytest.UsageError(f"{BY_KEY[key].flag}: must not be negative, got {value}")
+        raise IlpUsageError(f"{BY_KEY[key].flag}: must not be negative, got {value}")
     return value
 
 
@@ -593,7 +594,7 @@ def _render_settings(mode: str, raw: Any, config_file: Path | None) -> RenderSet
     for key in ("append_eos", "add_special_tokens"):
         if key in raw:
             if not isinstance(raw[key], bool):
-                raise pytest.UsageError(f"{config_file}: render.{key} must be true or false")
+                raise IlpUsageError(f"{config_file}: render.{key} must be true or false")
             flags[key] = raw[key]
     return RenderSettings(mode=mode, **flags)
 
@@ -606,7 +607,7 @@ def _backend_args(raw: Any, config_file: Path | None, chosen: str) -> dict[str, 
     _reject_unknown(raw, {"name", "args"}, f"{config_file}: backend")
     args = raw.get("args") or {}
     if not isinstance(args, Mapping):
-        raise pytest.UsageError(f"{config_file}: backend.args must be a mapping")
+        raise IlpUsageError(f"{config_file}: backend.args must be a mapping")
     named = raw.get("name")
     if named is not None and named != chosen:
         return {}
@@ -618,13 +619,13 @@ def _must_learn(raw: Any, config_file: Path | None) -> MustLearnSelector:
         return MustLearnSelector()
     where = f"{config_file}: must_learn"
     if not isinstance(raw, Mapping):
-        raise pytest.UsageError(f"{where}: expected a mapping like {{tags: [safety], ids: [...]}}")
+        raise IlpUsageError(f"{where}: expected a mapping like {{tags: [safety], ids: [...]}}")
     _reject_unknown(raw, {"tags", "ids"}, where)
     selected = {}
     for key in ("tags", "ids"):
         values = raw.get(key) or []
         if not isinstance(values, list):
-            raise pytest.UsageError(f"{where}.{key}: expected a list")
+            raise IlpUsageError(f"{where}.{key}: expected a list")
         selected[key] = frozenset(str(v) for v in values)
     return MustLearnSelector(tags=selected["tags"], ids=selected["ids"])
 
@@ -634,14 +635,14 @@ def _thresholds(raw: Any, config_file: Path | None) -> Thresholds:
         return Thresholds()
     where = f"{config_file}: diagnosis"
     if not isinstance(raw, Mapping):
-        raise pytest.UsageError(f"{where}: expected a mapping of thresholds")
+        raise IlpUsageError(f"{where}: expected a mapping of thresholds")
     defaults = Thresholds()
     known = {f.name for f in fields(Thresholds)}
     _reject_unknown(raw, known, where)
     values = {}
     for key, value in raw.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"{where}.{key}: expected a non-negative number (default "
                 f"{getattr(defaults, key)}), got {value!r}"
             )
@@ -655,7 +656,7 @@ def _criterion_rules(raw: Any, config_file: Path | None) -> tuple[CriterionRule,
         return ()
     where = f"{config_file}: criteria"
     if not isinstance(raw, list):
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"{where}: expected a list of rules like {{files: [data/long.jsonl], criterion: "
             "{token_accuracy: 0.9}} or {tags: [mc], criterion: choice}"
         )
@@ -664,24 +665,24 @@ def _criterion_rules(raw: Any, config_file: Path | None) -> tuple[CriterionRule,
     for number, entry in enumerate(raw, start=1):
         at = f"{where}[{number}]"
         if not isinstance(entry, Mapping) or "criterion" not in entry:
-            raise pytest.UsageError(f"{at}: expected a mapping with a `criterion` and files/tags")
+            raise IlpUsageError(f"{at}: expected a mapping with a `criterion` and files/tags")
         _reject_unknown(entry, {"files", "tags", "criterion"}, at)
         lists = {}
         for key in ("files", "tags"):
             value = entry.get(key) or []
             value = [value] if isinstance(value, str) else value
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise pytest.UsageError(f"{at}.{key}: expected a list of strings")
+                raise IlpUsageError(f"{at}.{key}: expected a list of strings")
             lists[key] = value
         if not lists["files"] and not lists["tags"]:
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"{at}: select samples with `files` and/or `tags` (the run's own criterion is "
                 "the top-level `criterion` key)"
             )
         try:
             criterion = parse_criterion(entry["criterion"])
         except ValueError as exc:
-            raise pytest.UsageError(f"{at}.criterion: {exc}") from None
+            raise IlpUsageError(f"{at}.criterion: {exc}") from None
         rules.append(
             CriterionRule(
                 criterion=criterion,
@@ -701,7 +702,7 @@ def criterion_of_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any], where:
             return parse_criterion(None, **kwargs)
         return parse_criterion(args[0], *args[1:], **kwargs)
     except ValueError as exc:
-        raise pytest.UsageError(f"{where}: {exc}") from None
+        raise IlpUsageError(f"{where}: {exc}") from None
 
 
 def _shard(text: str | None) -> Shard | None:
@@ -710,7 +711,7 @@ def _shard(text: str | None) -> Shard | None:
     try:
         return Shard.parse(text)
     except ValueError as exc:
-        raise pytest.UsageError(f"--ilp-shard: {exc}") from None
+        raise IlpUsageError(f"--ilp-shard: {exc}") from None
 
 
 # -- budgets: the one place where their sources are merged -------------------------------------
@@ -731,7 +732,7 @@ def _run_budgets(
         raw = yaml_values[setting.yaml]
         where = f"{config_file}: {setting.yaml}"
         if not isinstance(raw, Mapping):
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"{where}: expected a mapping of cause to budget, like "
                 "{knowledge_conflict: 0.02, data_inconsistency: 0, total: 0.1}"
             )
@@ -747,7 +748,7 @@ def _budget_pairs(pairs: list[str], where: str) -> dict[str, Budget]:
     for pair in pairs:
         name, equals, value = pair.partition("=")
         if not equals or not name.strip():
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"{where}: expected CAUSE=BUDGET such as knowledge_conflict=0.02, "
                 f"total=10% or regressions=0, got {pair!r}"
             )
@@ -762,7 +763,7 @@ def budget_mapping(raw: Mapping[str, Any], where: str) -> dict[str, Budget]:
         try:
             budgets[str(name)] = parse_budget(value)
         except ValueError as exc:
-            raise pytest.UsageError(f"{where}: {name}: {exc}") from None
+            raise IlpUsageError(f"{where}: {name}: {exc}") from None
     return budgets
 
 
@@ -780,7 +781,7 @@ def budgets_for(
 def _reject_unknown(raw: Mapping[str, Any], known: set[str], where: str) -> None:
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
             f"known: {', '.join(sorted(known))}"
         )

@@ -21,8 +21,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-import pytest
-
 from pytest_ilp.config.settings import Settings
 from pytest_ilp.core.backends import (
     GenerateRequest,
@@ -39,6 +37,7 @@ from pytest_ilp.core.cache import CACHE_SCHEMA, ScoreCache, stable_hash
 from pytest_ilp.core.checkpoint import CheckpointInfo
 from pytest_ilp.core.criteria import EXACT, Criterion
 from pytest_ilp.core.decoding import byte_safe_decoder
+from pytest_ilp.core.errors import IlpUsageError
 from pytest_ilp.core.render import Rendered, render_samples
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.verdicts import (
@@ -666,7 +665,7 @@ def load_tokenizer(checkpoint: CheckpointInfo, trust_remote_code: bool) -> Any:
             folder, trust_remote_code=trust_remote_code, **checkpoint.load_arguments()
         )
     except Exception as exc:  # OSError, ValueError... from transformers
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"transformers could not load a tokenizer from {folder}: "
             f"{type(exc).__name__}: {exc}; save one with tokenizer.save_pretrained(...)"
         ) from exc
@@ -692,7 +691,7 @@ def _vocabulary_problem(rendered: Rendered, job: Job) -> str | None:
         return None
     if not job.is_renderer:
         return f"uses token id {largest}, which {job.checkpoint.name} has no embedding for"
-    raise pytest.UsageError(
+    raise IlpUsageError(
         f"{job.checkpoint.folder}: the tokenizer produced token id {largest} but the model's "
         f"vocabulary has {vocab} entries: the tokenizer and the weights do not belong "
         "together (save the tokenizer the model was trained with into the checkpoint)"

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import pytest
 import torch
 from transformers import GenerationConfig
 
@@ -36,6 +35,7 @@ from pytest_ilp.core.backends import (
 from pytest_ilp.core.backends.devices import resolve_device, resolve_dtype
 from pytest_ilp.core.backends.loading import load_causal_lm
 from pytest_ilp.core.checkpoint import CheckpointInfo
+from pytest_ilp.core.errors import IlpUsageError
 
 #: padded tokens per scoring batch unless --ilp-batch-tokens says otherwise. On a CPU a batch
 #: whose activations stay in the last-level cache runs faster (the 30M benchmark model checks
@@ -135,7 +135,7 @@ class HFBackend:
         except (RuntimeError, torch.OutOfMemoryError) as exc:
             if not _is_out_of_memory(exc):
                 raise
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"{checkpoint.model_folder} does not fit on {device} in {dtype}: "
                 "free the device, use one with more memory, or a smaller --ilp-dtype"
             ) from None
@@ -330,7 +330,7 @@ class HFBackend:
                 if not _is_out_of_memory(exc):
                     raise
                 if len(batch) == 1:
-                    raise pytest.UsageError(too_large(batch[0])) from exc
+                    raise IlpUsageError(too_large(batch[0])) from exc
                 if self.device.startswith("cuda"):
                     torch.cuda.empty_cache()
                 half = len(batch) // 2
