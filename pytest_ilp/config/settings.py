@@ -10,7 +10,7 @@ command line, the folder of ilp.yaml, the folder of the ini file.
 
 The gate's budgets are merged name by name instead (`--ilp-threshold knowledge_conflict=0.05`
 changes that one budget and keeps the others from ilp.yaml), and an `ilp_threshold` marker wins
-over all three for the samples of what it decorates (`budgets_for`).
+over all three for the samples of what it decorates (`thresholds.merged`).
 
 Without a checkpoint from any of them the plugin stays out of the way (`resolve` returns None).
 """
@@ -24,199 +24,24 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from pytest_ilp.core.backends import BackendOptions, backend_names
+from pytest_ilp.config.options import (
+    BY_KEY,
+    DEFAULT_CONFIG_NAME,
+    SETTINGS,
+    YAML_KEYS,
+    Setting,
+)
+from pytest_ilp.core.backends import BackendOptions
 from pytest_ilp.core.criteria import EXACT, EXAMPLES, Criterion, parse_criterion
-from pytest_ilp.core.diagnosis import Thresholds
+from pytest_ilp.core.diagnosis import RuleLimits
 from pytest_ilp.core.errors import IlpUsageError
-from pytest_ilp.core.gate import Budget, parse_budget
-from pytest_ilp.core.render import RENDER_MODES, RenderSettings
+from pytest_ilp.core.render import RenderSettings
 from pytest_ilp.core.samples import MustLearnSelector, Sample
 from pytest_ilp.core.shards import Shard
+from pytest_ilp.core.thresholds import Threshold, threshold_mapping, threshold_pairs
 
 if TYPE_CHECKING:
     import pytest
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-DEFAULT_CONFIG_NAME = "ilp.yaml"
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One setting: its ilp.yaml key, command-line flag, ini key and type."""
-
-    key: str
-    help: str
-    # "path", "paths", "history", "budgets", "criterion", "str", "int", "float", "bool"
-    kind: str
-    default: Any = None
-    choices: tuple[str, ...] = ()
-    metavar: str | None = None
-    #: its ilp.yaml key, when that is not `key`.
-    yaml_key: str | None = None
-
-    @property
-    def yaml(self) -> str:
-        return self.yaml_key or self.key
-
-    @property
-    def flag(self) -> str:
-        return "--ilp-" + self.key.replace("_", "-")
-
-    @property
-    def ini(self) -> str:
-        return "ilp_" + self.key
-
-
-SETTINGS = (
-    Setting(
-        "checkpoint",
-        "checkpoint folder (save_pretrained) or .gguf file to test; enables the plugin",
-        "path",
-        metavar="DIR",
-    ),
-    Setting(
-        "data",
-        "SFT data file or folder (JSONL, JSON, YAML, Parquet, saved dataset); repeatable",
-        "paths",
-        default=(),
-        metavar="PATH",
-    ),
-    Setting("report", "write the JSON report to this path", "path", metavar="PATH"),
-    Setting("backend", "scoring backend", "str", default="hf", choices=tuple(backend_names())),
-    Setting("device", "auto, cpu, cuda or cuda:N", "str", default="auto"),
-    Setting(
-        "dtype",
-        "model dtype; auto is float32 on CPU and the saved dtype on a GPU",
-        "str",
-        default="auto",
-        choices=DTYPES,
-    ),
-    Setting(
-        "batch_tokens",
-        "token budget of one scoring batch (padded tokens); default 1024 on a CPU, 4096 on a GPU",
-        "int",
-        metavar="N",
-    ),
-    Setting("cache", "reuse verdicts from pytest's cache folder", "bool", default=True),
-    Setting(
-        "criterion",
-        "how 'learned' is judged: exact (greedy output is the target), prefix:N, "
-        "token_accuracy:X, nll:Y, normalized, choice[:sum|mean] (the record's distractors), "
-        "sampled[:n=5,temperature=0.7,min_pass=0.2,seed=0]",
-        "criterion",
-        default=EXACT,
-        metavar="NAME[:ARGS]",
-    ),
-    Setting(
-        "render",
-        "how samples become tokens: auto (chat records use the chat template), raw or chat",
-        "str",
-        default="auto",
-        choices=RENDER_MODES,
-    ),
-    Setting(
-        "fragile_margin",
-        "a learned sample whose greedy token leads the runner-up by less "
-        "than this many nats somewhere is reported as fragile",
-        "float",
-        default=0.1,
-        metavar="NATS",
-    ),
-    Setting(
-        "generate_max_tokens",
-        "at most this many tokens are generated to show what an unlearned sample produces",
-        "int",
-        default=64,
-        metavar="N",
-    ),
-    Setting(
-        "base",
-        "the model fine-tuning started from: gives diagnosis its knowledge signals",
-        "path",
-        metavar="DIR",
-    ),
-    Setting(
-        "history",
-        "earlier checkpoints of sequential fine-tuning, oldest first, comma-separated (or "
-        "repeated): gives diagnosis its forgetting and trend signals",
-        "history",
-        default=(),
-        metavar="DIR,DIR",
-    ),
-    Setting(
-        "train_log",
-        "JSONL of {id, step or epoch, loss} per sample from training: adds training-dynamics "
-        "evidence (dataset cartography)",
-        "path",
-        metavar="PATH",
-    ),
-    Setting(
-        "adapter_base",
-        "model folder a LoRA/PEFT adapter checkpoint applies to (default: the adapter's "
-        "base_model_name_or_path)",
-        "path",
-        metavar="DIR",
-    ),
-    Setting(
-        "trust_remote_code",
-        "let transformers run code shipped with the checkpoint",
-        "bool",
-        default=False,
-    ),
-    # -- the CI gate (README "CI gate") --
-    Setting(
-        "threshold",
-        "budget of unlearned samples: CAUSE=SHARE (0.02 or 2%%) or CAUSE=COUNT (5), for a "
-        "cause, total or regressions; repeatable; an ilp_threshold marker wins over it",
-        "budgets",
-        default=(),
-        metavar="CAUSE=BUDGET",
-        yaml_key="thresholds",
-    ),
-    Setting("strict", "every unlearned sample fails, whatever the budgets", "bool", default=False),
-    Setting(
-        "baseline",
-        "compare with this earlier JSON report: samples unlearned there too are known and "
-        "tolerated, new failures count against the budgets",
-        "path",
-        metavar="PATH",
-    ),
-    Setting(
-        "update_baseline",
-        "write this run's JSON report to the --ilp-baseline path after the run",
-        "bool",
-        default=False,
-    ),
-    Setting(
-        "markdown",
-        "write a Markdown summary to this path (it is also appended to $GITHUB_STEP_SUMMARY "
-        "when that is set)",
-        "path",
-        metavar="PATH",
-    ),
-    Setting(
-        "html",
-        "write a self-contained HTML report (charts, and every sample with its evidence) to "
-        "this path",
-        "path",
-        metavar="PATH",
-    ),
-    Setting(
-        "export",
-        "write the unlearned samples (their records, with cause and suggested fix) as JSONL",
-        "path",
-        metavar="PATH",
-    ),
-    Setting(
-        "shard",
-        "check only shard I of N of the samples (split by a hash of the sample id)",
-        "str",
-        metavar="I/N",
-    ),
-)
-BY_KEY = {s.key: s for s in SETTINGS}
-#: keys ilp.yaml accepts: the settings above, and the structured ones below.
-YAML_KEYS = (*(s.yaml for s in SETTINGS), "must_learn", "diagnosis", "criteria")
 
 
 @dataclass(frozen=True)
@@ -266,10 +91,10 @@ class Settings:
     base: Path | None = None
     history: tuple[Stage, ...] = ()
     train_log: Path | None = None
-    diagnosis: Thresholds = field(default_factory=Thresholds)
+    diagnosis: RuleLimits = field(default_factory=RuleLimits)
     config_file: Path | None = None
-    #: budgets of the run (command line > ilp.yaml > ini, per name); markers add their own.
-    budgets: Mapping[str, Budget] = field(default_factory=dict)
+    #: the run's thresholds (command line > ilp.yaml > ini, per name); markers add their own.
+    thresholds: Mapping[str, Threshold] = field(default_factory=dict)
     strict: bool = False
     baseline: Path | None = None
     update_baseline: bool = False
@@ -289,55 +114,6 @@ class Settings:
             return sample.criterion
         rule = next((r for r in self.criterion_rules if r.matches(sample)), None)
         return rule.criterion if rule is not None else self.criterion
-
-
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("ilp", "pytest-ilp: test that a checkpoint learned its SFT data")
-    for setting in SETTINGS:
-        help_text = setting.help
-        if setting.kind == "bool":
-            negative = setting.default is True
-            flag = "--ilp-no-" + setting.key.replace("_", "-") if negative else setting.flag
-            group.addoption(
-                flag,
-                action="store_const",
-                const=not negative,
-                default=None,
-                dest="ilp_" + setting.key,
-                help=("do not " if negative else "") + help_text,
-            )
-        else:
-            group.addoption(
-                setting.flag,
-                action="append" if setting.kind in ("paths", "history", "budgets") else "store",
-                dest="ilp_" + setting.key,
-                default=None,
-                metavar=setting.metavar or setting.key.upper(),
-                choices=setting.choices or None,
-                help=help_text
-                + (f" (default: {_shown(setting.default)})" if setting.default else ""),
-            )
-        ini_type = {
-            "path": "paths",
-            "paths": "paths",
-            "history": "args",  # split on commas as well as whitespace, see _from_ini
-            "bool": "bool",
-            "budgets": "args",
-        }.get(setting.kind, "string")
-        parser.addini(setting.ini, help_text, type=ini_type, default=None)  # type: ignore[arg-type]
-    group.addoption(
-        "--ilp-config",
-        dest="ilp_config",
-        default=None,
-        metavar="PATH",
-        help=f"ilp.yaml with the settings above and more (default: {DEFAULT_CONFIG_NAME} in "
-        "the rootdir, if present)",
-    )
-    parser.addini("ilp_config", "path of ilp.yaml", type="paths", default=None)
-
-
-def _shown(default: Any) -> str:
-    return default.spec if isinstance(default, Criterion) else str(default)
 
 
 def resolve(config: pytest.Config) -> Settings | None:
@@ -386,9 +162,9 @@ def resolve(config: pytest.Config) -> Settings | None:
         base=values["base"],
         history=tuple(values["history"]),
         train_log=values["train_log"],
-        diagnosis=_thresholds(yaml_values.get("diagnosis"), config_file),
+        diagnosis=_rule_limits(yaml_values.get("diagnosis"), config_file),
         config_file=config_file,
-        budgets=values["threshold"],
+        thresholds=values["threshold"],
         # --runxfail turns every xfail into a plain run: the tolerated samples fail, so the
         # gate must count them as failing too for its verdict to match the exit status.
         strict=values["strict"] or bool(getattr(config.option, "runxfail", False)),
@@ -630,14 +406,14 @@ def _must_learn(raw: Any, config_file: Path | None) -> MustLearnSelector:
     return MustLearnSelector(tags=selected["tags"], ids=selected["ids"])
 
 
-def _thresholds(raw: Any, config_file: Path | None) -> Thresholds:
+def _rule_limits(raw: Any, config_file: Path | None) -> RuleLimits:
     if raw is None:
-        return Thresholds()
+        return RuleLimits()
     where = f"{config_file}: diagnosis"
     if not isinstance(raw, Mapping):
         raise IlpUsageError(f"{where}: expected a mapping of thresholds")
-    defaults = Thresholds()
-    known = {f.name for f in fields(Thresholds)}
+    defaults = RuleLimits()
+    known = {f.name for f in fields(RuleLimits)}
     _reject_unknown(raw, known, where)
     values = {}
     for key, value in raw.items():
@@ -722,12 +498,12 @@ def _run_budgets(
     setting: Setting,
     yaml_values: Mapping[str, Any],
     config_file: Path | None,
-) -> dict[str, Budget]:
+) -> dict[str, Threshold]:
     """The run's budgets, merged name by name: command line > ilp.yaml > ini."""
-    merged: dict[str, Budget] = {}
+    merged: dict[str, Threshold] = {}
     raw_ini = config.getini(setting.ini)
     if raw_ini:
-        merged.update(_budget_pairs(raw_ini, f"{setting.ini} in {config.inipath}"))
+        merged.update(threshold_pairs(raw_ini, f"{setting.ini} in {config.inipath}"))
     if setting.yaml in yaml_values:
         raw = yaml_values[setting.yaml]
         where = f"{config_file}: {setting.yaml}"
@@ -736,46 +512,11 @@ def _run_budgets(
                 f"{where}: expected a mapping of cause to budget, like "
                 "{knowledge_conflict: 0.02, data_inconsistency: 0, total: 0.1}"
             )
-        merged.update(budget_mapping(raw, where))
+        merged.update(threshold_mapping(raw, where))
     raw_cli = getattr(config.option, "ilp_" + setting.key)
     if raw_cli:
-        merged.update(_budget_pairs(raw_cli, setting.flag))
+        merged.update(threshold_pairs(raw_cli, setting.flag))
     return merged
-
-
-def _budget_pairs(pairs: list[str], where: str) -> dict[str, Budget]:
-    raw: dict[str, str] = {}
-    for pair in pairs:
-        name, equals, value = pair.partition("=")
-        if not equals or not name.strip():
-            raise IlpUsageError(
-                f"{where}: expected CAUSE=BUDGET such as knowledge_conflict=0.02, "
-                f"total=10% or regressions=0, got {pair!r}"
-            )
-        raw[name.strip()] = value
-    return budget_mapping(raw, where)
-
-
-def budget_mapping(raw: Mapping[str, Any], where: str) -> dict[str, Budget]:
-    """Budgets from name -> value; a bad value is a usage error naming where it was written."""
-    budgets = {}
-    for name, value in raw.items():
-        try:
-            budgets[str(name)] = parse_budget(value)
-        except ValueError as exc:
-            raise IlpUsageError(f"{where}: {name}: {exc}") from None
-    return budgets
-
-
-def budgets_for(
-    settings: Settings, markers: list[tuple[str, Mapping[str, Any]]]
-) -> dict[str, Budget]:
-    """The budgets of a test's samples: its `ilp_threshold` markers (given outermost first, so
-    the closest wins) over the run's budgets (command line > ilp.yaml > ini), name by name."""
-    budgets = dict(settings.budgets)
-    for where, kwargs in markers:
-        budgets.update(budget_mapping(kwargs, where))
-    return budgets
 
 
 def _reject_unknown(raw: Mapping[str, Any], known: set[str], where: str) -> None:

@@ -19,10 +19,10 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
-from pytest_ilp.config.settings import Settings
 from pytest_ilp.core.backends import (
+    BackendOptions,
     GenerateRequest,
     LiveModel,
     Progress,
@@ -38,7 +38,7 @@ from pytest_ilp.core.checkpoint import CheckpointInfo
 from pytest_ilp.core.criteria import EXACT, Criterion
 from pytest_ilp.core.decoding import byte_safe_decoder
 from pytest_ilp.core.errors import IlpUsageError
-from pytest_ilp.core.render import Rendered, render_samples
+from pytest_ilp.core.render import Rendered, RenderSettings, render_samples
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.verdicts import (
     Verdict,
@@ -52,6 +52,19 @@ from pytest_ilp.core.verdicts import (
 
 #: tokens generated past the end of the target, to show what an unlearned sample runs on into.
 GENERATE_PAST_TARGET = 8
+
+
+class ScoringSettings(Protocol):
+    """The settings scoring reads (`config.settings.Settings` has them, among others)."""
+
+    @property
+    def backend(self) -> str: ...
+    @property
+    def backend_options(self) -> BackendOptions: ...
+    @property
+    def render(self) -> RenderSettings: ...
+    @property
+    def generate_max_tokens(self) -> int: ...
 
 
 class IncompatibleTokenizer(Exception):
@@ -132,7 +145,7 @@ class Job:
 
 def score_samples(
     samples: Sequence[Sample],
-    settings: Settings,
+    settings: ScoringSettings,
     job: Job,
     cache: ScoreCache | None,
     log: Callable[[str], None],
@@ -241,7 +254,7 @@ def _criterion_problem(sample: Sample, criterion: Criterion) -> str | None:
     return None
 
 
-def _run_key(settings: Settings, job: Job, cache: ScoreCache, description: str) -> str:
+def _run_key(settings: ScoringSettings, job: Job, cache: ScoreCache, description: str) -> str:
     return stable_hash(
         {
             "schema": CACHE_SCHEMA,
@@ -281,7 +294,7 @@ def _lookup(
 
 def _compute(
     samples: Sequence[Sample],
-    settings: Settings,
+    settings: ScoringSettings,
     job: Job,
     log: Callable[[str], None],
     progress: Callable[[int], Progress | None],
@@ -472,7 +485,7 @@ def _compute(
 def _render_options(
     choice: Sequence[Sample],
     tokenizer: Any,
-    settings: Settings,
+    settings: ScoringSettings,
     stop_ids: frozenset[int],
     job: Job,
     entries: dict[str, dict[str, Any]],
@@ -613,7 +626,7 @@ def _continuation_request(
     position: int,
     token: int,
     stop_ids: frozenset[int],
-    settings: Settings,
+    settings: ScoringSettings,
     whole: bool,
 ) -> GenerateRequest:
     """Continue after `token` at target `position`: the target's remaining length, and a bit.

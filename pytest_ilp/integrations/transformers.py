@@ -43,16 +43,12 @@ from transformers import TrainerCallback
 from pytest_ilp.api import score_model
 from pytest_ilp.core.atomic import write_text_atomic
 from pytest_ilp.core.backends import BackendOptions
-from pytest_ilp.core.diagnosis import Thresholds, diagnose
+from pytest_ilp.core.datafiles import load_samples
+from pytest_ilp.core.datapaths import expand_data_paths
+from pytest_ilp.core.diagnosis import RuleLimits, diagnose
 from pytest_ilp.core.errors import IlpDataError
 from pytest_ilp.core.render import RenderSettings
-from pytest_ilp.core.samples import (
-    Sample,
-    expand_data_paths,
-    load_samples,
-    sample_from_record,
-    unique_ids,
-)
+from pytest_ilp.core.samples import Sample, sample_from_record, unique_ids
 from pytest_ilp.core.scoring import ScoringResult
 from pytest_ilp.core.signals import (
     CheckpointVerdict,
@@ -126,7 +122,7 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         batch_tokens: int | None = None,
         fragile_margin: float = 0.1,
         generate_max_tokens: int = 64,
-        diagnosis: Thresholds | None = None,
+        diagnosis: RuleLimits | None = None,
         report: bool = True,
     ) -> None:
         if every != "epoch" and (
@@ -146,7 +142,7 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         self.options = BackendOptions(batch_tokens=batch_tokens)
         self.fragile_margin = fragile_margin
         self.generate_max_tokens = generate_max_tokens
-        self.thresholds = diagnosis or Thresholds()
+        self.limits = diagnosis or RuleLimits()
         self.write_report = report
         everything = load_data(data)
         self.invalid = [s for s in everything if s.problem is not None]
@@ -376,7 +372,7 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         trajectory = read_trajectory_records(self.records)
         unlearned = [i for i, v in verdicts.items() if not v.learned]
         checkable = [s for s in self.all_samples if s.problem is None]
-        siblings = find_siblings(checkable, unlearned, self.thresholds.near_duplicate)
+        siblings = find_siblings(checkable, unlearned, self.limits.near_duplicate)
         stats = TargetStatistics.of(verdicts.values())
         outcomes = []
         for sample in [*self.samples, *self.invalid]:
@@ -398,7 +394,7 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
                     training=training_signals(points) if points else None,
                     missing=missing,
                 )
-                diagnosis = diagnose(sample, verdict, signals, self.thresholds)
+                diagnosis = diagnose(sample, verdict, signals, self.limits)
             outcomes.append(
                 SampleOutcome(
                     sample,
