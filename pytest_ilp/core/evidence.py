@@ -34,6 +34,10 @@ from pytest_ilp.core.signals import (
 )
 from pytest_ilp.core.verdicts import Verdict
 
+#: why a part of the signals is missing for every sample, when its input was not given.
+NO_BASE = "needs --ilp-base to tell missing knowledge and knowledge conflicts"
+NO_HISTORY = "needs --ilp-history to tell forgetting"
+
 
 @dataclass(frozen=True)
 class Passes:

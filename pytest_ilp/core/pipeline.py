@@ -25,7 +25,13 @@ from pytest_ilp.core.datafiles import load_samples
 from pytest_ilp.core.datapaths import expand_data_paths
 from pytest_ilp.core.diagnosis import Diagnosis
 from pytest_ilp.core.errors import IlpDataError, IlpUsageError, IlpWarning, SampleProblem
-from pytest_ilp.core.evidence import Passes, gather_signals, trajectory_judged
+from pytest_ilp.core.evidence import (
+    NO_BASE,
+    NO_HISTORY,
+    Passes,
+    gather_signals,
+    trajectory_judged,
+)
 from pytest_ilp.core.gate import GateResult, GateSample, Scope, compare_with_baseline, evaluate
 from pytest_ilp.core.output import RunOutput
 from pytest_ilp.core.samples import Sample
@@ -242,7 +248,7 @@ class Pipeline:
                 history = []
                 break
         if not self.history and not trajectory_judged(self.train_log):
-            missing["history"] = "needs --ilp-history to tell forgetting"
+            missing["history"] = NO_HISTORY
         base = None
         if self.base is not None:
             probe_at = {
@@ -265,7 +271,7 @@ class Pipeline:
                 missing["base"] = f"base signals skipped: {exc}"
                 warnings.warn(IlpWarning(missing["base"]), stacklevel=1)
         else:
-            missing["base"] = "needs --ilp-base to tell missing knowledge and knowledge conflicts"
+            missing["base"] = NO_BASE
         # An unlearned sample outside the selection whose base or history verdict is not in
         # the cache is left out: diagnosed without it, its cause could differ from a full run's.
         for result in [*(r for _, r in history), *([base] if base is not None else [])]:
