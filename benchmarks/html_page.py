@@ -40,7 +40,7 @@ from pytest_ilp.core.samples import Sample  # noqa: E402
 from pytest_ilp.core.thresholds import parse_threshold  # noqa: E402
 from pytest_ilp.core.verdicts import Divergence, Verdict  # noqa: E402
 from pytest_ilp.report.html_report import write_html  # noqa: E402
-from pytest_ilp.report.json_report import SampleOutcome, json_report, json_text, summarize  # noqa: E402
+from pytest_ilp.report.json_report import SampleOutcome, json_report, json_text  # noqa: E402
 
 #: the causes a rule can decide (every one but undiagnosed).
 DIAGNOSED = [c for c in CAUSES if c != UNDIAGNOSED]
@@ -122,7 +122,6 @@ def synthetic_report(samples: int, unlearned_share: float, seed: int = 0) -> dic
     )
     return json_report(
         outcomes,
-        summarize(outcomes, 0.1),
         checkpoint=Path("/synthetic/checkpoint"),
         backend="hf cpu float32",
         fragile_margin=0.1,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_ilp.core.atomic import write_text_atomic
-from pytest_ilp.report.html_report import HtmlReportError, check_report, write_html
+from pytest_ilp.report.html_report import HtmlReportError, check_page_report, write_html
 from pytest_ilp.report.json_report import gate_of, json_text, relative, summary_lines, summary_of
 from pytest_ilp.report.markdown import STEP_SUMMARY, markdown_summary
 from pytest_ilp.report.merge import MergeError, merge_reports
@@ -85,7 +85,7 @@ def _html(reports: Sequence[Path], output: Path) -> int:
         documents = [(str(path), _read(path)) for path in reports]
         if len(documents) == 1:
             name, report = documents[0]
-            check_report(report, name)
+            check_page_report(report, name)
         else:
             report = merge_reports(documents)
         write_html(output, report)

@@ -12,6 +12,8 @@ import pytest
 from conftest import PLANT, write_jsonl
 from world import World
 
+pytestmark = pytest.mark.fake_world
+
 
 @pytest.fixture(scope="module")
 def planted(world: World, truth: dict[str, bool]) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -135,18 +137,15 @@ def test_the_next_command_is_the_runs_own_when_short() -> None:
 
 
 def test_loading_and_saving_models_shows_no_transformers_bars(
-    pytester: pytest.Pytester,
-    world: World,
-    planted: tuple[list[dict[str, Any]], dict[str, str]],
-    capsys: pytest.CaptureFixture[str],
+    pytester: pytest.Pytester, real_world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = run(pytester, world, planted, "--ilp-no-cache")
+    result = run(pytester, real_world, (real_world.raw_records[:8], {}), "--ilp-no-cache")
     output = result.stdout.str() + result.stderr.str()
     assert "scored 8 samples" in output  # the model was loaded, not read from the cache
     assert "Loading weights" not in output
     from pytest_ilp.testing import tiny
 
-    tiny.save_checkpoint(*_model_and_tokenizer(world), pytester.path / "copy")
+    tiny.save_checkpoint(*_model_and_tokenizer(real_world), pytester.path / "copy")
     captured = capsys.readouterr()
     assert "Writing model shards" not in captured.out + captured.err
 

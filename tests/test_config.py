@@ -14,6 +14,8 @@ from world import World
 
 RECORD = {"id": "r", "prompt": "Q", "completion": " A"}
 
+pytestmark = pytest.mark.fake_world
+
 
 def settings_of(pytester: pytest.Pytester, *args: str) -> Settings:
     config = pytester.parseconfigure(*args)

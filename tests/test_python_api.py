@@ -10,6 +10,8 @@ import pytest
 from conftest import write_jsonl
 from world import World
 
+pytestmark = pytest.mark.fake_world
+
 
 @pytest.fixture
 def mixed(world: World, truth: dict[str, bool]) -> list[dict[str, Any]]:

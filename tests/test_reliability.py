@@ -28,6 +28,8 @@ from pytest_ilp.report.json_report import json_text
 from conftest import write_jsonl
 from world import World
 
+pytestmark = pytest.mark.fake_world
+
 HERE = Path("data.jsonl")
 GOOD = {"id": "good", "prompt": "Q: What colour is Zorp? A:", "completion": " Zorp is red."}
 CHAT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
@@ -342,9 +344,9 @@ def test_a_digest_is_trusted_only_for_a_file_older_than_its_hash(tmp_path: Path)
 
 
 def test_a_checkpoint_restored_with_cp_p_is_scored_afresh(
-    pytester: pytest.Pytester, world: World
+    pytester: pytest.Pytester, real_world: World
 ) -> None:
-    checkpoint = shutil.copytree(world.checkpoint, pytester.path / "ckpt")
+    checkpoint = shutil.copytree(real_world.checkpoint, pytester.path / "ckpt")
     write_jsonl(pytester.path / "data.jsonl", [GOOD])
     args = ("--ilp-checkpoint=ckpt", "--ilp-data=data.jsonl", "-p", "no:randomly")
     pytester.runpytest(*args).stdout.fnmatch_lines(["scored 1 samples*; 0 from cache"])

@@ -12,6 +12,8 @@ from pytest_ilp.report.json_report import gate_of
 from conftest import PLANT, write_jsonl
 from world import World
 
+pytestmark = pytest.mark.fake_world
+
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, world: World, truth: dict[str, bool]) -> list[str]:

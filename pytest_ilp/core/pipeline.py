@@ -39,7 +39,7 @@ from pytest_ilp.core.scoring import IncompatibleTokenizer, Job, ScoringResult, s
 from pytest_ilp.core.signals import Signals, TrainLog, read_train_log
 from pytest_ilp.core.verdicts import Verdict
 from pytest_ilp.report.export import remediation_records
-from pytest_ilp.report.json_report import SampleOutcome, json_report, relative, summarize
+from pytest_ilp.report.json_report import SampleOutcome, json_report, relative
 
 #: learned samples the base model also scores, as the reference for how familiar prompts are.
 FAMILIARITY_REFERENCE = 200
@@ -393,7 +393,6 @@ class Pipeline:
         settings = self.settings
         report = json_report(
             outcomes,
-            summarize(outcomes, settings.fragile_margin),
             checkpoint=settings.checkpoint,
             backend=self.result.backend,
             fragile_margin=settings.fragile_margin,

@@ -61,8 +61,8 @@ from pytest_ilp.report.json_report import (
     SampleOutcome,
     json_report,
     json_text,
-    summarize,
     summary_lines,
+    summary_of,
 )
 
 TRAJECTORY_FILE = "ilp-trajectory.jsonl"
@@ -340,16 +340,15 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
     def _report(self, folder: Path) -> None:
         assert self.final is not None
         outcomes = self.outcomes(self.final)
-        summary = summarize(outcomes, self.fragile_margin)
         document = json_report(
             outcomes,
-            summary,
             checkpoint=folder,
             backend=self.final.backend,
             fragile_margin=self.fragile_margin,
             root=Path.cwd(),
         )
         write_text_atomic(folder / REPORT_FILE, json_text(document) + "\n")
+        summary = summary_of(document)
         timing = (
             f"checked {len(self.samples)} samples at {self.points - 1 - _points(self.previous)} "
             f"points in {self.seconds:.1f} s; trajectory {folder / TRAJECTORY_FILE}, "

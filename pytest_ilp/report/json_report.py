@@ -40,12 +40,8 @@ from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.signals import Signals
 from pytest_ilp.core.thresholds import Threshold
 from pytest_ilp.core.verdicts import Verdict
+from pytest_ilp.report.check import REPORT_SCHEMA
 
-#: 2: every sample record says which criterion judged it (`criterion`, `criterion_figures`)
-#: and the summary counts samples per criterion (`criteria`).
-REPORT_SCHEMA = 2
-#: the schemas this version reads back (baselines, merge): a schema-1 report is all `exact`.
-READABLE_SCHEMAS = (1, 2)
 #: characters of a prompt or target shown in a failure report before the middle is elided.
 SHOWN_CHARS = 300
 #: a `\\xNN` byte escape in a text, as json.dumps writes it (the backslash doubled).
@@ -124,36 +120,30 @@ class Summary:
         }
 
 
-def summarize(outcomes: Sequence[SampleOutcome], fragile_margin: float) -> Summary:
+def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
+    """The report's `summary`, from its sample records: the one place it is computed, for a run's
+    report, a trainer callback's and a merge of shard reports alike."""
+    unlearned = [r for r in records if r["learned"] is False]
+    causes = Counter(r["cause"] for r in unlearned if r.get("cause") is not None)
+    weak = Counter(
+        r["cause"] for r in unlearned if r.get("cause") is not None and r.get("confidence") == WEAK
+    )
+    order = [c for c in CAUSES if c in causes] + sorted(c for c in causes if c not in CAUSES)
     return Summary(
-        samples=len(outcomes),
-        learned=sum(1 for o in outcomes if o.verdict is not None and o.verdict.learned),
-        unlearned=sum(1 for o in outcomes if o.unlearned),
-        must_learn=sum(1 for o in outcomes if o.must_learn),
-        must_learn_unlearned=tuple(o.sample.id for o in outcomes if o.must_learn and o.unlearned),
-        fragile=tuple(
-            o.sample.id
-            for o in outcomes
-            if o.verdict is not None and o.verdict.is_fragile(fragile_margin)
+        samples=len(records),
+        learned=sum(1 for r in records if r["learned"] is True),
+        unlearned=len(unlearned),
+        must_learn=sum(1 for r in records if r.get("must_learn")),
+        must_learn_unlearned=tuple(r["id"] for r in unlearned if r.get("must_learn")),
+        fragile=tuple(r["id"] for r in records if r.get("fragile")),
+        invalid=tuple(r["id"] for r in records if r.get("error") is not None),
+        causes={cause: causes[cause] for cause in order},
+        # A schema-1 report's records predate criteria: they were judged exact.
+        criteria=dict(
+            Counter(r.get("criterion") or "exact" for r in records if r.get("learned") is not None)
         ),
-        invalid=tuple(o.sample.id for o in outcomes if o.problem is not None),
-        causes=_count_causes(outcomes),
-        criteria=dict(Counter(o.verdict.criterion for o in outcomes if o.verdict is not None)),
-        weak_causes=_count_causes(outcomes, weak_only=True),
+        weak_causes={cause: weak[cause] for cause in order if cause in weak},
     )
-
-
-def _count_causes(outcomes: Sequence[SampleOutcome], weak_only: bool = False) -> dict[str, int]:
-    counts = Counter(
-        o.cause
-        for o in outcomes
-        if o.unlearned
-        and o.cause is not None
-        and (not weak_only or (o.diagnosis is not None and o.diagnosis.confidence == WEAK))
-    )
-    known = [c for c in CAUSES if c in counts]
-    custom = sorted(c for c in counts if c not in CAUSES)
-    return {cause: counts[cause] for cause in [*known, *custom]}
 
 
 def relative(path: Path, root: Path) -> str:
@@ -562,7 +552,6 @@ def item_properties(
 
 def json_report(
     outcomes: Sequence[SampleOutcome],
-    summary: Summary,
     checkpoint: Path,
     backend: str,
     fragile_margin: float,
@@ -576,13 +565,14 @@ def json_report(
     `collection_errors` (node id -> message): what failed to collect under
     --continue-on-collection-errors, so a report never hides a data file it could not read.
     """
+    samples = [_sample_record(o, fragile_margin, root, gate) for o in outcomes]
     document = {
         "schema": REPORT_SCHEMA,
         "checkpoint": str(checkpoint),
         "backend": backend,
         "fragile_margin": fragile_margin,
-        "samples": [_sample_record(o, fragile_margin, root, gate) for o in outcomes],
-        "summary": summary.as_dict(),
+        "samples": samples,
+        "summary": summarize(samples).as_dict(),
         "shard": shard,
         "collection_errors": [
             {"node": node, "error": error} for node, error in (collection_errors or {}).items()

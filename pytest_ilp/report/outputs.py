@@ -28,7 +28,6 @@ from pytest_ilp.report.json_report import (
     json_report,
     json_text,
     relative,
-    summarize,
     summary_lines,
     summary_of,
     timing_line,
@@ -177,7 +176,6 @@ def write_empty_report(state: IlpSession, root: Path) -> list[tuple[str, Path]]:
         return []
     document = json_report(
         [],
-        summarize([], settings.fragile_margin),
         checkpoint=settings.checkpoint,
         backend=settings.backend,
         fragile_margin=settings.fragile_margin,
