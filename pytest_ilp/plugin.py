@@ -8,6 +8,7 @@ is imported only once the settings may name a checkpoint.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 import pytest
@@ -36,10 +37,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     if not options.may_be_active(config):
         return
-    from pytest_ilp import shell
-
+    # Through sys.modules, not the package's attribute: an in-process pytest run (pytester)
+    # drops the modules it imported, and the hooks must see the session module the fixtures do.
+    shell = importlib.import_module("pytest_ilp.shell")
     with usage_errors():
-        shell.activate(config)
+        if shell.activate(config):
+            config.pluginmanager.register(shell, "ilp-run")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ checkpoint (`activate`): a pytest run without one never imports it.
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from collections.abc import Generator, Sequence
 from contextlib import nullcontext
@@ -61,13 +60,12 @@ def pytest_ilp_diagnose(
     return diagnose(sample, verdict, signals, config.stash[STATE_KEY].settings.diagnosis)
 
 
-def activate(config: pytest.Config) -> None:
-    """Resolve the settings; when they name a checkpoint, start the run: its session in
-    `config.stash`, and these hooks registered."""
+def activate(config: pytest.Config) -> bool:
+    """Resolve the settings; when they name a checkpoint, start the run (its session in
+    `config.stash`) and return True: the caller then registers this module's hooks."""
     resolved = settings.resolve(config)
     if resolved is None:
-        return
-    config.pluginmanager.register(sys.modules[__name__], "ilp-run")
+        return False
     cache = getattr(config, "cache", None)
     cache_root = cache.mkdir("ilp") if cache is not None else None
     # Causes declared by plugins and the conftests loaded at startup are known by now.
@@ -78,6 +76,7 @@ def activate(config: pytest.Config) -> None:
     config.pluginmanager.register(CollectionErrors(session), "ilp-collection-errors")
     if config.pluginmanager.hasplugin("xdist") and not is_worker(config):
         config.pluginmanager.register(IlpXdist(config), "ilp-xdist")
+    return True
 
 
 class CollectionErrors:

@@ -75,6 +75,15 @@ class GenerateRequest:
     stop_ids: frozenset[int]
 
 
+def until_stop(tokens: Sequence[int], stop_ids: frozenset[int]) -> tuple[int, ...]:
+    """The generated tokens up to and including the first stop token (all of them if none):
+    what every backend returns for a `GenerateRequest` or `SampleRequest`."""
+    for position, token in enumerate(tokens):
+        if token in stop_ids:
+            return tuple(tokens[: position + 1])
+    return tuple(tokens)
+
+
 @dataclass(frozen=True)
 class SampleRequest:
     """`n` sampled continuations of `input_ids` at `temperature` (no top-k or top-p cut), each

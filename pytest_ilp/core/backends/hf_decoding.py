@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
-from pytest_ilp.core.backends import GenerateRequest, SampleRequest
+from pytest_ilp.core.backends import GenerateRequest, SampleRequest, until_stop
 from pytest_ilp.core.backends.resume import Resumed, RetainedCaches, resume_greedy
 from pytest_ilp.core.errors import IlpUsageError
 
@@ -153,7 +153,7 @@ class Decoding:
         )
         for index, row in zip(chunk, output[:, width:].cpu().tolist()):
             request = requests[index]
-            results[index] = _until_stop(row[: request.max_new_tokens], request.stop_ids)
+            results[index] = until_stop(row[: request.max_new_tokens], request.stop_ids)
 
     # -- sampling (the `sampled` criterion) ----------------------------------------------------
 
@@ -185,18 +185,11 @@ class Decoding:
                 )
             results.append(
                 [
-                    _until_stop(row[: request.max_new_tokens], request.stop_ids)
+                    until_stop(row[: request.max_new_tokens], request.stop_ids)
                     for row in output[:, prompt.shape[1] :].cpu().tolist()
                 ]
             )
         return results
-
-
-def _until_stop(tokens: list[int], stop_ids: frozenset[int]) -> tuple[int, ...]:
-    for position, token in enumerate(tokens):
-        if token in stop_ids:
-            return tuple(tokens[: position + 1])
-    return tuple(tokens)
 
 
 # transformers 5.24 renamed the models' `past_key_values` to `cache` (the old name warns and is

@@ -46,6 +46,7 @@ from pytest_ilp.core.backends import (
     ScoreRequest,
     TokenScores,
     check_backend_installed,
+    until_stop,
 )
 from pytest_ilp.core.backends.devices import resolve_device, resolve_dtype
 from pytest_ilp.core.checkpoint import CheckpointInfo, holds_tokenizer
@@ -270,7 +271,7 @@ class VLLMBackend:
         them, as the pipeline builds them), so vLLM and hf stop at the same tokens."""
         outputs = self._decode(requests, lambda request: {"temperature": 0.0})
         return [
-            _until_stop(list(outputs[i].outputs[0].token_ids), r.stop_ids) if i in outputs else ()
+            until_stop(list(outputs[i].outputs[0].token_ids), r.stop_ids) if i in outputs else ()
             for i, r in enumerate(requests)
         ]
 
@@ -290,7 +291,7 @@ class VLLMBackend:
             },
         )
         return [
-            [_until_stop(list(c.token_ids), r.stop_ids) for c in outputs[i].outputs]
+            [until_stop(list(c.token_ids), r.stop_ids) for c in outputs[i].outputs]
             if i in outputs
             else [() for _ in range(r.n)]
             for i, r in enumerate(requests)
@@ -351,10 +352,3 @@ def token_scores(request: ScoreRequest, prompt_logprobs: Sequence[Any]) -> Token
         top2_ids=tuple(top2_ids),
         top2_logprobs=tuple(top2_lp),
     )
-
-
-def _until_stop(tokens: list[int], stop_ids: frozenset[int]) -> tuple[int, ...]:
-    for position, token in enumerate(tokens):
-        if token in stop_ids:
-            return tuple(tokens[: position + 1])
-    return tuple(tokens)
