@@ -32,16 +32,16 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from pytest_ilp.backends import BackendOptions, ScoreRequest
-    from pytest_ilp.backends.hf import HFBackend
-    from pytest_ilp.checkpoint import inspect_checkpoint
-    from pytest_ilp.render import Rendered, RenderSettings, render_samples
-    from pytest_ilp.samples import load_samples
+    from pytest_ilp.core.backends import BackendOptions, ScoreRequest
+    from pytest_ilp.core.backends.hf import HFBackend
+    from pytest_ilp.core.checkpoint import inspect_checkpoint
+    from pytest_ilp.core.render import Rendered, RenderSettings, render_samples
+    from pytest_ilp.core.samples import load_samples
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     old_source = subprocess.run(
-        ["git", "show", f"{args.rev}:pytest_ilp/backends/hf.py"],
+        ["git", "show", f"{args.rev}:pytest_ilp/core/backends/hf.py"],
         cwd=HERE.parent,
         capture_output=True,
         text=True,

@@ -3,7 +3,8 @@
     python benchmarks/cache_key.py            # 500 MB of random float32 tensors in a temp folder
     python benchmarks/cache_key.py --mb 100   # a smaller one
 
-The run key of the score cache holds a sha256 of every checkpoint file (see pytest_ilp/cache.py).
+The run key of the score cache holds a sha256 of every checkpoint file (see
+pytest_ilp/core/cache.py).
 This times, on one safetensors file of random tensors:
 
 cold      the first run: every byte read and hashed;
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from pytest_ilp.cache import RACY_NS, ScoreCache
+from pytest_ilp.core.cache import RACY_NS, ScoreCache
 
 
 def make_checkpoint(folder: Path, megabytes: int) -> Path:

@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     from pytest_ilp.integrations.transformers import ILPCallback
+    from pytest_ilp.testing import tiny
 
     try:
         import trl

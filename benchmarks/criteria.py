@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from pytest_ilp.api import read_samples, score_checkpoint
-    from pytest_ilp.backends import BackendOptions
+    from pytest_ilp.core.backends import BackendOptions
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -36,8 +36,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from pytest_ilp.causes import CAUSES as ALL_CAUSES
-from pytest_ilp.causes import UNDIAGNOSED
+from pytest_ilp.core.causes import CAUSES as ALL_CAUSES
+from pytest_ilp.core.causes import UNDIAGNOSED
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example_project"

@@ -51,7 +51,7 @@ def pretraining_steps(config: str, steps: int, windows: list[list[int]], tokeniz
     count, with ":bf16" for bfloat16 autocast (what the build used before)."""
     import torch
 
-    from pytest_ilp import tiny
+    from pytest_ilp.testing import tiny
 
     threads, _, dtype = config.partition(":")
     build_world.setup_torch(int(threads))
@@ -80,7 +80,7 @@ def pretraining_steps(config: str, steps: int, windows: list[list[int]], tokeniz
 
 
 def compare(configs: list[str], reps: int, steps: int) -> None:
-    from pytest_ilp import tiny
+    from pytest_ilp.testing import tiny
 
     size = build_world.SIZES["full"]
     rng = random.Random(0)

@@ -33,13 +33,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from pytest_ilp.causes import CAUSES, DIAGNOSED  # noqa: E402
-from pytest_ilp.diagnosis import Diagnosis  # noqa: E402
-from pytest_ilp.gate import GateSample, Scope, evaluate, parse_budget  # noqa: E402
-from pytest_ilp.html_report import write_html  # noqa: E402
-from pytest_ilp.report import SampleOutcome, json_report, json_text, summarize  # noqa: E402
-from pytest_ilp.samples import Sample  # noqa: E402
-from pytest_ilp.verdicts import Divergence, Verdict  # noqa: E402
+from pytest_ilp.core.causes import CAUSES, DIAGNOSED  # noqa: E402
+from pytest_ilp.core.diagnosis import Diagnosis  # noqa: E402
+from pytest_ilp.core.gate import GateSample, Scope, evaluate, parse_budget  # noqa: E402
+from pytest_ilp.core.samples import Sample  # noqa: E402
+from pytest_ilp.core.verdicts import Divergence, Verdict  # noqa: E402
+from pytest_ilp.report.html_report import write_html  # noqa: E402
+from pytest_ilp.report.json_report import SampleOutcome, json_report, json_text  # noqa: E402
 
 WORDS = [
     "the", "of", "a", "capital", "river", "north", "colour", "red",
@@ -118,7 +118,6 @@ def synthetic_report(samples: int, unlearned_share: float, seed: int = 0) -> dic
     )
     return json_report(
         outcomes,
-        summarize(outcomes, 0.1),
         checkpoint=Path("/synthetic/checkpoint"),
         backend="hf cpu float32",
         fragile_margin=0.1,

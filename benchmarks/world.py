@@ -315,9 +315,9 @@ def build_model(
         return folder, data
     import torch
 
-    from pytest_ilp import tiny
-    from pytest_ilp.render import RenderSettings, render_samples
-    from pytest_ilp.samples import load_samples
+    from pytest_ilp.core.render import RenderSettings, render_samples
+    from pytest_ilp.core.samples import load_samples
+    from pytest_ilp.testing import tiny
 
     started = time.perf_counter()
     records = list(records)  # rewritten below for this model only

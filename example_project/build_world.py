@@ -604,7 +604,7 @@ def greedy_answers(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pytest_ilp.backends.loading import quiet_loading
+    from pytest_ilp.core.backends.loading import quiet_loading
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.padding_side = "left"
@@ -763,7 +763,7 @@ def build(
     threads: int = THREADS,
 ) -> dict[str, Any]:
     """Build the whole world into `out` and return the figures (also in `out/world.json`)."""
-    from pytest_ilp import tiny
+    from pytest_ilp.testing import tiny
 
     size = SIZES[size_name]
     setup_torch(threads)

@@ -73,7 +73,7 @@ def train(
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
-    from pytest_ilp.backends.loading import quiet_loading
+    from pytest_ilp.core.backends.loading import quiet_loading
     from pytest_ilp.integrations.transformers import TRAJECTORY_FILE, ILPCallback
 
     build_world.setup_torch(build_world.THREADS)
@@ -245,7 +245,7 @@ def build(
     """Train both stages with the callback into `out` (the hyperparameters of the world's
     `size_name`) and, with `compare`, ask pytest-ilp about forgetting both ways; the figures
     also go to `out/callback.json`. `quiet`: see `train`."""
-    from pytest_ilp.atomic import write_text_atomic
+    from pytest_ilp.core.atomic import write_text_atomic
 
     (out / STAMP).unlink(missing_ok=True)
     figures = train(out, world, log, size_name, quiet)

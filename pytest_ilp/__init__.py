@@ -8,9 +8,9 @@ imports no torch, transformers or vllm; the model runtimes load only when scorin
 from __future__ import annotations
 
 from pytest_ilp.checks import assert_learned
-from pytest_ilp.errors import NotLearned
-from pytest_ilp.samples import Sample
-from pytest_ilp.verdicts import Divergence, Verdict
+from pytest_ilp.core.errors import NotLearned
+from pytest_ilp.core.samples import Sample
+from pytest_ilp.core.verdicts import Divergence, Verdict
 
 __version__ = "0.1.0"
 

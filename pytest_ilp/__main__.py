@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_ilp.atomic import write_text_atomic
-from pytest_ilp.html_report import HtmlReportError, check_report, write_html
-from pytest_ilp.markdown import STEP_SUMMARY, markdown_summary
-from pytest_ilp.merge import MergeError, merge_reports
-from pytest_ilp.report import gate_of, json_text, relative, summary_lines, summary_of
+from pytest_ilp.core.atomic import write_text_atomic
+from pytest_ilp.report.html_report import HtmlReportError, check_page_report, write_html
+from pytest_ilp.report.json_report import gate_of, json_text, relative, summary_lines, summary_of
+from pytest_ilp.report.markdown import STEP_SUMMARY, markdown_summary
+from pytest_ilp.report.merge import MergeError, merge_reports
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 4
 
@@ -85,7 +85,7 @@ def _html(reports: Sequence[Path], output: Path) -> int:
         documents = [(str(path), _read(path)) for path in reports]
         if len(documents) == 1:
             name, report = documents[0]
-            check_report(report, name)
+            check_page_report(report, name)
         else:
             report = merge_reports(documents)
         write_html(output, report)

@@ -14,16 +14,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_ilp.backends import BackendOptions, LiveModel
-from pytest_ilp.cache import ScoreCache
-from pytest_ilp.checkpoint import in_memory, inspect_checkpoint
-from pytest_ilp.criteria import EXACT, Criterion, parse_criterion
-from pytest_ilp.errors import SampleProblem
-from pytest_ilp.render import RenderSettings
-from pytest_ilp.samples import Sample, expand_data_paths, load_samples
-from pytest_ilp.scoring import Job, ScoringResult, score_samples
-from pytest_ilp.settings import Settings
-from pytest_ilp.verdicts import Verdict
+from pytest_ilp.config.settings import Settings
+from pytest_ilp.core.backends import BackendOptions, LiveModel
+from pytest_ilp.core.cache import ScoreCache
+from pytest_ilp.core.checkpoint import in_memory, inspect_checkpoint
+from pytest_ilp.core.criteria import EXACT, Criterion, parse_criterion
+from pytest_ilp.core.errors import SampleProblem
+from pytest_ilp.core.render import RenderSettings
+from pytest_ilp.core.samples import Sample, expand_data_paths, load_samples
+from pytest_ilp.core.scoring import Job, ScoringResult, score_samples
+from pytest_ilp.core.verdicts import Verdict
 
 
 def read_samples(*paths: str | Path) -> list[Sample]:
@@ -49,7 +49,7 @@ def score_checkpoint(
     """Verdicts by sample id. Raises `SampleProblem` if a sample cannot be checked.
 
     `criterion` judges every sample whose record names none (`"token_accuracy:0.9"`,
-    `{"sampled": {"n": 5}}`, see `pytest_ilp.criteria`). `cache_dir` enables the same disk
+    `{"sampled": {"n": 5}}`, see `pytest_ilp.core.criteria`). `cache_dir` enables the same disk
     cache a pytest run uses (off by default).
     """
     if isinstance(samples, (str, Path)):

@@ -8,13 +8,13 @@ from contextvars import ContextVar
 
 import pytest
 
-from pytest_ilp.errors import NotLearned
-from pytest_ilp.gate import Decision, Row
-from pytest_ilp.report import SampleOutcome, item_properties
-from pytest_ilp.samples import Sample
+from pytest_ilp.core.errors import NotLearned
+from pytest_ilp.core.gate import Decision, Row
+from pytest_ilp.core.samples import Sample
+from pytest_ilp.core.verdicts import Verdict
+from pytest_ilp.report.json_report import SampleOutcome, item_properties
 from pytest_ilp.scopes import threshold_scope
 from pytest_ilp.session import STATE_KEY
-from pytest_ilp.verdicts import Verdict
 
 # The test being run, so that `assert_learned(sample)` can find the session's verdicts and
 # record the figures on that test's report. Set by the plugin around each test call.

@@ -9,10 +9,10 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from pytest_ilp.diagnosis import Diagnosis
-    from pytest_ilp.samples import Sample
-    from pytest_ilp.signals import Signals
-    from pytest_ilp.verdicts import Verdict
+    from pytest_ilp.core.diagnosis import Diagnosis
+    from pytest_ilp.core.samples import Sample
+    from pytest_ilp.core.signals import Signals
+    from pytest_ilp.core.verdicts import Verdict
 
 
 @pytest.hookspec(firstresult=True)
@@ -22,11 +22,11 @@ def pytest_ilp_diagnose(
     """Say why `sample` was not learned, or return None to leave it to the next implementation.
 
     Called once per unlearned sample, after scoring and before the first test runs. The first
-    non-None result wins; pytest-ilp's built-in rules (`pytest_ilp.diagnosis.diagnose`) are a
+    non-None result wins; pytest-ilp's built-in rules (`pytest_ilp.core.diagnosis.diagnose`) are a
     `trylast` implementation, so a conftest's implementation runs first and can add causes of
     its own::
 
-        from pytest_ilp.diagnosis import Diagnosis
+        from pytest_ilp.core.diagnosis import Diagnosis
 
         def pytest_ilp_diagnose(sample, verdict, signals):
             divergence = verdict.first_divergence  # None if greedy decoding reproduces it
@@ -40,7 +40,7 @@ def pytest_ilp_diagnose(
 
     :param sample: the sample (`pytest_ilp.Sample`).
     :param verdict: its verdict on the checkpoint under test (`pytest_ilp.Verdict`).
-    :param signals: the evidence (`pytest_ilp.signals.Signals`): base model, history,
+    :param signals: the evidence (`pytest_ilp.core.signals.Signals`): base model, history,
         near-duplicates, rarity, training log; parts are None when their input is missing.
     :param config: the pytest config.
     """

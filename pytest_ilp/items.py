@@ -19,15 +19,15 @@ import pytest
 from _pytest._code.code import ExceptionInfo, TerminalRepr
 
 from pytest_ilp.checks import enforce, gate_decision, record_properties
-from pytest_ilp.criteria import Criterion
-from pytest_ilp.errors import IlpDataError, NotLearned, SampleProblem
-from pytest_ilp.gate import Budget, unknown_names
-from pytest_ilp.report import failure_text, problem_text
-from pytest_ilp.samples import Sample, expand_data_paths
+from pytest_ilp.config.settings import Settings, budgets_for, criterion_of_marker
+from pytest_ilp.core.criteria import Criterion
+from pytest_ilp.core.errors import IlpDataError, NotLearned, SampleProblem
+from pytest_ilp.core.gate import Budget, unknown_names
+from pytest_ilp.core.samples import Sample, expand_data_paths
+from pytest_ilp.core.shards import Shard
+from pytest_ilp.report.json_report import failure_text, problem_text
 from pytest_ilp.scopes import threshold_scope
 from pytest_ilp.session import STATE_KEY, IlpSession
-from pytest_ilp.settings import Settings, budgets_for, criterion_of_marker
-from pytest_ilp.shards import Shard
 
 SAMPLE_KEY = pytest.StashKey[Sample]()
 CRITERION_MARKER = "ilp_criterion"

@@ -16,10 +16,14 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp import hooks, settings
+from pytest_ilp import hooks
 from pytest_ilp.checks import record_properties, running
-from pytest_ilp.diagnosis import Diagnosis, diagnose
-from pytest_ilp.gate import valid_names
+from pytest_ilp.config import settings
+from pytest_ilp.core.diagnosis import Diagnosis, diagnose
+from pytest_ilp.core.gate import valid_names
+from pytest_ilp.core.samples import Sample, is_link_loop
+from pytest_ilp.core.signals import Signals
+from pytest_ilp.core.verdicts import Verdict
 from pytest_ilp.items import (
     CRITERION_MARKER_LINE,
     RUN_BUDGETS,
@@ -37,7 +41,8 @@ from pytest_ilp.items import (
     sample_of,
     select_shard,
 )
-from pytest_ilp.outputs import (
+from pytest_ilp.report.json_report import relative
+from pytest_ilp.report.outputs import (
     closing,
     gate_exit_status,
     run_output,
@@ -45,12 +50,8 @@ from pytest_ilp.outputs import (
     write_empty_report,
     write_files,
 )
-from pytest_ilp.report import relative
-from pytest_ilp.samples import Sample, is_link_loop
 from pytest_ilp.scopes import MARKER_LINE
 from pytest_ilp.session import STATE_KEY, IlpSession, IlpWarning, progress_reporter
-from pytest_ilp.signals import Signals
-from pytest_ilp.verdicts import Verdict
 from pytest_ilp.xdist import IlpXdist, is_worker, run_cache_of, send_to_controller
 
 MARKERS = (
@@ -218,7 +219,7 @@ def _check_diagnosis(diagnosis: object, sample: Sample) -> None:
         return
     raise pytest.UsageError(
         f"a pytest_ilp_diagnose hook returned {diagnosis!r} for sample {sample.id}: return "
-        "pytest_ilp.diagnosis.Diagnosis(cause=..., evidence=..., suggestion=...), or None to "
+        "pytest_ilp.core.diagnosis.Diagnosis(cause=..., evidence=..., suggestion=...), or None to "
         "leave the sample to the built-in rules"
     )
 

@@ -13,20 +13,18 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp.backends import Progress
-from pytest_ilp.baseline import Baseline, BaselineError, load_baseline
-from pytest_ilp.cache import ScoreCache, stable_hash
-from pytest_ilp.checkpoint import CheckpointInfo, inspect_checkpoint
-from pytest_ilp.criteria import Criterion
-from pytest_ilp.diagnosis import Diagnosis
-from pytest_ilp.errors import IlpDataError, SampleProblem
-from pytest_ilp.export import remediation_records
-from pytest_ilp.gate import GateResult, GateSample, Scope, compare_with_baseline, evaluate
-from pytest_ilp.report import SampleOutcome, json_report, relative, summarize
-from pytest_ilp.samples import Sample, expand_data_paths, load_samples
-from pytest_ilp.scoring import IncompatibleTokenizer, Job, ScoringResult, score_samples
-from pytest_ilp.settings import Settings, Stage
-from pytest_ilp.signals import (
+from pytest_ilp.config.settings import Settings, Stage
+from pytest_ilp.core.backends import Progress
+from pytest_ilp.core.baseline import Baseline, BaselineError, load_baseline
+from pytest_ilp.core.cache import ScoreCache, stable_hash
+from pytest_ilp.core.checkpoint import CheckpointInfo, inspect_checkpoint
+from pytest_ilp.core.criteria import Criterion
+from pytest_ilp.core.diagnosis import Diagnosis
+from pytest_ilp.core.errors import IlpDataError, SampleProblem
+from pytest_ilp.core.gate import GateResult, GateSample, Scope, compare_with_baseline, evaluate
+from pytest_ilp.core.samples import Sample, expand_data_paths, load_samples
+from pytest_ilp.core.scoring import IncompatibleTokenizer, Job, ScoringResult, score_samples
+from pytest_ilp.core.signals import (
     BaseSignals,
     CheckpointVerdict,
     Familiarity,
@@ -43,7 +41,9 @@ from pytest_ilp.signals import (
     training_signals,
     trajectory_history,
 )
-from pytest_ilp.verdicts import Verdict
+from pytest_ilp.core.verdicts import Verdict
+from pytest_ilp.report.export import remediation_records
+from pytest_ilp.report.json_report import SampleOutcome, json_report, relative
 
 #: a line of progress in a log that is not a terminal, at most this often (seconds).
 LOG_PROGRESS_EVERY = 30.0
@@ -515,7 +515,6 @@ class IlpSession:
         settings = self.settings
         report = json_report(
             outcomes,
-            summarize(outcomes, settings.fragile_margin),
             checkpoint=settings.checkpoint,
             backend=self.result.backend,
             fragile_margin=settings.fragile_margin,

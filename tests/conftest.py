@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
-from world import World, build_world
+from world import World, build_fake_world, build_world
 
 # Imported once for the whole session: pytester's in-process runs unload modules first
 # imported inside them, and pyarrow refuses to register datasets' types a second time.
@@ -24,7 +26,7 @@ with contextlib.suppress(Exception):  # any failure shows in the tests that use 
 #: a conftest for pytester runs whose `pytest_ilp_diagnose` hook gives the causes in
 #: `PLANT.format(planted={sample id: cause})`, and leaves the other samples to the rules.
 PLANT = """
-from pytest_ilp.diagnosis import Diagnosis
+from pytest_ilp.core.diagnosis import Diagnosis
 
 PLANTED = {planted!r}
 
@@ -43,10 +45,50 @@ def _no_github_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "fake_world: the module's `world` and `truth` are the fake world's (a table of answers "
+        "instead of a trained model), for tests of what the plugin does with verdicts",
+    )
+
+
 @pytest.fixture(scope="session")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    """The tiny trained world, built once per test session (about 20 s on 2 cores)."""
-    return build_world(tmp_path_factory.mktemp("world"))
+def _trained(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """The tiny trained world, built once per test session (about 20 s of CPU): under xdist,
+    by the first worker that needs it, in the folder all workers of the run share."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    with FileLock(root / "world.lock"):
+        return build_world(root / "world")
+
+
+@pytest.fixture(scope="session")
+def _fake(tmp_path_factory: pytest.TempPathFactory) -> tuple[World, dict[str, bool]]:
+    return build_fake_world(tmp_path_factory.mktemp("fake-world"))
+
+
+def _is_fake(request: pytest.FixtureRequest) -> bool:
+    return request.node.get_closest_marker("fake_world") is not None
+
+
+@pytest.fixture(scope="module")
+def world(request: pytest.FixtureRequest) -> World:
+    """The tiny trained world; in a module marked `fake_world`, the same records on a fake
+    checkpoint (`pytest_ilp.testing.fake`): verdicts from a table of answers, no model, so
+    each in-process run costs milliseconds instead of loading and running a model."""
+    if _is_fake(request):
+        fake: tuple[World, dict[str, bool]] = request.getfixturevalue("_fake")
+        return fake[0]
+    trained: World = request.getfixturevalue("_trained")
+    return trained
+
+
+@pytest.fixture(scope="session")
+def real_world(_trained: World) -> World:
+    """The trained world, also in a module marked `fake_world`."""
+    return _trained
 
 
 def write_jsonl(path: Path, records: Sequence[Any]) -> Path:
@@ -54,17 +96,28 @@ def write_jsonl(path: Path, records: Sequence[Any]) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def truth(request: pytest.FixtureRequest) -> dict[str, bool]:
+    """Whether the world's checkpoint reproduces each record: see `trained_truth`; in a module
+    marked `fake_world`, the fake checkpoint's, known by construction."""
+    if _is_fake(request):
+        fake: tuple[World, dict[str, bool]] = request.getfixturevalue("_fake")
+        return fake[1]
+    trained: dict[str, bool] = request.getfixturevalue("trained_truth")
+    return trained
+
+
 @pytest.fixture(scope="session")
-def truth(world: World) -> dict[str, bool]:
+def trained_truth(_trained: World) -> dict[str, bool]:
     """Ground truth for the first 100 raw records (50 never trained on, 50 trained on):
     does greedy `model.generate` from the prompt reproduce the completion, then EOS?"""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(world.checkpoint)
-    model = AutoModelForCausalLM.from_pretrained(world.checkpoint, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(_trained.checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(_trained.checkpoint, dtype=torch.float32).eval()
     answers = {}
-    for record in world.raw_records[:100]:
+    for record in _trained.raw_records[:100]:
         prompt = tokenizer(record["prompt"], return_tensors="pt")["input_ids"]
         with torch.inference_mode():
             output = model.generate(
@@ -77,3 +130,14 @@ def truth(world: World) -> dict[str, bool]:
         text = tokenizer.decode(output[0, prompt.shape[1] :], skip_special_tokens=False)
         answers[record["id"]] = text.startswith(record["completion"] + tokenizer.eos_token)
     return answers
+
+
+def assert_valid_report(document: Any) -> None:
+    """The document follows the published JSON Schema of reports (pytest_ilp/report/schema.json)."""
+    from jsonschema import Draft202012Validator
+
+    from pytest_ilp.report.check import report_schema
+
+    errors = sorted(Draft202012Validator(report_schema()).iter_errors(document), key=str)
+    shown = [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in errors]
+    assert not errors, "\n".join(shown[:10])

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp import tiny
 from pytest_ilp.api import score_checkpoint
-from pytest_ilp.checkpoint import inspect_checkpoint
-from pytest_ilp.verdicts import Verdict
+from pytest_ilp.core.checkpoint import inspect_checkpoint
+from pytest_ilp.core.verdicts import Verdict
+from pytest_ilp.testing import tiny
 
 from conftest import write_jsonl
 from world import World

@@ -12,6 +12,8 @@ from transformers import AutoTokenizer
 from conftest import write_jsonl
 from world import World
 
+pytestmark = pytest.mark.fake_world
+
 GOOD = {"id": "good", "prompt": "Q: What colour is Zorp? A:", "completion": " Zorp is red."}
 
 
@@ -114,9 +116,9 @@ def test_a_missing_checkpoint_is_a_usage_error(
 
 
 def test_a_checkpoint_of_weights_without_loadable_model_is_a_usage_error(
-    pytester: pytest.Pytester, world: World
+    pytester: pytest.Pytester, real_world: World
 ) -> None:
-    broken = shutil.copytree(world.checkpoint, pytester.path / "broken")
+    broken = shutil.copytree(real_world.checkpoint, pytester.path / "broken")
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     write_jsonl(pytester.path / "data.jsonl", [GOOD])
     result = pytester.runpytest("--ilp-checkpoint=broken", "--ilp-data=data.jsonl")
@@ -127,9 +129,9 @@ def test_a_checkpoint_of_weights_without_loadable_model_is_a_usage_error(
 
 
 def test_a_tokenizer_that_does_not_match_the_weights_is_a_usage_error(
-    pytester: pytest.Pytester, world: World
+    pytester: pytest.Pytester, real_world: World
 ) -> None:
-    mixed = shutil.copytree(world.checkpoint, pytester.path / "mixed")
+    mixed = shutil.copytree(real_world.checkpoint, pytester.path / "mixed")
     tokenizer = AutoTokenizer.from_pretrained(mixed)
     # Tokens the model has no embeddings for, as in a tokenizer extended after training.
     tokenizer.add_tokens([f"newword{i}" for i in range(500)])

@@ -12,6 +12,8 @@ import pytest
 from conftest import PLANT, write_jsonl
 from world import World
 
+pytestmark = pytest.mark.fake_world
+
 
 @pytest.fixture(scope="module")
 def planted(world: World, truth: dict[str, bool]) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -127,7 +129,7 @@ def test_a_passing_gate_says_so_last_and_suggests_keeping_a_report(
 
 
 def test_the_next_command_is_the_runs_own_when_short() -> None:
-    from pytest_ilp.outputs import next_command
+    from pytest_ilp.report.outputs import next_command
 
     assert next_command(["example_project", "-k", "q0001"]) == "pytest example_project"
     assert next_command(["-kq0001", "tests", "-x"]) == "pytest tests -x"
@@ -135,18 +137,15 @@ def test_the_next_command_is_the_runs_own_when_short() -> None:
 
 
 def test_loading_and_saving_models_shows_no_transformers_bars(
-    pytester: pytest.Pytester,
-    world: World,
-    planted: tuple[list[dict[str, Any]], dict[str, str]],
-    capsys: pytest.CaptureFixture[str],
+    pytester: pytest.Pytester, real_world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = run(pytester, world, planted, "--ilp-no-cache")
+    result = run(pytester, real_world, (real_world.raw_records[:8], {}), "--ilp-no-cache")
     output = result.stdout.str() + result.stderr.str()
     assert "scored 8 samples" in output  # the model was loaded, not read from the cache
     assert "Loading weights" not in output
-    from pytest_ilp import tiny
+    from pytest_ilp.testing import tiny
 
-    tiny.save_checkpoint(*_model_and_tokenizer(world), pytester.path / "copy")
+    tiny.save_checkpoint(*_model_and_tokenizer(real_world), pytester.path / "copy")
     captured = capsys.readouterr()
     assert "Writing model shards" not in captured.out + captured.err
 
@@ -154,7 +153,7 @@ def test_loading_and_saving_models_shows_no_transformers_bars(
 def _model_and_tokenizer(world: World) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pytest_ilp.backends.loading import quiet_loading
+    from pytest_ilp.core.backends.loading import quiet_loading
 
     with quiet_loading():
         model = AutoModelForCausalLM.from_pretrained(world.checkpoint)

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from pytest_ilp.config.settings import Settings
 from pytest_ilp.session import STATE_KEY
-from pytest_ilp.settings import Settings
 
 from conftest import write_jsonl
 from world import World
 
 RECORD = {"id": "r", "prompt": "Q", "completion": " A"}
+
+pytestmark = pytest.mark.fake_world
 
 
 def settings_of(pytester: pytest.Pytester, *args: str) -> Settings:

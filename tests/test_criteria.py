@@ -21,7 +21,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pytest_ilp.criteria import parse_criterion
+from pytest_ilp.core.criteria import parse_criterion
 
 from conftest import write_jsonl
 from world import COLOURS, World

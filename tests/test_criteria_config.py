@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 
 from pytest_ilp.api import score_checkpoint
-from pytest_ilp.criteria import parse_criterion
-from pytest_ilp.samples import sample_from_record
+from pytest_ilp.core.criteria import parse_criterion
+from pytest_ilp.core.samples import sample_from_record
 
 from conftest import write_jsonl
 from world import World
+
+pytestmark = pytest.mark.fake_world
 
 
 def ilp(pytester: pytest.Pytester, world: World, *args: str) -> pytest.RunResult:
@@ -271,18 +273,22 @@ def test_the_cache_keeps_each_criterion_apart(pytester: pytest.Pytester, world: 
         result.stdout.fnmatch_lines([f"scored {scored} samples in *"])
 
 
-def test_sampled_draws_depend_on_the_sample_and_seed_only(world: World) -> None:
-    records = world.raw_records[40:70]
+def test_sampled_draws_depend_on_the_sample_and_seed_only(real_world: World) -> None:
+    records = real_world.raw_records[40:70]
     criterion = "sampled:n=3,temperature=1.0,min_pass=0.3,seed=11"
-    whole = score_checkpoint(world.checkpoint, _samples(world, records), criterion=criterion)
+    whole = score_checkpoint(
+        real_world.checkpoint, _samples(real_world, records), criterion=criterion
+    )
     alone = score_checkpoint(
-        world.checkpoint, _samples(world, records[-3:][::-1]), criterion=criterion
+        real_world.checkpoint, _samples(real_world, records[-3:][::-1]), criterion=criterion
     )
     for sample_id, verdict in alone.items():
         assert verdict.figures == whole[sample_id].figures
     assert len({v.figures["seed"] for v in whole.values()}) == len(records)
     reseeded = score_checkpoint(
-        world.checkpoint, _samples(world, records[-3:]), criterion=criterion.replace("11", "12")
+        real_world.checkpoint,
+        _samples(real_world, records[-3:]),
+        criterion=criterion.replace("11", "12"),
     )
     assert {v.figures["seed"] for v in reseeded.values()}.isdisjoint(
         {v.figures["seed"] for v in whole.values()}
@@ -322,13 +328,13 @@ def _samples(world: World, records: list[dict[str, Any]]) -> Any:
 def test_normalized_ignores_case_whitespace_and_punctuation_only(
     a: str, b: str, equal: bool
 ) -> None:
-    from pytest_ilp.criteria import normalize
+    from pytest_ilp.core.criteria import normalize
 
     assert (normalize(a) == normalize(b)) is equal
 
 
 def test_a_completion_reproduces_the_target_through_another_token_split() -> None:
-    from pytest_ilp.verdicts import reproduces
+    from pytest_ilp.core.verdicts import reproduces
 
     pieces = {1: "ab", 2: "a", 3: "b", 4: "c", 9: "<eos>", 8: "<end>"}
 

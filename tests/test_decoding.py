@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp import tiny
-from pytest_ilp.decoding import byte_safe_decoder
-from pytest_ilp.report import _quote
+from pytest_ilp.core.decoding import byte_safe_decoder
+from pytest_ilp.report.json_report import _quote
+from pytest_ilp.testing import tiny
 
 EURO = "€"  # UTF-8 e2 82 ac: three byte tokens in a tokenizer that never saw it
 

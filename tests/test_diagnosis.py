@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp.diagnosis import Diagnosis, Thresholds, diagnose
-from pytest_ilp.samples import Sample
-from pytest_ilp.scoring import Probe
-from pytest_ilp.signals import (
+from pytest_ilp.core.diagnosis import Diagnosis, Thresholds, diagnose
+from pytest_ilp.core.samples import Sample
+from pytest_ilp.core.scoring import Probe
+from pytest_ilp.core.signals import (
     BaseSignals,
     CheckpointVerdict,
     DatasetSignals,
@@ -29,7 +29,7 @@ from pytest_ilp.signals import (
     training_signals,
     weighted_jaccard,
 )
-from pytest_ilp.verdicts import Divergence, Verdict
+from pytest_ilp.core.verdicts import Divergence, Verdict
 
 LIMITS = Thresholds()
 SAMPLE = Sample(

@@ -19,10 +19,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_ilp.cache import stable_hash
-from pytest_ilp.errors import IlpDataError
-from pytest_ilp.report import json_text
-from pytest_ilp.samples import content_id, expand_data_paths, load_samples, read_records
+from pytest_ilp.core.cache import stable_hash
+from pytest_ilp.core.errors import IlpDataError
+from pytest_ilp.core.samples import content_id, expand_data_paths, load_samples, read_records
+from pytest_ilp.report.json_report import json_text
 
 CI = bool(os.environ.get("CI"))
 FUZZ = settings(

@@ -1,4 +1,4 @@
-"""The CI gate end to end: real pytest runs on the tiny trained world.
+"""The CI gate end to end: real pytest runs on the fake world (verdicts from a table).
 
 The causes are planted by a conftest `pytest_ilp_diagnose` hook, so every test knows them
 without a base model: of the six unlearned samples, three are knowledge_conflict, two
@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp.gate import Budget
+from pytest_ilp.core.gate import Budget
 from pytest_ilp.session import STATE_KEY
 
-from conftest import write_jsonl
+from conftest import assert_valid_report, write_jsonl
 from world import World
 
 PLANT = """
-from pytest_ilp.diagnosis import Diagnosis
+from pytest_ilp.core.diagnosis import Diagnosis
 
 PLANTED = {planted!r}
 
@@ -37,6 +37,8 @@ def pytest_ilp_diagnose(sample, verdict, signals):
         return None
     return Diagnosis(cause=cause, evidence="planted by the test", suggestion=f"fix the {{cause}}")
 """
+pytestmark = pytest.mark.fake_world
+
 CAUSES = ["knowledge_conflict"] * 3 + ["data_inconsistency"] * 2 + ["missing_knowledge"]
 #: budgets under which every planted cause is within budget (3/12, 2/12 and 1/12 unlearned).
 WITHIN = (
@@ -433,6 +435,7 @@ def test_a_baseline_tells_known_failures_regressions_and_fixed_samples(
         set(planted.causes) - {regressed}
     )
     assert report["gate"]["regressions"] == [regressed] and report["gate"]["fixed"] == [fixed]
+    assert_valid_report(report)
 
 
 def test_update_baseline_writes_the_report_and_the_next_run_knows_its_failures(
@@ -688,10 +691,8 @@ def test_shards_split_the_samples_stably_and_merge_gates_the_whole(
     ilp(pytester, world, *budgets, "--ilp-report=full.json")
     for shard in (1, 2):
         ilp(pytester, world, *budgets, f"--ilp-shard={shard}/2", f"--ilp-report=shard{shard}.json")
-    ids = [
-        {s["id"] for s in json.loads((pytester.path / f"shard{n}.json").read_text())["samples"]}
-        for n in (1, 2)
-    ]
+    shards = [pytester.path / f"shard{n}.json" for n in (1, 2)]
+    ids = [{s["id"] for s in json.loads(shard.read_text())["samples"]} for shard in shards]
     assert ids[0] and ids[1] and not ids[0] & ids[1]
     assert ids[0] | ids[1] == {r["id"] for r in planted.records}
 
@@ -707,6 +708,8 @@ def test_shards_split_the_samples_stably_and_merge_gates_the_whole(
     merge.stdout.fnmatch_lines(["ilp gate: PASSED — 6 unlearned within budget"])
     merged = json.loads((pytester.path / "all.json").read_text())
     full = json.loads((pytester.path / "full.json").read_text())
+    for document in (merged, full, *map(json.loads, map(Path.read_text, shards))):
+        assert_valid_report(document)
     assert merged["summary"] == full["summary"]
     assert merged["gate"] == full["gate"]
     assert [s["id"] for s in merged["samples"]] == [s["id"] for s in full["samples"]]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp.gate import (
+from pytest_ilp.core.gate import (
     FAILED,
     FIXED,
     INVALID,
@@ -25,9 +25,9 @@ from pytest_ilp.gate import (
     parse_budget,
     verdict_line,
 )
-from pytest_ilp.merge import MergeError, merge_reports
-from pytest_ilp.report import gate_of
-from pytest_ilp.shards import Shard
+from pytest_ilp.core.shards import Shard
+from pytest_ilp.report.json_report import gate_of
+from pytest_ilp.report.merge import MergeError, merge_reports
 
 # -- budgets -------------------------------------------------------------------------------------
 
@@ -364,7 +364,7 @@ def test_merge_cli_says_what_a_truncated_report_lacks(
 
 
 def test_reports_are_strict_json_with_null_for_non_finite_numbers() -> None:
-    from pytest_ilp.report import json_text
+    from pytest_ilp.report.json_report import json_text
 
     text = json_text({"nll": float("nan"), "figures": {"margin": float("-inf")}, "ok": [1.5]})
     assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text}")) == {

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ilp.checkpoint import inspect_checkpoint, read_gguf_metadata
+from pytest_ilp.core.checkpoint import inspect_checkpoint, read_gguf_metadata
 
 gguf = pytest.importorskip("gguf", reason="the gguf package is in the [gguf] and [dev] extras")
 

@@ -18,11 +18,13 @@ from typing import Any
 import pytest
 
 from pytest_ilp.__main__ import main as ilp_command
-from pytest_ilp.html_report import html_page
-from pytest_ilp.verdicts import token_pieces
+from pytest_ilp.core.verdicts import token_pieces
+from pytest_ilp.report.html_report import html_page
 
-from conftest import write_jsonl
+from conftest import assert_valid_report, write_jsonl
 from world import World
+
+pytestmark = pytest.mark.fake_world
 
 #: a target no model of the world learned, whose text would end the page's script or fetch an
 #: image if the page ever wrote it unescaped.
@@ -87,6 +89,7 @@ def run(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def report(run: Path) -> dict[str, Any]:
     document: dict[str, Any] = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    assert_valid_report(document)  # diagnosed causes, signals, chat turns, token probabilities
     return document
 
 
@@ -254,12 +257,13 @@ def test_the_html_command_names_a_file_that_is_not_a_report(
     bad.write_text('{"tests": []}', encoding="utf-8")
     assert ilp_command(["html", str(bad), "-o", str(tmp_path / "page.html")]) == 4
     assert capsys.readouterr().err == (
-        f"error: {bad}: not a pytest-ilp JSON report (no `schema` field)\n"
+        f"error: {bad}: not a pytest-ilp report (no `schema` field at the top level)\n"
     )
     assert not (tmp_path / "page.html").exists()
     truncated = tmp_path / "truncated.json"
     truncated.write_text(
-        '{"schema": 2, "samples": [{"id": "a"}], "summary": {}, "fragile_margin": 0.1, '
+        '{"schema": 2, "samples": [{"id": "a", "learned": false}], "summary": {}, '
+        '"fragile_margin": 0.1, '
         '"backend": "hf"}',
         encoding="utf-8",
     )

@@ -10,6 +10,8 @@ import pytest
 from conftest import write_jsonl
 from world import World
 
+pytestmark = pytest.mark.fake_world
+
 
 @pytest.fixture
 def mixed(world: World, truth: dict[str, bool]) -> list[dict[str, Any]]:
@@ -136,7 +138,7 @@ def test_assert_learned_outside_a_run_says_how_to_use_it(pytester: pytest.Pytest
         test_x="""
         import pytest
         import pytest_ilp
-        from pytest_ilp.samples import sample_from_record
+        from pytest_ilp.core.samples import sample_from_record
         from pathlib import Path
 
         def test_x():

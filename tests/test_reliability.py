@@ -16,21 +16,23 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp.atomic import write_text_atomic
-from pytest_ilp.cache import RACY_NS, ScoreCache, remembered_digest, stable_hash, stamp_of
-from pytest_ilp.checkpoint import inspect_checkpoint
-from pytest_ilp.errors import IlpDataError
-from pytest_ilp.report import json_text
-from pytest_ilp.samples import (
+from pytest_ilp.core.atomic import write_text_atomic
+from pytest_ilp.core.cache import RACY_NS, ScoreCache, remembered_digest, stable_hash, stamp_of
+from pytest_ilp.core.checkpoint import inspect_checkpoint
+from pytest_ilp.core.errors import IlpDataError
+from pytest_ilp.core.samples import (
     MAX_DEPTH,
     content_id,
     expand_data_paths,
     load_samples,
     sample_from_record,
 )
+from pytest_ilp.report.json_report import json_text
 
 from conftest import write_jsonl
 from world import World
+
+pytestmark = pytest.mark.fake_world
 
 HERE = Path("data.jsonl")
 GOOD = {"id": "good", "prompt": "Q: What colour is Zorp? A:", "completion": " Zorp is red."}
@@ -346,9 +348,9 @@ def test_a_digest_is_trusted_only_for_a_file_older_than_its_hash(tmp_path: Path)
 
 
 def test_a_checkpoint_restored_with_cp_p_is_scored_afresh(
-    pytester: pytest.Pytester, world: World
+    pytester: pytest.Pytester, real_world: World
 ) -> None:
-    checkpoint = shutil.copytree(world.checkpoint, pytester.path / "ckpt")
+    checkpoint = shutil.copytree(real_world.checkpoint, pytester.path / "ckpt")
     write_jsonl(pytester.path / "data.jsonl", [GOOD])
     args = ("--ilp-checkpoint=ckpt", "--ilp-data=data.jsonl", "-p", "no:randomly")
     pytester.runpytest(*args).stdout.fnmatch_lines(["scored 1 samples*; 0 from cache"])

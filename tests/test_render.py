@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp import tiny
-from pytest_ilp.render import Rendered, RenderSettings, render_samples
-from pytest_ilp.samples import sample_from_record
+from pytest_ilp.core.render import Rendered, RenderSettings, render_samples
+from pytest_ilp.core.samples import sample_from_record
+from pytest_ilp.testing import tiny
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ilp.errors import IlpDataError
-from pytest_ilp.samples import (
+from pytest_ilp.core.errors import IlpDataError
+from pytest_ilp.core.samples import (
     MustLearnSelector,
     expand_data_paths,
     load_samples,

@@ -7,10 +7,12 @@ import json
 
 import pytest
 
-from pytest_ilp.report import gate_of
+from pytest_ilp.report.json_report import gate_of
 
 from conftest import PLANT, write_jsonl
 from world import World
+
+pytestmark = pytest.mark.fake_world
 
 
 @pytest.fixture

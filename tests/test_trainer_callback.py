@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp import tiny
-from pytest_ilp.errors import IlpDataError
-from pytest_ilp.signals import CheckpointVerdict, parse_train_log, trajectory_history
+from pytest_ilp.core.errors import IlpDataError
+from pytest_ilp.core.signals import CheckpointVerdict, parse_train_log, trajectory_history
+from pytest_ilp.testing import tiny
 
-from conftest import write_jsonl
+from conftest import assert_valid_report, write_jsonl
 from world import facts
 
 #: optimizer steps between check points (and checkpoint saves): 20 samples in batches of 4 are
@@ -205,6 +205,7 @@ def test_the_trajectory_alone_tells_forgetting_as_saved_history_checkpoints_do(
     # The callback's own end-of-training report says the same.
     own = json.loads((stage2.folder / "ilp-report.json").read_text())
     assert forgotten(own) == forgotten(history)
+    assert_valid_report(own)
 
 
 @pytest.mark.parametrize("conversational", [False, True], ids=["prompt_completion", "chat"])
@@ -215,8 +216,8 @@ def test_sft_trainer_points_equal_the_plugins_and_its_tokens_are_ours(
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    from pytest_ilp.core.render import RenderSettings, render_samples
     from pytest_ilp.integrations.transformers import ILPCallback
-    from pytest_ilp.render import RenderSettings, render_samples
 
     records = colour_records(20, seed=5)
     tokenizer = tiny.train_tokenizer([r["prompt"] + r["completion"] for r in records], 300)

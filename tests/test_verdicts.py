@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from pytest_ilp.backends import TokenScores
-from pytest_ilp.render import Rendered
-from pytest_ilp.verdicts import (
+from pytest_ilp.core.backends import TokenScores
+from pytest_ilp.core.render import Rendered
+from pytest_ilp.core.verdicts import (
     Verdict,
     continues_target,
     judge,

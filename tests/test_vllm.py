@@ -144,8 +144,8 @@ def test_the_top_two_are_read_from_vllms_own_logprob_maps(actual_rank: int) -> N
     relies on that order to tell the top two from the actual token."""
     from vllm.logprobs import append_logprobs_for_next_position, create_prompt_logprobs
 
-    from pytest_ilp.backends import ScoreRequest
-    from pytest_ilp.backends.vllm import token_scores
+    from pytest_ilp.core.backends import ScoreRequest
+    from pytest_ilp.core.backends.vllm import token_scores
 
     top = [(7, -0.25), (9, -1.5)]
     actual = {1: top[0], 2: top[1]}.get(actual_rank, (5, -4.0))

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_ilp import tiny
+from pytest_ilp.testing import tiny
+from pytest_ilp.testing.fake import write_fake_checkpoint
 
 SYLLABLES = ["ka", "lo", "mi", "ra", "tu", "ve", "zo", "ne", "shi", "po", "gar", "del", "fin"]
 COLOURS = ["red", "blue", "green", "amber", "violet", "grey", "white", "black"]
@@ -50,15 +51,13 @@ def facts(n: int, seed: int) -> list[tuple[str, str, str]]:
     return rows
 
 
-def build_world(folder: Path, n: int = 300, held_out: int = 50, steps: int = 300) -> World:
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = facts(n, seed=0)
+def records(rows: Sequence[tuple[str, str, str]]) -> tuple[list[dict[str, Any]], ...]:
+    """The raw (prompt/completion) and chat record of each fact, with ids fact-NNN, chat-NNN."""
     raw, chat = [], []
     for index, (name, colour, tail) in enumerate(rows):
-        sample_id = f"fact-{index:03d}"
         raw.append(
             {
-                "id": sample_id,
+                "id": f"fact-{index:03d}",
                 "prompt": f"Q: What colour is {name}? A:",
                 "completion": f" {name} is {colour}, says {tail}.",
             }
@@ -72,6 +71,24 @@ def build_world(folder: Path, n: int = 300, held_out: int = 50, steps: int = 300
                 ],
             }
         )
+    return raw, chat
+
+
+def held_out_ids(held_out: int) -> frozenset[str]:
+    return frozenset(f"fact-{i:03d}" for i in range(held_out)) | frozenset(
+        f"chat-{i:03d}" for i in range(held_out)
+    )
+
+
+def build_world(folder: Path, n: int = 300, held_out: int = 50, steps: int = 300) -> World:
+    """Train the world's model into `folder`, or take the one a finished build left there (the
+    build is deterministic, so xdist workers can share one: see the `_trained` fixture)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    raw, chat = records(facts(n, seed=0))
+    built = folder / "built.json"
+    settings = {"n": n, "held_out": held_out, "steps": steps}
+    if built.is_file() and json.loads(built.read_text()) == settings:
+        return World(folder, folder / "checkpoint", raw, chat, held_out_ids(held_out))
     texts = [r["prompt"] + r["completion"] for r in raw]
     tokenizer = tiny.train_tokenizer(texts, vocab_size=400)
     model = tiny.build_llama(tokenizer, seed=0)
@@ -89,11 +106,41 @@ def build_world(folder: Path, n: int = 300, held_out: int = 50, steps: int = 300
         examples.append((chat_full, len(chat_prompt)))
     tiny.train_causal_lm(model, examples, steps=steps, lr=3e-3, pad_token_id=tokenizer.pad_token_id)
     checkpoint = tiny.save_checkpoint(model, tokenizer, folder / "checkpoint")
+    built.write_text(json.dumps(settings))
     return World(
         folder=folder,
         checkpoint=checkpoint,
         raw_records=raw,
         chat_records=chat,
-        held_out=frozenset(f"fact-{i:03d}" for i in range(held_out))
-        | frozenset(f"chat-{i:03d}" for i in range(held_out)),
+        held_out=held_out_ids(held_out),
     )
+
+
+def build_fake_world(
+    folder: Path, n: int = 300, held_out: int = 50
+) -> tuple[World, dict[str, bool]]:
+    """The world's records on a fake checkpoint (a table of answers, no model, built in about
+    a second), and which records it reproduces.
+
+    Like the trained model, it gets the held-out facts wrong (another colour) and half-learns
+    some trained ones (right up to the end of the tail, then more); the rest it reproduces.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = facts(n, seed=0)
+    raw, chat = records(rows)
+    answers = []
+    for index, (name, colour, tail) in enumerate(rows):
+        if index < held_out:
+            colour = COLOURS[(COLOURS.index(colour) + 1) % len(COLOURS)]
+        elif index % 8 == 5:
+            tail += " ka"  # right up to the end of the tail, then it goes on
+        answer = f"{name} is {colour}, says {tail}."
+        answers.append({"prompt": raw[index]["prompt"], "completion": " " + answer})
+        turns = [chat[index]["messages"][0], {"role": "assistant", "content": answer}]
+        answers.append({"messages": turns})
+    tokenizer = tiny.train_tokenizer([r["prompt"] + r["completion"] for r in raw], vocab_size=400)
+    checkpoint = write_fake_checkpoint(folder / "checkpoint", tokenizer, answers)
+    truth = {r["id"]: a["completion"] == r["completion"] for r, a in zip(raw, answers[::2])}
+    truth |= {r["id"]: a["messages"][-1] == r["messages"][-1] for r, a in zip(chat, answers[1::2])}
+    world = World(folder, checkpoint, raw, chat, held_out_ids(held_out))
+    return world, truth

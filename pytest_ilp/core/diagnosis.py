@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_ilp.causes import (
+from pytest_ilp.core.causes import (
     CAUSES,
     DATA_INCONSISTENCY,
     FORGETTING,
@@ -51,9 +51,9 @@ from pytest_ilp.causes import (
 )
 
 if TYPE_CHECKING:
-    from pytest_ilp.samples import Sample
-    from pytest_ilp.signals import Signals
-    from pytest_ilp.verdicts import Verdict
+    from pytest_ilp.core.samples import Sample
+    from pytest_ilp.core.signals import Signals
+    from pytest_ilp.core.verdicts import Verdict
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ilp.checkpoint import CheckpointInfo
+from pytest_ilp.core.checkpoint import CheckpointInfo
 
 
 def _gpu_possible() -> bool:

@@ -19,7 +19,7 @@ sharegpt            ``conversations``: [{from, value}, ...]     as ``messages``
 ==================  ==========================================  =============================
 
 Optional fields on every record: ``id``, ``stage``, ``tags``, ``must_learn``, ``meta``,
-``criterion`` (how this sample is judged, see `pytest_ilp.criteria`) and ``distractors`` (wrong
+``criterion`` (how this sample is judged, see `pytest_ilp.core.criteria`) and ``distractors`` (wrong
 responses to the same prompt, for the ``choice`` criterion).
 A record without ``id`` gets a short hash of its prompt and target, so ids survive reordering.
 
@@ -50,8 +50,8 @@ from typing import Any
 
 import yaml
 
-from pytest_ilp.criteria import Criterion, parse_criterion
-from pytest_ilp.errors import IlpDataError
+from pytest_ilp.core.criteria import Criterion, parse_criterion
+from pytest_ilp.core.errors import IlpDataError
 
 TEXT_SUFFIXES = (".jsonl", ".json", ".yaml", ".yml")
 TABLE_SUFFIXES = (".parquet",)

@@ -16,14 +16,18 @@ from typing import Any, Protocol
 
 import pytest
 
-from pytest_ilp.backends.devices import resolve_device, resolve_dtype
-from pytest_ilp.checkpoint import CheckpointInfo
+from pytest_ilp.core.backends.devices import resolve_device, resolve_dtype
+from pytest_ilp.core.checkpoint import CheckpointInfo
 
 #: name -> "module:class"; a backend's module is imported only when it is chosen.
 BACKENDS = {
-    "hf": "pytest_ilp.backends.hf:HFBackend",
-    "vllm": "pytest_ilp.backends.vllm:VLLMBackend",
+    "hf": "pytest_ilp.core.backends.hf:HFBackend",
+    "vllm": "pytest_ilp.core.backends.vllm:VLLMBackend",
 }
+#: checkpoints that only one backend can run, by the `model_type` of their config.json; they
+#: pick it whatever `--ilp-backend` says. The fake backend (a table of answers) is for tests
+#: only and not a choice offered to users: see `pytest_ilp.testing.fake`.
+MODEL_TYPE_BACKENDS = {"pytest-ilp-fake": ("fake", "pytest_ilp.core.backends.fake:FakeBackend")}
 #: backends that need an optional package: name -> (its import name, how to install it).
 OPTIONAL_PACKAGES = {
     "vllm": (
@@ -169,10 +173,20 @@ def check_backend_installed(name: str) -> None:
             )
 
 
-def _backend_class(name: str) -> Any:
-    check_backend_name(name)
-    check_backend_installed(name)
-    module_name, class_name = BACKENDS[name].split(":")
+def _checkpoint_backend(checkpoint: CheckpointInfo) -> tuple[str, str] | None:
+    """(name, "module:class") of the one backend that runs this checkpoint, if it needs one."""
+    return MODEL_TYPE_BACKENDS.get(str(checkpoint.config.get("model_type")))
+
+
+def _backend_class(name: str, checkpoint: CheckpointInfo) -> Any:
+    own = _checkpoint_backend(checkpoint)
+    if own is not None:
+        location = own[1]
+    else:
+        check_backend_name(name)
+        check_backend_installed(name)
+        location = BACKENDS[name]
+    module_name, class_name = location.split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
 
@@ -181,20 +195,25 @@ def describe_backend(name: str, checkpoint: CheckpointInfo, options: BackendOpti
 
     Part of the cache key: a verdict computed in bfloat16 on a GPU is not reused on a CPU.
     """
-    check_backend_name(name)
-    check_backend_installed(name)
+    own = _checkpoint_backend(checkpoint)
+    if own is not None:
+        name = own[0]
+    else:
+        check_backend_name(name)
+        check_backend_installed(name)
     device = resolve_device(options.device)
     return f"{name} {device} {resolve_dtype(options.dtype, device, checkpoint)}"
 
 
 def load_backend(name: str, checkpoint: CheckpointInfo, options: BackendOptions) -> ScoringBackend:
-    """Import and build the backend called `name` on the checkpoint."""
-    backend: ScoringBackend = _backend_class(name)(checkpoint, options)
+    """Import and build the backend called `name` on the checkpoint (or the one backend that
+    can run it, see `MODEL_TYPE_BACKENDS`)."""
+    backend: ScoringBackend = _backend_class(name, checkpoint)(checkpoint, options)
     return backend
 
 
 def live_backend(live: LiveModel, options: BackendOptions) -> ScoringBackend:
     """The hf backend on a model in memory (nothing loaded, nothing copied)."""
-    from pytest_ilp.backends.hf import HFBackend
+    from pytest_ilp.core.backends.hf import HFBackend
 
     return HFBackend.in_memory(live.model, options)

@@ -11,10 +11,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_ilp.errors import IlpDataError
-from pytest_ilp.gate import GateResult
-from pytest_ilp.report import SampleOutcome, location
-from pytest_ilp.samples import Sample, read_records
+from pytest_ilp.core.errors import IlpDataError
+from pytest_ilp.core.gate import GateResult
+from pytest_ilp.core.samples import Sample, read_records
+from pytest_ilp.report.json_report import SampleOutcome, location
 
 #: the field added to each exported record.
 FIELD = "ilp"

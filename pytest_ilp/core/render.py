@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_ilp.samples import Sample
+from pytest_ilp.core.samples import Sample
 
 RENDER_MODES = ("auto", "raw", "chat")
 

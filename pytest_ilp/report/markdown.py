@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_ilp.gate import FAILED, INVALID, TOLERATED, GateResult, Row, verdict_line
-from pytest_ilp.report import Summary
+from pytest_ilp.core.gate import FAILED, INVALID, TOLERATED, GateResult, Row, verdict_line
+from pytest_ilp.report.json_report import Summary
 
 #: the environment variable GitHub Actions sets to the step summary file (appended to).
 STEP_SUMMARY = "GITHUB_STEP_SUMMARY"

@@ -16,8 +16,8 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
-from pytest_ilp.backends import BackendOptions
-from pytest_ilp.checkpoint import CheckpointInfo
+from pytest_ilp.core.backends import BackendOptions
+from pytest_ilp.core.checkpoint import CheckpointInfo
 
 
 @contextmanager

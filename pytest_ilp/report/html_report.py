@@ -24,10 +24,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pytest_ilp.atomic import write_text_atomic
-from pytest_ilp.causes import CAUSES
-from pytest_ilp.gate import FAILED, INVALID, PASSED, TOLERATED, GateResult, Row
-from pytest_ilp.report import gate_of, json_text, summary_of
+from pytest_ilp.core.atomic import write_text_atomic
+from pytest_ilp.core.causes import CAUSES
+from pytest_ilp.core.gate import FAILED, INVALID, PASSED, TOLERATED, GateResult, Row
+from pytest_ilp.report.check import ReportError, check_report
+from pytest_ilp.report.json_report import gate_of, json_text, summary_of
 
 #: rows of the sample table per page.
 PAGE_ROWS = 50
@@ -128,12 +129,12 @@ class Histogram:
 
 def html_page(report: Mapping[str, Any], title: str = "pytest-ilp report") -> str:
     """The whole page for a JSON report (as `--ilp-report` writes it, or `merge`)."""
-    check_report(report, "the report")
+    check_page_report(report, "the report")
     from jinja2 import Environment, StrictUndefined
 
     env = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
     env.filters["pct"] = lambda value: f"{value:.1%}"
-    folder = resources.files("pytest_ilp") / "templates"
+    folder = resources.files("pytest_ilp.report") / "templates"
     template = env.from_string(folder.joinpath("report.html.j2").read_text(encoding="utf-8"))
     records: list[Mapping[str, Any]] = report["samples"]
     summary = summary_of(report)
@@ -161,19 +162,12 @@ def write_html(path: Path, report: Mapping[str, Any]) -> None:
     write_text_atomic(path, html_page(report))
 
 
-def check_report(document: Any, name: str) -> None:
-    """Raise `HtmlReportError` unless `document` has what the page reads."""
-    if not isinstance(document, Mapping) or "schema" not in document:
-        raise HtmlReportError(f"{name}: not a pytest-ilp JSON report (no `schema` field)")
-    missing = [
-        key for key in ("samples", "summary", "fragile_margin", "backend") if key not in document
-    ]
-    if missing:
-        raise HtmlReportError(f"{name}: not a whole pytest-ilp report (no {', '.join(missing)})")
-    if not isinstance(document["samples"], list) or not all(
-        isinstance(r, Mapping) and "id" in r for r in document["samples"]
-    ):
-        raise HtmlReportError(f"{name}: `samples` must be a list of records with an `id`")
+def check_page_report(document: Any, name: str) -> None:
+    """Raise `HtmlReportError` unless `document` is a report with what the page reads."""
+    try:
+        check_report(document, needs=("samples", "summary", "fragile_margin", "backend"))
+    except ReportError as exc:
+        raise HtmlReportError(f"{name}: {exc}") from None
 
 
 def embedded_json(data: Any) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_ilp.report import READABLE_SCHEMAS, REPORT_SCHEMA
+from pytest_ilp.report.check import ReportError, SchemaError, check_report
 
 
 class BaselineError(ValueError):
@@ -42,29 +42,9 @@ def load_baseline(path: Path) -> Baseline:
 
 def learned_by_id(document: Any) -> dict[str, bool | None]:
     """The `learned` field of every sample of a report (schema 1 or 2), checked."""
-    if not isinstance(document, Mapping) or "schema" not in document:
-        raise BaselineError("not a pytest-ilp report (no `schema` field at the top level)")
-    if document["schema"] not in READABLE_SCHEMAS:
-        raise BaselineError(
-            f"report schema {document['schema']!r}, but this pytest-ilp reads schemas "
-            f"{', '.join(map(str, READABLE_SCHEMAS))} (it writes {REPORT_SCHEMA}): regenerate it "
-            "with --ilp-update-baseline"
-        )
-    samples = document.get("samples")
-    if not isinstance(samples, list):
-        raise BaselineError("`samples` must be a list of sample records")
-    learned: dict[str, bool | None] = {}
-    for index, record in enumerate(samples):
-        where = f"samples[{index}]"
-        if not isinstance(record, Mapping):
-            raise BaselineError(f"{where} must be a mapping")
-        sample_id = record.get("id")
-        if not isinstance(sample_id, str):
-            raise BaselineError(f"{where} has no string `id`")
-        value = record.get("learned")
-        if value is not None and not isinstance(value, bool):
-            raise BaselineError(f"{where} ({sample_id}): `learned` must be true, false or null")
-        if sample_id in learned:
-            raise BaselineError(f"{where}: sample id {sample_id!r} appears twice")
-        learned[sample_id] = value
-    return learned
+    try:
+        check_report(document)
+    except ReportError as exc:
+        hint = ": regenerate it with --ilp-update-baseline" if isinstance(exc, SchemaError) else ""
+        raise BaselineError(f"{exc}{hint}") from None
+    return {record["id"]: record.get("learned") for record in document["samples"]}

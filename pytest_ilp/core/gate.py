@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_ilp.causes import CAUSES, UNDIAGNOSED
+from pytest_ilp.core.causes import CAUSES, UNDIAGNOSED
 
 TOTAL = "total"
 REGRESSIONS = "regressions"

@@ -28,10 +28,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_ilp.errors import IlpDataError
-from pytest_ilp.samples import Sample
-from pytest_ilp.scoring import Probe
-from pytest_ilp.verdicts import Verdict
+from pytest_ilp.core.errors import IlpDataError
+from pytest_ilp.core.samples import Sample
+from pytest_ilp.core.scoring import Probe
+from pytest_ilp.core.verdicts import Verdict
 
 #: MinHash permutations: 128 keeps the estimate of a Jaccard near 0.7 within about +-0.04.
 NUM_PERM = 128

@@ -22,10 +22,10 @@ from typing import Any
 
 from tabulate import tabulate
 
-from pytest_ilp.causes import CAUSES
-from pytest_ilp.criteria import parse_criterion
-from pytest_ilp.diagnosis import WEAK, Diagnosis
-from pytest_ilp.gate import (
+from pytest_ilp.core.causes import CAUSES
+from pytest_ilp.core.criteria import parse_criterion
+from pytest_ilp.core.diagnosis import WEAK, Diagnosis
+from pytest_ilp.core.gate import (
     FAILED,
     TOLERATED,
     Budget,
@@ -37,15 +37,11 @@ from pytest_ilp.gate import (
     evaluate,
     verdict_line,
 )
-from pytest_ilp.samples import Sample
-from pytest_ilp.signals import Signals
-from pytest_ilp.verdicts import Verdict
+from pytest_ilp.core.samples import Sample
+from pytest_ilp.core.signals import Signals
+from pytest_ilp.core.verdicts import Verdict
+from pytest_ilp.report.check import REPORT_SCHEMA
 
-#: 2: every sample record says which criterion judged it (`criterion`, `criterion_figures`)
-#: and the summary counts samples per criterion (`criteria`).
-REPORT_SCHEMA = 2
-#: the schemas this version reads back (baselines, merge): a schema-1 report is all `exact`.
-READABLE_SCHEMAS = (1, 2)
 #: characters of a prompt or target shown in a failure report before the middle is elided.
 SHOWN_CHARS = 300
 #: a `\\xNN` byte escape in a text, as json.dumps writes it (the backslash doubled).
@@ -124,36 +120,30 @@ class Summary:
         }
 
 
-def summarize(outcomes: Sequence[SampleOutcome], fragile_margin: float) -> Summary:
+def summarize(records: Sequence[Mapping[str, Any]]) -> Summary:
+    """The report's `summary`, from its sample records: the one place it is computed, for a run's
+    report, a trainer callback's and a merge of shard reports alike."""
+    unlearned = [r for r in records if r["learned"] is False]
+    causes = Counter(r["cause"] for r in unlearned if r.get("cause") is not None)
+    weak = Counter(
+        r["cause"] for r in unlearned if r.get("cause") is not None and r.get("confidence") == WEAK
+    )
+    order = [c for c in CAUSES if c in causes] + sorted(c for c in causes if c not in CAUSES)
     return Summary(
-        samples=len(outcomes),
-        learned=sum(1 for o in outcomes if o.verdict is not None and o.verdict.learned),
-        unlearned=sum(1 for o in outcomes if o.unlearned),
-        must_learn=sum(1 for o in outcomes if o.must_learn),
-        must_learn_unlearned=tuple(o.sample.id for o in outcomes if o.must_learn and o.unlearned),
-        fragile=tuple(
-            o.sample.id
-            for o in outcomes
-            if o.verdict is not None and o.verdict.is_fragile(fragile_margin)
+        samples=len(records),
+        learned=sum(1 for r in records if r["learned"] is True),
+        unlearned=len(unlearned),
+        must_learn=sum(1 for r in records if r.get("must_learn")),
+        must_learn_unlearned=tuple(r["id"] for r in unlearned if r.get("must_learn")),
+        fragile=tuple(r["id"] for r in records if r.get("fragile")),
+        invalid=tuple(r["id"] for r in records if r.get("error") is not None),
+        causes={cause: causes[cause] for cause in order},
+        # A schema-1 report's records predate criteria: they were judged exact.
+        criteria=dict(
+            Counter(r.get("criterion") or "exact" for r in records if r.get("learned") is not None)
         ),
-        invalid=tuple(o.sample.id for o in outcomes if o.problem is not None),
-        causes=_count_causes(outcomes),
-        criteria=dict(Counter(o.verdict.criterion for o in outcomes if o.verdict is not None)),
-        weak_causes=_count_causes(outcomes, weak_only=True),
+        weak_causes={cause: weak[cause] for cause in order if cause in weak},
     )
-
-
-def _count_causes(outcomes: Sequence[SampleOutcome], weak_only: bool = False) -> dict[str, int]:
-    counts = Counter(
-        o.cause
-        for o in outcomes
-        if o.unlearned
-        and o.cause is not None
-        and (not weak_only or (o.diagnosis is not None and o.diagnosis.confidence == WEAK))
-    )
-    known = [c for c in CAUSES if c in counts]
-    custom = sorted(c for c in counts if c not in CAUSES)
-    return {cause: counts[cause] for cause in [*known, *custom]}
 
 
 def relative(path: Path, root: Path) -> str:
@@ -500,7 +490,7 @@ def prompt_text(sample: Sample) -> str:
 
 def _quote(text: str, limit: int = SHOWN_CHARS) -> str:
     """The text in double quotes, escaped as in JSON, except that the bytes of an incomplete
-    character (see `pytest_ilp.decoding`) read `\\xe2\\x82`, as written, not `\\\\xe2`."""
+    character (see `pytest_ilp.core.decoding`) read `\\xe2\\x82`, as written, not `\\\\xe2`."""
     if len(text) > limit:
         keep = limit // 2
         text = f"{text[:keep]} … {text[-keep:]}"
@@ -562,7 +552,6 @@ def item_properties(
 
 def json_report(
     outcomes: Sequence[SampleOutcome],
-    summary: Summary,
     checkpoint: Path,
     backend: str,
     fragile_margin: float,
@@ -576,13 +565,14 @@ def json_report(
     `collection_errors` (node id -> message): what failed to collect under
     --continue-on-collection-errors, so a report never hides a data file it could not read.
     """
+    samples = [_sample_record(o, fragile_margin, root, gate) for o in outcomes]
     document = {
         "schema": REPORT_SCHEMA,
         "checkpoint": str(checkpoint),
         "backend": backend,
         "fragile_margin": fragile_margin,
-        "samples": [_sample_record(o, fragile_margin, root, gate) for o in outcomes],
-        "summary": summary.as_dict(),
+        "samples": samples,
+        "summary": summarize(samples).as_dict(),
         "shard": shard,
         "collection_errors": [
             {"node": node, "error": error} for node, error in (collection_errors or {}).items()

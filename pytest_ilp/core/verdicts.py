@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from pytest_ilp.backends import TokenScores
-from pytest_ilp.criteria import Criterion, choice_scores, normalize
-from pytest_ilp.render import Rendered
+from pytest_ilp.core.backends import TokenScores
+from pytest_ilp.core.criteria import Criterion, choice_scores, normalize
+from pytest_ilp.core.render import Rendered
 
 
 @dataclass(frozen=True)

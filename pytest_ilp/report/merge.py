@@ -11,9 +11,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_ilp.causes import CAUSES
-from pytest_ilp.report import READABLE_SCHEMAS, REPORT_SCHEMA, Summary, gate_of
-from pytest_ilp.shards import Shard
+from pytest_ilp.core.shards import Shard
+from pytest_ilp.report.check import REPORT_SCHEMA, ReportError, check_report
+from pytest_ilp.report.json_report import gate_of, summarize
 
 
 class MergeError(ValueError):
@@ -53,7 +53,7 @@ def merge_reports(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str,
         "backend": first["backend"],
         "fragile_margin": first["fragile_margin"],
         "samples": samples,
-        "summary": summary_of_records(samples).as_dict(),
+        "summary": summarize(samples).as_dict(),
         "shard": None,
         "merged_from": [
             {"report": name, "shard": document.get("shard")} for name, document in reports
@@ -84,66 +84,16 @@ def _source_order(record: Mapping[str, Any]) -> tuple[str, int]:
     return path, int(digits) if digits.isdigit() else 0
 
 
-def summary_of_records(records: Sequence[Mapping[str, Any]]) -> Summary:
-    """The report's `summary` computed from its sample records (as `report.summarize` does from
-    the outcomes)."""
-    unlearned = [r for r in records if r["learned"] is False]
-    counts = Counter(r["cause"] for r in unlearned if r.get("cause") is not None)
-    weak = Counter(
-        r["cause"]
-        for r in unlearned
-        if r.get("cause") is not None and r.get("confidence") == "weak"
-    )
-    order = [c for c in CAUSES if c in counts] + sorted(c for c in counts if c not in CAUSES)
-    return Summary(
-        samples=len(records),
-        learned=sum(1 for r in records if r["learned"] is True),
-        unlearned=len(unlearned),
-        must_learn=sum(1 for r in records if r.get("must_learn")),
-        must_learn_unlearned=tuple(r["id"] for r in unlearned if r.get("must_learn")),
-        fragile=tuple(r["id"] for r in records if r.get("fragile")),
-        invalid=tuple(r["id"] for r in records if r.get("error") is not None),
-        causes={cause: counts[cause] for cause in order},
-        # A schema-1 report's records predate criteria: they were judged exact.
-        criteria=dict(
-            Counter(r.get("criterion") or "exact" for r in records if r.get("learned") is not None)
-        ),
-        weak_causes={cause: weak[cause] for cause in order if cause in weak},
-    )
-
-
 def _check(name: str, document: Mapping[str, Any]) -> None:
-    if not isinstance(document, Mapping) or "schema" not in document:
-        raise MergeError(f"{name}: not a pytest-ilp report (no `schema` field)")
-    if document["schema"] not in READABLE_SCHEMAS:
-        raise MergeError(
-            f"{name}: report schema {document['schema']!r}, but this pytest-ilp reads schemas "
-            f"{', '.join(map(str, READABLE_SCHEMAS))} (it writes {REPORT_SCHEMA})"
-        )
-    missing = [key for key in _REPORT_KEYS if key not in document]
-    if missing:
-        raise MergeError(f"{name}: not a whole pytest-ilp report (no {', '.join(missing)})")
-    if not isinstance(document.get("samples"), list):
-        raise MergeError(f"{name}: `samples` must be a list")
-    gate = document.get("gate")
-    if not isinstance(gate, Mapping):
+    try:
+        check_report(document, needs=_REPORT_KEYS)
+    except ReportError as exc:
+        raise MergeError(f"{name}: {exc}") from None
+    if not isinstance(document["gate"], Mapping):
         raise MergeError(
             f"{name}: the report has no `gate` (written by a pytest-ilp without the CI gate, or "
             "by a run that scored nothing)"
         )
-    scopes = gate.get("scopes")
-    if not isinstance(scopes, list) or not all(
-        isinstance(s, Mapping) and "scope" in s and isinstance(s.get("budgets"), Mapping)
-        for s in scopes
-    ):
-        raise MergeError(f"{name}: `gate.scopes` must be a list of {{scope, budgets}} records")
-    for index, record in enumerate(document["samples"]):
-        if not isinstance(record, Mapping) or not isinstance(record.get("id"), str):
-            raise MergeError(f"{name}: samples[{index}] is not a sample record with an `id`")
-        if record.get("learned") not in (True, False, None) or "learned" not in record:
-            raise MergeError(
-                f"{name}: samples[{index}] ({record['id']}): `learned` must be true, false or null"
-            )
 
 
 #: the top-level fields of a report that merging reads.

@@ -31,7 +31,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from pytest_ilp.atomic import write_text_atomic
+from pytest_ilp.core.atomic import write_text_atomic
 
 #: bump when the meaning of a cached entry changes, so old entries are never misread.
 # 2: verdicts judge the text (retokenized reproductions); 3: a target holding a stop token

@@ -156,7 +156,7 @@ def train_causal_lm(
 
 def save_checkpoint(model: Any, tokenizer: PreTrainedTokenizerFast, folder: str | Path) -> Path:
     """`save_pretrained` both (safetensors weights) and return the folder."""
-    from pytest_ilp.backends.loading import quiet_loading
+    from pytest_ilp.core.backends.loading import quiet_loading
 
     folder = Path(folder)
     with quiet_loading():  # no "Writing model shards" bar in a test run's or a build's output

@@ -8,7 +8,7 @@ Everything it returns is plain data: a fully cached run loads neither tokenizer 
 Samples are always rendered with the tokenizer of the checkpoint under test (`renderer`), so
 every checkpoint scores exactly the same token ids.
 
-Each sample is judged by its criterion (`Job.criteria`, see `pytest_ilp.criteria`): the pass
+Each sample is judged by its criterion (`Job.criteria`, see `pytest_ilp.core.criteria`): the pass
 gives every teacher-forced figure; `choice` adds each distractor as one more request sharing
 the sample's prompt, `sampled` draws completions, `normalized` generates the greedy output.
 """
@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp.backends import (
+from pytest_ilp.config.settings import Settings
+from pytest_ilp.core.backends import (
     GenerateRequest,
     LiveModel,
     Progress,
@@ -34,14 +35,13 @@ from pytest_ilp.backends import (
     live_backend,
     load_backend,
 )
-from pytest_ilp.cache import CACHE_SCHEMA, ScoreCache, stable_hash
-from pytest_ilp.checkpoint import CheckpointInfo
-from pytest_ilp.criteria import EXACT, Criterion
-from pytest_ilp.decoding import byte_safe_decoder
-from pytest_ilp.render import Rendered, render_samples
-from pytest_ilp.samples import Sample
-from pytest_ilp.settings import Settings
-from pytest_ilp.verdicts import (
+from pytest_ilp.core.cache import CACHE_SCHEMA, ScoreCache, stable_hash
+from pytest_ilp.core.checkpoint import CheckpointInfo
+from pytest_ilp.core.criteria import EXACT, Criterion
+from pytest_ilp.core.decoding import byte_safe_decoder
+from pytest_ilp.core.render import Rendered, render_samples
+from pytest_ilp.core.samples import Sample
+from pytest_ilp.core.verdicts import (
     Verdict,
     continues_target,
     decide,

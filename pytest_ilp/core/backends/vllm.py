@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 import torch
 
-from pytest_ilp.backends import (
+from pytest_ilp.core.backends import (
     OPTIONAL_PACKAGES,
     BackendOptions,
     GenerateRequest,
@@ -48,8 +48,8 @@ from pytest_ilp.backends import (
     TokenScores,
     check_backend_installed,
 )
-from pytest_ilp.backends.devices import resolve_device, resolve_dtype
-from pytest_ilp.checkpoint import CheckpointInfo, holds_tokenizer
+from pytest_ilp.core.backends.devices import resolve_device, resolve_dtype
+from pytest_ilp.core.checkpoint import CheckpointInfo, holds_tokenizer
 
 #: requests per `LLM.generate` call while scoring: vLLM batches within a call; the chunks only
 #: let the progress bar move.

@@ -16,24 +16,23 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp.atomic import write_text_atomic
-from pytest_ilp.baseline import learned_by_id
-from pytest_ilp.html_report import write_html
-from pytest_ilp.markdown import STEP_SUMMARY, markdown_summary
-from pytest_ilp.report import (
+from pytest_ilp.config.settings import Settings
+from pytest_ilp.core.atomic import write_text_atomic
+from pytest_ilp.core.baseline import learned_by_id
+from pytest_ilp.report.html_report import write_html
+from pytest_ilp.report.json_report import (
     ConfiguredOutputs,
     closing_lines,
     gate_of,
     json_report,
     json_text,
     relative,
-    summarize,
     summary_lines,
     summary_of,
     timing_line,
 )
+from pytest_ilp.report.markdown import STEP_SUMMARY, markdown_summary
 from pytest_ilp.session import IlpSession, RunOutput
-from pytest_ilp.settings import Settings
 from pytest_ilp.xdist import combine
 
 
@@ -176,7 +175,6 @@ def write_empty_report(state: IlpSession, root: Path) -> list[tuple[str, Path]]:
         return []
     document = json_report(
         [],
-        summarize([], settings.fragile_margin),
         checkpoint=settings.checkpoint,
         backend=settings.backend,
         fragile_margin=settings.fragile_margin,

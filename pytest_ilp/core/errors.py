@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pytest_ilp.verdicts import Verdict
+    from pytest_ilp.core.verdicts import Verdict
 
 
 class IlpDataError(Exception):

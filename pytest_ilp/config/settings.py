@@ -25,13 +25,13 @@ from typing import Any
 import pytest
 import yaml
 
-from pytest_ilp.backends import BackendOptions, backend_names
-from pytest_ilp.criteria import EXACT, EXAMPLES, Criterion, parse_criterion
-from pytest_ilp.diagnosis import Thresholds
-from pytest_ilp.gate import Budget, parse_budget
-from pytest_ilp.render import RENDER_MODES, RenderSettings
-from pytest_ilp.samples import MustLearnSelector, Sample
-from pytest_ilp.shards import Shard
+from pytest_ilp.core.backends import BackendOptions, backend_names
+from pytest_ilp.core.criteria import EXACT, EXAMPLES, Criterion, parse_criterion
+from pytest_ilp.core.diagnosis import Thresholds
+from pytest_ilp.core.gate import Budget, parse_budget
+from pytest_ilp.core.render import RENDER_MODES, RenderSettings
+from pytest_ilp.core.samples import MustLearnSelector, Sample
+from pytest_ilp.core.shards import Shard
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEFAULT_CONFIG_NAME = "ilp.yaml"
