@@ -83,7 +83,7 @@ def synthetic_setup(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, dict[
     """The benchmark's chat and raw samples on a seeded Llama model."""
     from datasets import Dataset
 
-    from pytest_ilp import tiny
+    from pytest_ilp.testing import tiny
 
     records = [conversational(r) for r in make_records(args.samples, seed=0)]
     texts = record_texts(make_records(args.samples, seed=0)) + vocabulary_corpus(2000)
@@ -122,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     from pytest_ilp.integrations.transformers import ILPCallback
-    from pytest_ilp.testing import tiny
 
     try:
         import trl
