@@ -55,6 +55,7 @@ def world_setup(world: Path) -> tuple[Any, Any, Any, Any, dict[str, Any], str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import build_world
+    from train_with_callback import stage_settings
 
     size = build_world.SIZES["full"]
     records = [json.loads(line) for line in (world / "sft.jsonl").read_text().splitlines()]
@@ -64,13 +65,7 @@ def world_setup(world: Path) -> tuple[Any, Any, Any, Any, dict[str, Any], str]:
     )
     tokenizer = AutoTokenizer.from_pretrained(world / "base")
     model = AutoModelForCausalLM.from_pretrained(world / "base", dtype=torch.float32)
-    settings = {
-        "num_train_epochs": size.stage2_epochs,
-        "per_device_train_batch_size": size.sft_batch,
-        "learning_rate": size.stage2_lr,
-        "weight_decay": 0.0,
-        "max_grad_norm": 0.0,
-    }
+    settings = stage_settings(size, "stage2")
     described = (
         f"the example world's stage 2 ({world}): {len(stage2)} training samples, batch "
         f"{size.sft_batch}, {size.stage2_epochs} epochs; the callbacks check the world's "
@@ -128,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         from trl import SFTConfig, SFTTrainer
     except ImportError:
         sys.exit("this benchmark needs TRL: pip install 'pytest-ilp[trl]'")
-    from train_with_callback import epoch_clock
+    from train_with_callback import CPU_RUN, epoch_clock
 
     datasets.disable_progress_bars()
     threads = 1 if args.world is not None else args.threads
@@ -139,17 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         trainer = SFTTrainer(
             model=model,
-            args=SFTConfig(
-                output_dir=folder,
-                save_strategy="no",
-                logging_strategy="no",
-                report_to=[],
-                use_cpu=True,
-                bf16=False,
-                seed=0,
-                disable_tqdm=True,
-                **settings,
-            ),
+            args=SFTConfig(output_dir=folder, logging_strategy="no", **CPU_RUN, **settings),
             train_dataset=dataset,
             processing_class=tokenizer,
         )

@@ -42,6 +42,35 @@ STAGES = build_world.STAGES
 STAMP = "callback.json"
 
 
+#: the SFTConfig arguments of every run here: on the CPU, in float32, seeded, no checkpoints,
+#: no reports, no progress bar.
+CPU_RUN: dict[str, Any] = {
+    "save_strategy": "no",
+    "report_to": [],
+    "use_cpu": True,
+    "bf16": False,
+    "seed": 0,
+    "disable_tqdm": True,
+}
+
+
+def stage_settings(size: build_world.Size, stage: str) -> dict[str, Any]:
+    """The SFTConfig arguments that train `stage` as build_world.sft_stage does: its epochs,
+    learning rate and batch size, linear decay, no weight decay, no gradient clipping."""
+    epochs, lr = {
+        "stage1": (size.stage1_epochs, size.stage1_lr),
+        "stage2": (size.stage2_epochs, size.stage2_lr),
+    }[stage]
+    return {
+        "num_train_epochs": epochs,
+        "learning_rate": lr,
+        "per_device_train_batch_size": size.sft_batch,
+        "lr_scheduler_type": "linear",
+        "weight_decay": 0.0,
+        "max_grad_norm": 0.0,
+    }
+
+
 def epoch_clock() -> Any:
     """A callback that times each epoch's training: added before the ILP callbacks, its
     `on_epoch_end` runs before theirs, so `seconds` holds the epochs without the checks."""
@@ -90,34 +119,17 @@ def train(
         "stage1": [r for r in records if r["stage"] == "stage1"],
         "stage2": [r for r in records if r["stage"] == "stage2" or r["meta"]["replayed"]],
     }
-    settings = {
-        "stage1": (size.stage1_epochs, size.stage1_lr),
-        "stage2": (size.stage2_epochs, size.stage2_lr),
-    }
     figures: dict[str, Any] = {"timings_s": {}, "logged": {}}
     previous = None
     for stage in STAGES:
-        epochs, lr = settings[stage]
+        settings = stage_settings(size, stage)
         data = Dataset.from_list(
             [{"prompt": r["prompt"], "completion": r["completion"]} for r in stage_data[stage]]
         )
         trainer = SFTTrainer(
             model=model,
             args=SFTConfig(
-                output_dir=str(out / stage),
-                num_train_epochs=epochs,
-                learning_rate=lr,
-                per_device_train_batch_size=size.sft_batch,
-                lr_scheduler_type="linear",
-                weight_decay=0.0,
-                max_grad_norm=0.0,  # no clipping, as build_world.sft_stage trains
-                save_strategy="no",
-                logging_strategy="epoch",
-                report_to=[],
-                use_cpu=True,
-                bf16=False,
-                seed=0,
-                disable_tqdm=True,
+                output_dir=str(out / stage), logging_strategy="epoch", **CPU_RUN, **settings
             ),
             train_dataset=data,
             processing_class=tokenizer,
@@ -141,9 +153,9 @@ def train(
         previous = out / stage / TRAJECTORY_FILE
         seconds = figures["timings_s"][stage]
         log(
-            f"{stage}: {len(data)} samples x {epochs} epochs in {seconds:.1f} s, "
-            f"of which the callback {callback.seconds:.1f} s; learned at its points: "
-            + ", ".join(f"{h['ilp/learned']:.0%}" for h in callback.history)
+            f"{stage}: {len(data)} samples x {settings['num_train_epochs']} epochs in "
+            f"{seconds:.1f} s, of which the callback {callback.seconds:.1f} s; learned at its "
+            "points: " + ", ".join(f"{h['ilp/learned']:.0%}" for h in callback.history)
         )
     return figures
 
