@@ -52,6 +52,10 @@ from pytest_ilp.core.verdicts import (
 
 #: tokens generated past the end of the target, to show what an unlearned sample runs on into.
 GENERATE_PAST_TARGET = 8
+#: tokens a probed checkpoint (the base model) may take to give its own answer at a divergence:
+#: a chat model answers in a sentence ("The capital of the Czech Republic is Prague."), which
+#: the diagnosis reads (`pytest_ilp.core.answers`).
+PROBE_ANSWER_TOKENS = 24
 
 
 class ScoringSettings(Protocol):
@@ -230,7 +234,8 @@ def _entry_key(sample: Sample, job: Job) -> str:
         key += "|" + stable_hash(list(sample.distractors))
     position = job.probe_at.get(sample.id)
     if position is not None:
-        key = f"{key}@{position}"
+        # The probe's answer is as long as PROBE_ANSWER_TOKENS allows.
+        key = f"{key}@{position}/{PROBE_ANSWER_TOKENS}"
     return f"{key}+prompt" if job.prompt_surprisal else key
 
 
@@ -424,8 +429,16 @@ def _compute(
                 wanted,
                 backend.generate(
                     [
-                        _continuation_request(r, position, token, stop_ids, settings, whole)
-                        for r, position, token, whole in wanted.values()
+                        _continuation_request(
+                            r,
+                            position,
+                            token,
+                            stop_ids,
+                            settings,
+                            whole,
+                            least=PROBE_ANSWER_TOKENS if key.startswith("probe:") else 0,
+                        )
+                        for key, (r, position, token, whole) in wanted.items()
                     ]
                 ),
             )
@@ -628,13 +641,15 @@ def _continuation_request(
     stop_ids: frozenset[int],
     settings: ScoringSettings,
     whole: bool,
+    least: int = 0,
 ) -> GenerateRequest:
     """Continue after `token` at target `position`: the target's remaining length, and a bit.
 
     `whole`: the verdict reads the whole greedy output (it may still spell the target text
     through other, possibly more, tokens; or the criterion is `normalized`), so
     `generate_max_tokens` does not cut it short: twice the target's remaining tokens, and a
-    bit, and at least `generate_max_tokens`.
+    bit, and at least `generate_max_tokens`. `least`: at least this many tokens (within
+    `generate_max_tokens`), whatever the target's length.
     """
     remaining = len(rendered.target_ids) - position - 1
     budget = remaining + GENERATE_PAST_TARGET
@@ -642,7 +657,10 @@ def _continuation_request(
         budget = max(settings.generate_max_tokens, 2 * remaining + GENERATE_PAST_TARGET)
     return GenerateRequest(
         input_ids=(*rendered.input_ids[: rendered.target_start + position], token),
-        max_new_tokens=max(1, budget if whole else min(settings.generate_max_tokens, budget)),
+        max_new_tokens=max(
+            1,
+            budget if whole else min(settings.generate_max_tokens, max(least, budget)),
+        ),
         stop_ids=stop_ids,
     )
 

@@ -42,8 +42,10 @@ from pytest_ilp.core.errors import IlpUsageError
 CPU_BATCH_TOKENS = 1024
 GPU_BATCH_TOKENS = 4096
 #: samples whose prompts start with the same tokens (a system prompt) share that prefix's
-#: forward pass when it is at least this long and at least this many samples share it.
-MIN_SHARED_PREFIX = 32
+#: forward pass when it is at least this long and at least this many samples share it. A chat
+#: template's system turn is often short (SmolLM2's default and a one-line one: 22-24 tokens,
+#: over half of each prompt), and sharing even that saves more than it costs.
+MIN_SHARED_PREFIX = 16
 MIN_SHARING = 4
 #: behind a shared prefix, a batch may hold this many times the token budget in keys/values.
 PREFIX_MEMORY_FACTOR = 4
