@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp.core.diagnosis import Diagnosis, Thresholds, diagnose
+from pytest_ilp.core.diagnosis import Diagnosis, RuleLimits, diagnose
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.scoring import Probe
 from pytest_ilp.core.signals import (
@@ -31,7 +31,7 @@ from pytest_ilp.core.signals import (
 )
 from pytest_ilp.core.verdicts import Divergence, Verdict
 
-LIMITS = Thresholds()
+LIMITS = RuleLimits()
 SAMPLE = Sample(
     id="s1",
     source=Path("data.jsonl"),
@@ -99,7 +99,7 @@ def history(*learned: bool, nlls: tuple[float, ...] | None = None, **kw: Any) ->
     )
 
 
-def run(signals: Signals, limits: Thresholds = LIMITS, **verdict_args: Any) -> Diagnosis:
+def run(signals: Signals, limits: RuleLimits = LIMITS, **verdict_args: Any) -> Diagnosis:
     return diagnose(SAMPLE, verdict(**verdict_args), signals, limits)
 
 

@@ -273,7 +273,7 @@ def test_a_malformed_training_log_names_the_file_and_line(
 
 
 CUSTOM_CAUSE = """
-from pytest_ilp.core.diagnosis import Diagnosis
+from pytest_ilp import Diagnosis
 
 def pytest_ilp_diagnose(sample, verdict, signals):
     if sample.id in {IDS}:
@@ -318,8 +318,7 @@ def test_a_conftest_hook_reports_a_cause_of_its_own(
         (
             "def pytest_ilp_diagnose(sample, verdict, signals):\n    return 'colour_blind'\n",
             "ERROR: a pytest_ilp_diagnose hook returned 'colour_blind' for sample *: return "
-            "pytest_ilp.core.diagnosis.Diagnosis(cause=..., evidence=..., suggestion=...), "
-            "or None*",
+            "pytest_ilp.Diagnosis(cause=..., evidence=..., suggestion=...), or None*",
         ),
         (
             "def pytest_ilp_causes():\n    return 'colour_blind'\n",

@@ -34,7 +34,8 @@ produces a sibling's target, an earlier checkpoint reproduced the sample, the ba
 sure of another answer and the fine-tuned model follows it...), "weak" when it is a hint; a
 sample the model nearly reproduces gets "weak" whatever the rule.
 
-Every threshold is a field of `Thresholds`, set in ilp.yaml under `diagnosis:`.
+Every limit a rule compares against is a field of `RuleLimits`, set in ilp.yaml under
+`diagnosis:` (not to be confused with the gate's thresholds, `core.thresholds`).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Thresholds:
+class RuleLimits:
     """The numbers the rules compare against (ilp.yaml `diagnosis:`)."""
 
     #: base p(its own token) at the divergence from which it holds a confident alternative.
@@ -133,10 +134,10 @@ class Match:
     strong: bool = False
 
 
-Rule = Callable[["Verdict", "Signals", Thresholds], "Match | None"]
+Rule = Callable[["Verdict", "Signals", RuleLimits], "Match | None"]
 
 
-def diagnose(sample: Sample, verdict: Verdict, signals: Signals, limits: Thresholds) -> Diagnosis:
+def diagnose(sample: Sample, verdict: Verdict, signals: Signals, limits: RuleLimits) -> Diagnosis:
     """Apply the rules in order (see the module docstring)."""
     matches: list[Match] = []
     for rule in RULES:
@@ -165,7 +166,7 @@ def diagnose(sample: Sample, verdict: Verdict, signals: Signals, limits: Thresho
     )
 
 
-def _near_miss(verdict: Verdict, limits: Thresholds) -> bool:
+def _near_miss(verdict: Verdict, limits: RuleLimits) -> bool:
     return -verdict.margin < limits.near_miss
 
 
@@ -187,7 +188,7 @@ def _undiagnosed(signals: Signals) -> Diagnosis:
 # -- the rules, in order -----------------------------------------------------------------------
 
 
-def forgetting(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+def forgetting(verdict: Verdict, signals: Signals, limits: RuleLimits) -> Match | None:
     history = signals.history
     if history is None:
         return None
@@ -204,7 +205,7 @@ def forgetting(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match 
     )
 
 
-def data_inconsistency(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+def data_inconsistency(verdict: Verdict, signals: Signals, limits: RuleLimits) -> Match | None:
     dataset = signals.dataset
     if not dataset.siblings:
         return None
@@ -231,7 +232,7 @@ def data_inconsistency(verdict: Verdict, signals: Signals, limits: Thresholds) -
     )
 
 
-def _unfamiliar(signals: Signals, limits: Thresholds) -> bool:
+def _unfamiliar(signals: Signals, limits: RuleLimits) -> bool:
     """The base model finds the prompt's subject far more surprising than the data's usual:
     it never read about it, so a confident answer of its own is a guess, not knowledge."""
     familiarity = signals.base.familiarity if signals.base is not None else None
@@ -284,7 +285,7 @@ def _familiarity_figures(signals: Signals) -> dict[str, Any]:
     return {"familiarity_ratio": round(familiarity.ratio, 3), "unfamiliar_word": familiarity.word}
 
 
-def knowledge_conflict(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+def knowledge_conflict(verdict: Verdict, signals: Signals, limits: RuleLimits) -> Match | None:
     base, divergence = signals.base, verdict.first_divergence
     if base is None or divergence is None or _unfamiliar(signals, limits):
         return None
@@ -360,7 +361,7 @@ def knowledge_conflict(verdict: Verdict, signals: Signals, limits: Thresholds) -
     )
 
 
-def _holds_alternative(verdict: Verdict, signals: Signals, limits: Thresholds) -> bool:
+def _holds_alternative(verdict: Verdict, signals: Signals, limits: RuleLimits) -> bool:
     """The base model confidently answers otherwise, about a subject it knows."""
     return (
         signals.base is not None
@@ -380,14 +381,14 @@ def _says_the_target(verdict: Verdict, signals: Signals) -> bool:
     return bool(wanted) and wanted <= said
 
 
-def _is_long(signals: Signals, limits: Thresholds) -> bool:
+def _is_long(signals: Signals, limits: RuleLimits) -> bool:
     dataset = signals.dataset
     return dataset.target_tokens >= max(
         limits.long_target_ratio * dataset.median_target_tokens, limits.long_target_min_tokens
     )
 
 
-def long_target(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+def long_target(verdict: Verdict, signals: Signals, limits: RuleLimits) -> Match | None:
     if not _is_long(signals, limits):
         return None
     dataset = signals.dataset
@@ -404,7 +405,7 @@ def long_target(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match
     )
 
 
-def rare_tokens(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+def rare_tokens(verdict: Verdict, signals: Signals, limits: RuleLimits) -> Match | None:
     dataset = signals.dataset
     rare = dataset.median_rarity > 0 and (
         dataset.rarity >= limits.rare_target_ratio * dataset.median_rarity
@@ -424,7 +425,7 @@ def rare_tokens(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match
     )
 
 
-def missing_knowledge(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+def missing_knowledge(verdict: Verdict, signals: Signals, limits: RuleLimits) -> Match | None:
     base, divergence = signals.base, verdict.first_divergence
     if base is None or divergence is None:
         return None
@@ -460,7 +461,7 @@ def missing_knowledge(verdict: Verdict, signals: Signals, limits: Thresholds) ->
     )
 
 
-def still_falling(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+def still_falling(verdict: Verdict, signals: Signals, limits: RuleLimits) -> Match | None:
     history_trend = signals.history.nll_trend if signals.history else None
     training_trend = signals.training.loss_trend if signals.training else None
     falling = (history_trend is not None and history_trend <= -limits.nll_falling) or (
