@@ -86,17 +86,11 @@ def test_base_model_signals_decide_conflict_or_missing_knowledge(
 ) -> None:
     # The checkpoint as its own base: at the divergence the base's top token is the one the
     # fine-tuned model predicts, so its confidence there alone tells conflict from missing. The
-    # tiny model is rarely sure of anything: a lower confidence bar gives both causes.
+    # tiny model is rarely sure of anything: a lower confidence bar gives conflicts.
     write_jsonl(pytester.path / "data.jsonl", mixed)
     (pytester.path / "ilp.yaml").write_text("diagnosis:\n  conflict_confidence: 0.3\n")
-    ilp(
-        pytester,
-        world,
-        "--ilp-data=data.jsonl",
-        f"--ilp-base={world.checkpoint}",
-        "--ilp-report=report.json",
-        "--junitxml=junit.xml",
-    )
+    args = ("--ilp-data=data.jsonl", f"--ilp-base={world.checkpoint}", "--ilp-report=report.json")
+    ilp(pytester, world, *args, "--junitxml=junit.xml")
     causes = {}
     for sample_id, sample in report_of(pytester).items():
         if sample["learned"]:
@@ -151,13 +145,7 @@ def test_base_model_signals_decide_conflict_or_missing_knowledge(
     (pytester.path / "ilp.yaml").write_text(
         "diagnosis:\n  conflict_confidence: 0.3\n  unfamiliar_ratio: 0.01\n"
     )
-    ilp(
-        pytester,
-        world,
-        "--ilp-data=data.jsonl",
-        f"--ilp-base={world.checkpoint}",
-        "--ilp-report=report.json",
-    )
+    ilp(pytester, world, *args)
     unread = report_of(pytester)
     assert "knowledge_conflict" not in {s["cause"] for s in unread.values()}
     assert all(
