@@ -226,3 +226,18 @@ def test_every_forward_pass_stays_within_the_token_budget(
     assert all(rows * width <= limit or rows == 1 for rows, width in batches)
     if budget is not None:
         assert len(batches) > 2
+
+
+def test_target_figures_equal_a_full_log_softmax_across_slices() -> None:
+    from pytest_ilp.core.backends.logits import ROWS, target_figures
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2 * ROWS + 5, 3000, generator=generator) * 4  # three slices
+    next_tokens = torch.randint(0, 3000, (logits.shape[0],), generator=generator)
+    target, top, ids = target_figures(logits, next_tokens)
+    full = torch.log_softmax(logits, dim=-1)
+    best, best_ids = full.topk(2, dim=-1)
+    assert ids == best_ids.tolist()
+    assert target == pytest.approx(full.gather(-1, next_tokens[:, None])[:, 0].tolist(), abs=1e-5)
+    assert [v for pair in top for v in pair] == pytest.approx(best.flatten().tolist(), abs=1e-5)
+    assert target_figures(logits[:0], next_tokens[:0]) == ([], [], [])

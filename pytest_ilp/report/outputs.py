@@ -19,6 +19,7 @@ import pytest
 from pytest_ilp.config.settings import Settings
 from pytest_ilp.core.atomic import write_text_atomic
 from pytest_ilp.core.baseline import learned_by_id
+from pytest_ilp.core.output import RunOutput
 from pytest_ilp.report.html_report import write_html
 from pytest_ilp.report.json_report import (
     ConfiguredOutputs,
@@ -32,7 +33,7 @@ from pytest_ilp.report.json_report import (
     timing_line,
 )
 from pytest_ilp.report.markdown import STEP_SUMMARY, markdown_summary
-from pytest_ilp.session import IlpSession, RunOutput
+from pytest_ilp.session import IlpSession
 from pytest_ilp.xdist import combine
 
 

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import pytest
 import torch
 
 from pytest_ilp.core.backends import (
@@ -35,6 +34,7 @@ from pytest_ilp.core.backends.loading import load_causal_lm
 from pytest_ilp.core.backends.logits import target_figures
 from pytest_ilp.core.backends.resume import RetainedCaches, output_cache, retain_divergent_rows
 from pytest_ilp.core.checkpoint import CheckpointInfo
+from pytest_ilp.core.errors import IlpUsageError
 
 #: padded tokens per scoring batch unless --ilp-batch-tokens says otherwise. On a CPU a batch
 #: whose activations stay in the last-level cache runs faster (the 30M benchmark model checks
@@ -42,8 +42,10 @@ from pytest_ilp.core.checkpoint import CheckpointInfo
 CPU_BATCH_TOKENS = 1024
 GPU_BATCH_TOKENS = 4096
 #: samples whose prompts start with the same tokens (a system prompt) share that prefix's
-#: forward pass when it is at least this long and at least this many samples share it.
-MIN_SHARED_PREFIX = 32
+#: forward pass when it is at least this long and at least this many samples share it. A chat
+#: template's system turn is often short (SmolLM2's default and a one-line one: 22-24 tokens,
+#: over half of each prompt), and sharing even that saves more than it costs.
+MIN_SHARED_PREFIX = 16
 MIN_SHARING = 4
 #: behind a shared prefix, a batch may hold this many times the token budget in keys/values.
 PREFIX_MEMORY_FACTOR = 4
@@ -123,7 +125,7 @@ class HFBackend(Decoding):
         except (RuntimeError, torch.OutOfMemoryError) as exc:
             if not is_out_of_memory(exc):
                 raise
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"{checkpoint.model_folder} does not fit on {device} in {dtype}: "
                 "free the device, use one with more memory, or a smaller --ilp-dtype"
             ) from None

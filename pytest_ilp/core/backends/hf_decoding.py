@@ -12,12 +12,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import pytest
 import torch
 from transformers import GenerationConfig
 
 from pytest_ilp.core.backends import GenerateRequest, SampleRequest
 from pytest_ilp.core.backends.resume import Resumed, RetainedCaches, resume_greedy
+from pytest_ilp.core.errors import IlpUsageError
 
 #: unlearned samples continued together in one batch.
 GENERATE_BATCH = 32
@@ -59,7 +59,7 @@ class Decoding:
                 if not is_out_of_memory(exc):
                     raise
                 if len(batch) == 1:
-                    raise pytest.UsageError(too_large(batch[0])) from exc
+                    raise IlpUsageError(too_large(batch[0])) from exc
                 if self.device.startswith("cuda"):
                     torch.cuda.empty_cache()
                 half = len(batch) // 2

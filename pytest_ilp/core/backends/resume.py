@@ -62,7 +62,10 @@ def retain_divergent_rows(
     0, a shared prefix included); `inputs` each row's (input_ids, target_start); `top1` the
     argmax at every target position, rows one after another.
     """
-    if cache is None or not hasattr(cache, "layers"):
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    # Only a plain cache holds every position: a sliding-window layer keeps the last ones.
+    if type(cache) is not DynamicCache or any(type(x) is not DynamicLayer for x in cache.layers):
         return
     start = 0
     for row, (ids, target_start) in enumerate(inputs):

@@ -35,7 +35,6 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 
 from pytest_ilp.core.backends import (
@@ -50,6 +49,7 @@ from pytest_ilp.core.backends import (
 )
 from pytest_ilp.core.backends.devices import resolve_device, resolve_dtype
 from pytest_ilp.core.checkpoint import CheckpointInfo, holds_tokenizer
+from pytest_ilp.core.errors import IlpUsageError
 
 #: requests per `LLM.generate` call while scoring: vLLM batches within a call; the chunks only
 #: let the progress bar move.
@@ -153,7 +153,7 @@ def _import_vllm() -> Any:
     try:
         import vllm
     except ImportError as exc:  # installed, but broken (e.g. a CUDA torchvision beside it)
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"vllm is installed but cannot be imported: {exc}; {OPTIONAL_PACKAGES['vllm'][1]}"
         ) from exc
     return vllm
@@ -166,12 +166,12 @@ class VLLMBackend:
         check_backend_installed("vllm")
         self.device = resolve_device(options.device)
         if self.device.startswith("cuda:"):
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"--ilp-device={self.device}: vLLM picks its GPUs itself; set "
                 "CUDA_VISIBLE_DEVICES (and tensor_parallel_size in backend args) instead"
             )
         if checkpoint.gguf_file is not None:
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"{checkpoint.location} is a GGUF file: pytest-ilp runs GGUF checkpoints on the "
                 "hf backend (--ilp-backend=hf), which de-quantizes them through transformers"
             )
@@ -189,7 +189,7 @@ class VLLMBackend:
             try:
                 self.llm = vllm.LLM(**arguments)
             except Exception as exc:  # ValueError, RuntimeError... from engine start-up
-                raise pytest.UsageError(
+                raise IlpUsageError(
                     f"vLLM could not start on {checkpoint.model_folder}: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
@@ -212,7 +212,7 @@ class VLLMBackend:
         built_for = "cpu" if current_platform.is_cpu() else "cuda"
         wanted = self.device.split(":")[0]
         if wanted != built_for:
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"the installed vLLM runs on {built_for}, but the device here is {wanted}: "
                 f"pass --ilp-device={built_for}, or install the vLLM build for {wanted}"
             )
