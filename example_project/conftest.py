@@ -24,6 +24,11 @@ import train_with_callback
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The build's thread count for pytest-ilp's scoring too: on cores that other processes share,
+    # torch's two threads scored the example's samples 5-11x slower than one.
+    import torch
+
+    torch.set_num_threads(build_world.THREADS)
     out = build_world.DEFAULT_OUT
     if build_world.is_built(out):
         return
