@@ -43,7 +43,7 @@ def verdicts_in(
     from pytest_ilp.config.settings import Settings
     from pytest_ilp.core.backends import BackendOptions, LiveModel
     from pytest_ilp.core.checkpoint import inspect_checkpoint
-    from pytest_ilp.core.samples import load_samples
+    from pytest_ilp.core.datafiles import load_samples
     from pytest_ilp.core.scoring import Job, score_samples
 
     info = inspect_checkpoint(folder)

@@ -268,9 +268,9 @@ def bench_model(name: str, records: list[dict[str, Any]], args: argparse.Namespa
     from pytest_ilp.core.backends import BackendOptions, LiveModel, ScoreRequest
     from pytest_ilp.core.backends.hf import HFBackend, shared_prefix_groups
     from pytest_ilp.core.checkpoint import inspect_checkpoint
+    from pytest_ilp.core.datafiles import load_samples
     from pytest_ilp.core.decoding import byte_safe_decoder
     from pytest_ilp.core.render import RenderSettings, render_samples
-    from pytest_ilp.core.samples import load_samples
     from pytest_ilp.core.scoring import Job, score_samples
 
     if name == REAL_MODEL:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pytest_ilp.core.answers import FUNCTION_WORDS, is_answer_token, lower_words
 from pytest_ilp.testing import tiny
 
 from conftest import write_jsonl
@@ -85,17 +86,11 @@ def test_base_model_signals_decide_conflict_or_missing_knowledge(
 ) -> None:
     # The checkpoint as its own base: at the divergence the base's top token is the one the
     # fine-tuned model predicts, so its confidence there alone tells conflict from missing. The
-    # tiny model is rarely sure of anything: a lower confidence bar gives both causes.
+    # tiny model is rarely sure of anything: a lower confidence bar gives conflicts.
     write_jsonl(pytester.path / "data.jsonl", mixed)
     (pytester.path / "ilp.yaml").write_text("diagnosis:\n  conflict_confidence: 0.3\n")
-    ilp(
-        pytester,
-        world,
-        "--ilp-data=data.jsonl",
-        f"--ilp-base={world.checkpoint}",
-        "--ilp-report=report.json",
-        "--junitxml=junit.xml",
-    )
+    args = ("--ilp-data=data.jsonl", f"--ilp-base={world.checkpoint}", "--ilp-report=report.json")
+    ilp(pytester, world, *args, "--junitxml=junit.xml")
     causes = {}
     for sample_id, sample in report_of(pytester).items():
         if sample["learned"]:
@@ -105,24 +100,35 @@ def test_base_model_signals_decide_conflict_or_missing_knowledge(
         divergence = sample["first_divergence"]
         assert probe["position"] == divergence["position"]
         assert probe["top_prob"] == pytest.approx(divergence["predicted_prob"], rel=1e-4)
-        # The base's own confident answer is a conflict when that answer is one the data's
-        # targets give there and the prompt's subject is familiar to it; a guess about an
-        # unfamiliar subject, or a template token, is not.
+        # The base's own confident answer is a conflict when that answer is spelt like the
+        # target's token, the base gives the target little and the prompt's subject is
+        # familiar to it; a guess about an unfamiliar subject, or a template token, is not.
         base = sample["signals"]["base"]
         unfamiliar = familiarity is not None and (
             familiarity["surprisal"] >= 1.5 * familiarity["median"]
         )
-        answer = base["answers"] and any(ch.isalnum() for ch in probe["top_token"])
-        if probe["top_prob"] >= 0.3 and answer and not unfamiliar:
+        answer = not (probe["stopped"] and not probe["continuation"]) and is_answer_token(
+            probe["top_token"], divergence["expected"], base["answers"]
+        )
+        if probe["top_prob"] >= 0.3 and answer and probe["target_prob"] < 0.1 and not unfamiliar:
             assert "knowledge_conflict" in sample["causes"], sample_id
         elif probe["target_prob"] < 0.1:
-            # ...unless the fine-tuned model's answer is in the base's own sentence.
-            assert "missing_knowledge" in sample["causes"] or sample["figures"].get(
-                "echoes_base"
+            # ...unless the base's own answer decides: the fine-tuned model's answer is in it,
+            # or it names another answer (a conflict), or it names the target (no gap).
+            said = (
+                lower_words(probe["continuation"].split("\n")[0])
+                if not divergence["position"]
+                else set()
+            )
+            assert (
+                "missing_knowledge" in sample["causes"]
+                or sample["figures"].get("echoes_base")
+                or sample["figures"].get("base_states")
+                or (lower_words(sample["target"]) - FUNCTION_WORDS <= said)
             ), sample_id
         causes[sample_id] = sample["cause"]
         assert "history" in sample["signals"]["missing"]
-    assert {"knowledge_conflict", "missing_knowledge"} <= set(causes.values())
+    assert "knowledge_conflict" in causes.values()
     samples = report_of(pytester)
     weak = Counter(s["cause"] for s in samples.values() if s.get("confidence") == "weak")
     document = json.loads((pytester.path / "report.json").read_text())
@@ -134,6 +140,19 @@ def test_base_model_signals_decide_conflict_or_missing_knowledge(
         if case.get("name") in causes:
             confidence = samples[case.get("name")]["confidence"]
             assert properties.get("ilp_confidence") == confidence
+    # A base that never read the subjects (each unfamiliar from 0.01x the median) holds no
+    # knowledge to conflict with: what it gives the target little is missing knowledge.
+    (pytester.path / "ilp.yaml").write_text(
+        "diagnosis:\n  conflict_confidence: 0.3\n  unfamiliar_ratio: 0.01\n"
+    )
+    ilp(pytester, world, *args)
+    unread = report_of(pytester)
+    assert "knowledge_conflict" not in {s["cause"] for s in unread.values()}
+    assert all(
+        unread[i]["cause"] == "missing_knowledge"
+        for i, cause in causes.items()
+        if cause == "knowledge_conflict"
+    )
 
 
 def test_forgetting_when_an_earlier_checkpoint_reproduced_the_sample(
@@ -242,7 +261,7 @@ def test_a_malformed_training_log_names_the_file_and_line(
 
 
 CUSTOM_CAUSE = """
-from pytest_ilp.core.diagnosis import Diagnosis
+from pytest_ilp import Diagnosis
 
 def pytest_ilp_diagnose(sample, verdict, signals):
     if sample.id in {IDS}:
@@ -287,8 +306,7 @@ def test_a_conftest_hook_reports_a_cause_of_its_own(
         (
             "def pytest_ilp_diagnose(sample, verdict, signals):\n    return 'colour_blind'\n",
             "ERROR: a pytest_ilp_diagnose hook returned 'colour_blind' for sample *: return "
-            "pytest_ilp.core.diagnosis.Diagnosis(cause=..., evidence=..., suggestion=...), "
-            "or None*",
+            "pytest_ilp.Diagnosis(cause=..., evidence=..., suggestion=...), or None*",
         ),
         (
             "def pytest_ilp_causes():\n    return 'colour_blind'\n",
@@ -360,17 +378,24 @@ def test_diagnosis_thresholds_come_from_ilp_yaml(
     (pytester.path / "ilp.yaml").write_text("diagnosis:\n  conflict_confidence: 0.3\n")
     ilp(pytester, world, *args)
     before = {i: s["cause"] for i, s in report_of(pytester).items() if not s["learned"]}
-    # No base confidence reaches 1.01: no knowledge conflict is possible any more (neither a
-    # confident base nor a fairly sure one that the fine-tuned model follows).
+    strength = {i: s["confidence"] for i, s in report_of(pytester).items() if not s["learned"]}
+    # No base confidence reaches 1.01: no conflict rests on the base's token any more (neither
+    # a confident base nor a fairly sure one that the fine-tuned model follows); those left
+    # rest on the base's own answer, which the fine-tuned model echoes.
     (pytester.path / "ilp.yaml").write_text(
         "diagnosis:\n  conflict_confidence: 1.01\n  answer_confidence: 1.01\n"
     )
     ilp(pytester, world, *args)
-    after = {i: s["cause"] for i, s in report_of(pytester).items() if not s["learned"]}
+    records = report_of(pytester)
+    after = {i: s["cause"] for i, s in records.items() if not s["learned"]}
     assert "knowledge_conflict" in before.values()
-    assert "knowledge_conflict" not in after.values()
+    conflicts = [i for i, cause in after.items() if cause == "knowledge_conflict"]
+    assert all(records[i]["figures"]["echoes_base"] for i in conflicts)
+    # An echoed answer token the base is unsure of is a hint: the strong conflicts are gone.
+    assert all(records[i]["confidence"] == "weak" for i in conflicts)
+    assert any(strength[i] == "strong" for i in conflicts)
     changed = [i for i in before if before[i] != after[i]]
-    assert changed and all(before[i] == "knowledge_conflict" for i in changed)
+    assert all(before[i] == "knowledge_conflict" for i in changed)
 
 
 def test_an_unknown_diagnosis_threshold_lists_the_known_ones(

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import pytest
 import torch
 
 from pytest_ilp.core.backends import (
@@ -35,6 +34,7 @@ from pytest_ilp.core.backends.loading import load_causal_lm
 from pytest_ilp.core.backends.logits import target_figures
 from pytest_ilp.core.backends.resume import RetainedCaches, output_cache, retain_divergent_rows
 from pytest_ilp.core.checkpoint import CheckpointInfo
+from pytest_ilp.core.errors import IlpUsageError
 
 #: padded tokens per scoring batch unless --ilp-batch-tokens says otherwise. On a CPU a batch
 #: whose activations stay in the last-level cache runs faster (the 30M benchmark model checks
@@ -125,7 +125,7 @@ class HFBackend(Decoding):
         except (RuntimeError, torch.OutOfMemoryError) as exc:
             if not is_out_of_memory(exc):
                 raise
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"{checkpoint.model_folder} does not fit on {device} in {dtype}: "
                 "free the device, use one with more memory, or a smaller --ilp-dtype"
             ) from None

@@ -12,12 +12,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import pytest
 import torch
 from transformers import GenerationConfig
 
-from pytest_ilp.core.backends import GenerateRequest, SampleRequest
+from pytest_ilp.core.backends import GenerateRequest, SampleRequest, until_stop
 from pytest_ilp.core.backends.resume import Resumed, RetainedCaches, resume_greedy
+from pytest_ilp.core.errors import IlpUsageError
 
 #: unlearned samples continued together in one batch.
 GENERATE_BATCH = 32
@@ -59,7 +59,7 @@ class Decoding:
                 if not is_out_of_memory(exc):
                     raise
                 if len(batch) == 1:
-                    raise pytest.UsageError(too_large(batch[0])) from exc
+                    raise IlpUsageError(too_large(batch[0])) from exc
                 if self.device.startswith("cuda"):
                     torch.cuda.empty_cache()
                 half = len(batch) // 2
@@ -153,7 +153,7 @@ class Decoding:
         )
         for index, row in zip(chunk, output[:, width:].cpu().tolist()):
             request = requests[index]
-            results[index] = _until_stop(row[: request.max_new_tokens], request.stop_ids)
+            results[index] = until_stop(row[: request.max_new_tokens], request.stop_ids)
 
     # -- sampling (the `sampled` criterion) ----------------------------------------------------
 
@@ -185,18 +185,11 @@ class Decoding:
                 )
             results.append(
                 [
-                    _until_stop(row[: request.max_new_tokens], request.stop_ids)
+                    until_stop(row[: request.max_new_tokens], request.stop_ids)
                     for row in output[:, prompt.shape[1] :].cpu().tolist()
                 ]
             )
         return results
-
-
-def _until_stop(tokens: list[int], stop_ids: frozenset[int]) -> tuple[int, ...]:
-    for position, token in enumerate(tokens):
-        if token in stop_ids:
-            return tuple(tokens[: position + 1])
-    return tuple(tokens)
 
 
 # transformers 5.24 renamed the models' `past_key_values` to `cache` (the old name warns and is
