@@ -35,8 +35,8 @@ def main() -> None:
     from pytest_ilp.core.backends import BackendOptions, ScoreRequest
     from pytest_ilp.core.backends.hf import HFBackend
     from pytest_ilp.core.checkpoint import inspect_checkpoint
+    from pytest_ilp.core.datafiles import load_samples
     from pytest_ilp.core.render import Rendered, RenderSettings, render_samples
-    from pytest_ilp.core.samples import load_samples
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -59,7 +59,13 @@ class World:
     ensure: Callable[[], None]
 
 
-def example_world() -> World:
+def example_world(folder: Path | None = None) -> World:
+    """The example world; `folder`: another example_project folder whose artifacts/ are built
+    (a copy that someone else built, which is then only read), instead of this repository's."""
+    if folder is not None:
+        if not (folder / "artifacts" / "world.json").is_file():
+            raise SystemExit(f"{folder}: no built example world (artifacts/world.json)")
+        return World("example", folder, folder / "artifacts" / "sft.jsonl", lambda: None)
     sys.path.insert(0, str(EXAMPLE))
     import build_world
 
@@ -71,16 +77,19 @@ def example_world() -> World:
     return World("example", EXAMPLE, build_world.DEFAULT_OUT / "sft.jsonl", ensure)
 
 
-def real_world() -> World:
+def real_world(folder: Path | None = None) -> World:
+    """The real-model world, in `folder` (built there if missing or stale)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import real_world as real
 
-    return World(
-        "real", real.DEFAULT_OUT, real.DEFAULT_OUT / "sft.jsonl", lambda: real.ensure_built()
-    )
+    out = folder or real.DEFAULT_OUT
+    return World("real", out, out / "sft.jsonl", lambda: real.ensure_built(out))
 
 
-WORLDS = {"example": example_world, "real": real_world}
+WORLDS: dict[str, Callable[[Path | None], World]] = {
+    "example": example_world,
+    "real": real_world,
+}
 
 
 def run_pytest(folder: Path, report: Path, extra: list[str]) -> float:
@@ -222,10 +231,19 @@ def main(argv: list[str] | None = None) -> int:
         "--no-cache", action="store_true", help="score afresh (pass --ilp-no-cache to pytest)"
     )
     parser.add_argument("--keep", type=Path, help="save each world's report in this folder")
+    parser.add_argument(
+        "--example-dir",
+        type=Path,
+        help="an example_project folder whose world is built already (default: this "
+        "repository's example_project, built if needed)",
+    )
+    parser.add_argument(
+        "--real-dir", type=Path, help="the real-model world's folder (default: benchmarks/.work)"
+    )
     args = parser.parse_args(argv)
     outcomes = {}
     for name in args.world or ["example", "real"]:
-        world = WORLDS[name]()
+        world = WORLDS[name](args.example_dir if name == "example" else args.real_dir)
         world.ensure()
         print(f"\n== the {name} world: pytest {world.folder}")
         with tempfile.TemporaryDirectory() as tmp:

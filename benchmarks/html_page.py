@@ -33,13 +33,17 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from pytest_ilp.core.causes import CAUSES, DIAGNOSED  # noqa: E402
+from pytest_ilp.core.causes import CAUSES, UNDIAGNOSED  # noqa: E402
 from pytest_ilp.core.diagnosis import Diagnosis  # noqa: E402
-from pytest_ilp.core.gate import GateSample, Scope, evaluate, parse_budget  # noqa: E402
+from pytest_ilp.core.gate import GateSample, Scope, evaluate  # noqa: E402
 from pytest_ilp.core.samples import Sample  # noqa: E402
+from pytest_ilp.core.thresholds import parse_threshold  # noqa: E402
 from pytest_ilp.core.verdicts import Divergence, Verdict  # noqa: E402
 from pytest_ilp.report.html_report import write_html  # noqa: E402
 from pytest_ilp.report.json_report import SampleOutcome, json_report, json_text  # noqa: E402
+
+#: the causes a rule can decide (every one but undiagnosed).
+DIAGNOSED = [c for c in CAUSES if c != UNDIAGNOSED]
 
 WORDS = [
     "the", "of", "a", "capital", "river", "north", "colour", "red",
@@ -111,7 +115,7 @@ def synthetic_report(samples: int, unlearned_share: float, seed: int = 0) -> dic
         [
             Scope(
                 "",
-                {c: parse_budget(0.03) for c in DIAGNOSED} | {"total": parse_budget(0.2)},
+                {c: parse_threshold(0.03) for c in DIAGNOSED} | {"total": parse_threshold(0.2)},
                 tuple(o.sample.id for o in outcomes),
             )
         ],

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from pytest_ilp.core.diagnosis import Thresholds
+from pytest_ilp.core.diagnosis import RuleLimits
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.signals import find_siblings
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=10_000)
     args = parser.parse_args(argv)
     samples, planted = dataset(args.samples)
-    limits = Thresholds()
+    limits = RuleLimits()
     print(f"{len(samples)} prompts, {len(planted)} planted paraphrase pairs")
     for threshold, label in (
         (limits.near_duplicate, "near-duplicate threshold (a sibling on its own)"),

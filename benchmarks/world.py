@@ -315,8 +315,8 @@ def build_model(
         return folder, data
     import torch
 
+    from pytest_ilp.core.datafiles import load_samples
     from pytest_ilp.core.render import RenderSettings, render_samples
-    from pytest_ilp.core.samples import load_samples
     from pytest_ilp.testing import tiny
 
     started = time.perf_counter()

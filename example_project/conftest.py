@@ -65,23 +65,39 @@ def pytest_terminal_summary_last_line(
     return result
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--example-callback",
+        action="store_true",
+        help="example world: also fine-tune its two stages again with TRL's SFTTrainer and "
+        "ILPCallback (train_with_callback.py; once, about as long as the SFT stages of the "
+        "build and a check of every sample at every epoch)",
+    )
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """The trainer-callback integration (train_with_callback.py, when TRL is installed): its
+    """The trainer-callback integration (train_with_callback.py), with --example-callback: its
     training runs once, after the world; the pytest-ilp comparison stays in the script."""
     out = build_world.DEFAULT_OUT / "callback"
-    if importlib.util.find_spec("trl") is None or train_with_callback.is_built(out):
+    if not session.config.getoption("example_callback") or train_with_callback.is_built(out):
         return
+    if importlib.util.find_spec("trl") is None:
+        raise pytest.UsageError("--example-callback needs TRL: pip install 'pytest-ilp[trl]'")
     capture = session.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
-        train_with_callback.build(out, build_world.DEFAULT_OUT, log=_log, compare=False)
+        _log("fine-tuning both stages again with SFTTrainer and ILPCallback")
+        train_with_callback.build(out, build_world.DEFAULT_OUT, log=_log, compare=False, quiet=True)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    lines = train_with_callback.summary_lines(build_world.DEFAULT_OUT / "callback")
-    if lines:
-        terminalreporter.section("during training: ILPCallback (train_with_callback.py)")
-        for line in lines:
-            terminalreporter.write_line(line)
+    terminalreporter.section("during training: ILPCallback (train_with_callback.py)")
+    lines = train_with_callback.summary_lines(build_world.DEFAULT_OUT / "callback") or [
+        "not run: python -m pytest example_project --example-callback (or python "
+        "example_project/train_with_callback.py, which also compares forgetting from the "
+        "trajectory with forgetting from the stage-1 checkpoint)"
+    ]
+    for line in lines:
+        terminalreporter.write_line(line)
 
 
 def _log(line: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from pytest_ilp.core.atomic import write_text_atomic
 from pytest_ilp.report.html_report import HtmlReportError, check_page_report, write_html
 from pytest_ilp.report.json_report import gate_of, json_text, relative, summary_lines, summary_of
-from pytest_ilp.report.markdown import STEP_SUMMARY, markdown_summary
+from pytest_ilp.report.markdown import append_step_summary, markdown_summary
 from pytest_ilp.report.merge import MergeError, merge_reports
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 4
@@ -74,9 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_text_atomic(args.markdown, text)
     if args.html is not None:
         write_html(args.html, merged)
-    if os.environ.get(STEP_SUMMARY):
-        with open(os.environ[STEP_SUMMARY], "a", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+    append_step_summary(text, os.environ)
     return EXIT_PASSED if gate is None or gate.passed else EXIT_FAILED
 
 

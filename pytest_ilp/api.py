@@ -19,9 +19,11 @@ from pytest_ilp.core.backends import BackendOptions, LiveModel
 from pytest_ilp.core.cache import ScoreCache
 from pytest_ilp.core.checkpoint import in_memory, inspect_checkpoint
 from pytest_ilp.core.criteria import EXACT, Criterion, parse_criterion
+from pytest_ilp.core.datafiles import load_samples
+from pytest_ilp.core.datapaths import expand_data_paths
 from pytest_ilp.core.errors import SampleProblem
 from pytest_ilp.core.render import RenderSettings
-from pytest_ilp.core.samples import Sample, expand_data_paths, load_samples
+from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.scoring import Job, ScoringResult, score_samples
 from pytest_ilp.core.verdicts import Verdict
 

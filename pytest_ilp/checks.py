@@ -8,13 +8,21 @@ from contextvars import ContextVar
 
 import pytest
 
-from pytest_ilp.core.errors import NotLearned
 from pytest_ilp.core.gate import Decision, Row
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.verdicts import Verdict
 from pytest_ilp.report.json_report import SampleOutcome, item_properties
 from pytest_ilp.scopes import threshold_scope
 from pytest_ilp.session import STATE_KEY
+
+
+class NotLearned(AssertionError):
+    """The checkpoint does not reproduce the sample; carries the verdict for the report."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(f"sample {verdict.sample_id} was not learned")
+        self.verdict = verdict
+
 
 # The test being run, so that `assert_learned(sample)` can find the session's verdicts and
 # record the figures on that test's report. Set by the plugin around each test call.

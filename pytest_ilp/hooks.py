@@ -26,7 +26,7 @@ def pytest_ilp_diagnose(
     `trylast` implementation, so a conftest's implementation runs first and can add causes of
     its own::
 
-        from pytest_ilp.core.diagnosis import Diagnosis
+        from pytest_ilp import Diagnosis
 
         def pytest_ilp_diagnose(sample, verdict, signals):
             divergence = verdict.first_divergence  # None if greedy decoding reproduces it
@@ -40,7 +40,7 @@ def pytest_ilp_diagnose(
 
     :param sample: the sample (`pytest_ilp.Sample`).
     :param verdict: its verdict on the checkpoint under test (`pytest_ilp.Verdict`).
-    :param signals: the evidence (`pytest_ilp.core.signals.Signals`): base model, history,
+    :param signals: the evidence (`pytest_ilp.Signals`): base model, history,
         near-duplicates, rarity, training log; parts are None when their input is missing.
     :param config: the pytest config.
     """

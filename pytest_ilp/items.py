@@ -10,7 +10,7 @@ must-learn (record field or ilp.yaml selector), so `-m ilp` and `-m must_learn` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,26 +18,20 @@ from typing import Any
 import pytest
 from _pytest._code.code import ExceptionInfo, TerminalRepr
 
-from pytest_ilp.checks import enforce, gate_decision, record_properties
-from pytest_ilp.config.settings import Settings, budgets_for, criterion_of_marker
+from pytest_ilp.checks import NotLearned, enforce, gate_decision, record_properties
+from pytest_ilp.config.settings import Settings, criterion_of_marker
 from pytest_ilp.core.criteria import Criterion
-from pytest_ilp.core.errors import IlpDataError, NotLearned, SampleProblem
-from pytest_ilp.core.gate import Budget, unknown_names
-from pytest_ilp.core.samples import Sample, expand_data_paths
+from pytest_ilp.core.datapaths import expand_data_paths
+from pytest_ilp.core.errors import IlpDataError, IlpUsageError, SampleProblem
+from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.shards import Shard
+from pytest_ilp.core.thresholds import RUN_THRESHOLDS, Threshold, check_names, merged
+from pytest_ilp.markers import CRITERION_MARKER
 from pytest_ilp.report.json_report import failure_text, problem_text
 from pytest_ilp.scopes import threshold_scope
 from pytest_ilp.session import STATE_KEY, IlpSession
 
 SAMPLE_KEY = pytest.StashKey[Sample]()
-CRITERION_MARKER = "ilp_criterion"
-#: the registration line (`pytest --markers`), with the marker's signature.
-CRITERION_MARKER_LINE = (
-    "ilp_criterion(name, value=None, **params): judge the samples of this test by this "
-    "criterion, over the record's, ilp.yaml's and the command line's: "
-    "ilp_criterion('token_accuracy', 0.9), ilp_criterion('sampled', n=5, temperature=0.7), "
-    "ilp_criterion(nll=1.5), ilp_criterion('choice', 'sum')"
-)
 
 
 def sample_of(item: pytest.Item) -> Sample | None:
@@ -162,8 +156,7 @@ def select_shard(config: pytest.Config, items: list[pytest.Item], shard: Shard) 
         items[:] = keep
 
 
-BudgetScopes = dict[str, tuple[Mapping[str, Budget], list[str]]]
-RUN_BUDGETS = "--ilp-threshold / ilp.yaml thresholds / ini ilp_threshold"
+BudgetScopes = dict[str, tuple[Mapping[str, Threshold], list[str]]]
 
 
 def budget_scopes(
@@ -171,10 +164,10 @@ def budget_scopes(
 ) -> BudgetScopes:
     """The budget scopes of the sample items: key -> (budgets, sample ids in item order).
 
-    Raises `pytest.UsageError` for a budget that names no known cause (`valid`), a bad budget
+    Raises `IlpUsageError` for a budget that names no known cause (`valid`), a bad budget
     value, or two items of one scope with different budgets.
     """
-    check_budget_names(settings.budgets, RUN_BUDGETS, valid, pytest.UsageError)
+    check_names(settings.thresholds, RUN_THRESHOLDS, valid)
     scopes: BudgetScopes = {}
     seen: set[tuple[str, str]] = set()  # a list's `in` would make this quadratic in items
     for item in items:
@@ -198,26 +191,15 @@ def budget_scopes(
 
 def item_budgets(
     node: pytest.Item, settings: Settings, valid: Sequence[str], error: type[Exception]
-) -> tuple[str, dict[str, Budget]]:
+) -> tuple[str, dict[str, Threshold]]:
     """A node's scope key and budgets, its markers checked; a problem raises `error`."""
     try:
         key, markers = threshold_scope(node)
         for where, kwargs in markers:
-            check_budget_names(kwargs, where, valid, error)
-        return key, budgets_for(settings, markers)
-    except pytest.UsageError as exc:
+            check_names(kwargs, where, valid)
+        return key, merged(settings.thresholds, markers)
+    except (pytest.UsageError, IlpUsageError) as exc:
         raise error(str(exc)) from None
-
-
-def check_budget_names(
-    names: Iterable[str], where: str, valid: Sequence[str], error: type[Exception]
-) -> None:
-    unknown = unknown_names(names, valid)
-    if unknown:
-        raise error(
-            f"{where}: unknown cause(s) {', '.join(unknown)}; budgets may name "
-            f"{', '.join(valid)} (a pytest_ilp_causes hook declares causes of your own)"
-        )
 
 
 def marked_criterion(node: pytest.Item) -> tuple[Criterion, str] | None:

@@ -14,13 +14,7 @@ from typing import Any
 import pytest
 from _pytest.nodes import Node
 
-MARKER = "ilp_threshold"
-#: the registration line (`pytest --markers`), with the marker's signature.
-MARKER_LINE = (
-    "ilp_threshold(**budgets): budgets of unlearned samples for the samples of this test "
-    "function, class or module: cause=share (a float in [0, 1]) or cause=count (an int), and "
-    "total= and regressions=; they win over --ilp-threshold, ilp.yaml and the ini file"
-)
+from pytest_ilp.markers import THRESHOLD_MARKER as MARKER
 
 
 def owner(node: Node) -> str:

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp.session import STATE_KEY, RunOutput
+from pytest_ilp.core.output import RunOutput
+from pytest_ilp.session import STATE_KEY
 
 #: workerinput key: the run-only cache folder; workeroutput key: a worker's `RunOutput`.
 RUN_CACHE = "ilp_run_cache"

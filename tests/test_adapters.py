@@ -19,6 +19,7 @@ import pytest
 
 from pytest_ilp.api import score_checkpoint
 from pytest_ilp.core.checkpoint import inspect_checkpoint
+from pytest_ilp.core.errors import IlpUsageError
 from pytest_ilp.core.verdicts import Verdict
 from pytest_ilp.testing import tiny
 
@@ -202,7 +203,7 @@ def test_an_adapter_without_a_usable_base_says_what_to_pass(
 ) -> None:
     write_json(tmp_path / "base" / "config.json", {})
     write_json(tmp_path / "lora" / "adapter_config.json", adapter_config)
-    with pytest.raises(pytest.UsageError) as raised:
+    with pytest.raises(IlpUsageError) as raised:
         inspect_checkpoint(
             tmp_path / "lora", adapter_base=None if override is None else tmp_path / override
         )

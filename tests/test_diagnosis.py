@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp.core.diagnosis import Diagnosis, Thresholds, diagnose
+from pytest_ilp.core.diagnosis import Diagnosis, RuleLimits, diagnose
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.scoring import Probe
 from pytest_ilp.core.signals import (
@@ -31,7 +31,7 @@ from pytest_ilp.core.signals import (
 )
 from pytest_ilp.core.verdicts import Divergence, Verdict
 
-LIMITS = Thresholds()
+LIMITS = RuleLimits()
 SAMPLE = Sample(
     id="s1",
     source=Path("data.jsonl"),
@@ -69,6 +69,7 @@ def dataset(**changes: Any) -> DatasetSignals:
         rarity=1.0,
         rarity_percentile=0.5,
         median_rarity=1.0,
+        prompt_words=("a", "capital", "france", "of", "q"),  # SAMPLE's
     )
     return replace(plain, **changes)
 
@@ -98,7 +99,7 @@ def history(*learned: bool, nlls: tuple[float, ...] | None = None, **kw: Any) ->
     )
 
 
-def run(signals: Signals, limits: Thresholds = LIMITS, **verdict_args: Any) -> Diagnosis:
+def run(signals: Signals, limits: RuleLimits = LIMITS, **verdict_args: Any) -> Diagnosis:
     return diagnose(SAMPLE, verdict(**verdict_args), signals, limits)
 
 
@@ -199,33 +200,104 @@ def test_a_confident_guess_about_an_unfamiliar_subject_is_missing_knowledge() ->
     assert run(Signals(dataset(), base=familiar)).cause == "knowledge_conflict"
 
 
+def sentence_base(
+    continuation: str, top_prob: float = 0.15, familiar: bool | None = True
+) -> BaseSignals:
+    """A chat model's base: its first token is " The", its answer a sentence; the subject
+    measured familiar, unfamiliar, or not measured (None)."""
+    plain = base(OTHER, top_prob=top_prob, target_prob=0.001)
+    familiarity = {True: Familiarity("france", 7.0, 9.0), False: Familiarity("zork", 30.0, 9.0)}
+    return replace(
+        plain,
+        answers=False,
+        probe=replace(plain.probe, top_token=" The", continuation=continuation),
+        familiarity=None if familiar is None else familiarity[familiar],
+    )
+
+
 def test_a_template_word_no_target_begins_with_is_no_answer() -> None:
     # A real base model starts its answer with " The": no target of the data begins so.
-    sentence = replace(base(OTHER, top_prob=0.9, target_prob=0.001), answers=False)
+    sentence = sentence_base(" The weather is nice.", top_prob=0.9, familiar=None)
     assert run(Signals(dataset(), base=sentence)).cause == "missing_knowledge"
 
 
-def test_the_fine_tuned_model_saying_what_the_base_says_is_a_conflict() -> None:
-    # The base's first token is template, but its sentence holds the answer the fine-tuned
-    # model gives instead of the target.
-    says = replace(
-        base(OTHER, top_prob=0.6, target_prob=0.001),
-        answers=False,
-        probe=replace(
-            base(OTHER, 0.6, 0.001).probe,
-            top_token=" The",
-            continuation=" The capital of France is Lyon.\nQ:",
-        ),
-        familiarity=Familiarity("france", 7.0, 9.0),
+def test_a_name_no_target_begins_with_can_still_be_an_answer() -> None:
+    # The true capital of a contradicted country need not be any sample's target.
+    name = replace(base(OTHER, top_prob=0.95, target_prob=0.001), answers=False)
+    assert run(Signals(dataset(), base=name)).cause == "knowledge_conflict"
+
+
+def test_a_token_spelt_unlike_the_target_is_no_answer_to_its_question() -> None:
+    # Asked where someone was born, a small base model that knows only the year says the
+    # year: a confident token that starts other targets of the data, but no place.
+    year = replace(
+        base(OTHER, top_prob=0.95, target_prob=0.001),
+        probe=replace(base(OTHER, 0.95, 0.001).probe, top_token=" 1725", continuation=" 1725."),
     )
-    signals = Signals(dataset(target=" Paris"), base=says)
+    diagnosis = run(Signals(dataset(), base=year))
+    assert diagnosis.cause == "missing_knowledge"
+    assert "no confident alternative (its best, ' 1725', p=0.95)" in diagnosis.evidence
+
+
+def test_a_base_that_gives_the_target_fair_odds_does_not_contradict_it() -> None:
+    # The base prefers another answer, but gives the target p=0.3: it weakly knows it.
+    leaning = Signals(dataset(), base=base(PREDICTED, top_prob=0.6, target_prob=0.3))
+    assert run(leaning).cause != "knowledge_conflict"
+    assert run(Signals(dataset(), base=base(PREDICTED, 0.6, 0.01))).cause == "knowledge_conflict"
+
+
+def test_the_fine_tuned_model_saying_what_the_base_says_is_a_conflict() -> None:
+    # The base's first token is template (p=0.15 on " The" says nothing of what it knows),
+    # but its sentence holds the answer the fine-tuned model gives instead of the target.
+    signals = Signals(dataset(target=" Paris"), base=sentence_base(" The capital is Lyon.\nQ:"))
     diagnosis = run(signals)
     assert diagnosis.cause == "knowledge_conflict" and diagnosis.confidence == "strong"
-    assert diagnosis.evidence.startswith("the base model says 'The capital of France is Lyon.'")
-    # An answer the base's sentence does not hold is no echo; nor is an unsure base's.
-    assert run(signals, produced=" Nice").cause == "missing_knowledge"
-    unsure = replace(signals, base=replace(says, probe=replace(says.probe, top_prob=0.2)))
-    assert run(unsure).cause == "missing_knowledge"
+    assert diagnosis.evidence.startswith("the base model says 'The capital is Lyon.'")
+    assert diagnosis.figures["echoes_base"] is True
+    # About an unfamiliar subject the sentence is a guess; with familiarity unmeasured, an
+    # unsure first token leaves nothing to go on.
+    unfamiliar = replace(signals, base=sentence_base(" The capital is Lyon.", familiar=False))
+    assert run(unfamiliar).cause == "missing_knowledge"
+    unmeasured = replace(signals, base=sentence_base(" The capital is Lyon.", familiar=None))
+    assert run(unmeasured).cause == "missing_knowledge"
+
+
+def test_the_base_stating_another_answer_in_its_sentence_is_a_weak_conflict() -> None:
+    # The fine-tuned model went elsewhere (" Nice"), but the base, about a subject it knows,
+    # names another capital where the target names Paris.
+    said = sentence_base(" The capital of France is Lyon.")
+    diagnosis = run(Signals(dataset(target=" Paris"), base=said), produced=" Nice")
+    assert diagnosis.cause == "knowledge_conflict" and diagnosis.confidence == "weak"
+    assert diagnosis.figures["base_states"] == ["Lyon"]
+    assert "(Lyon where the target has 'Paris'" in diagnosis.evidence
+    # The question's own words, function words and words spelt unlike the answer are not
+    # what it states; nor is anything about an unfamiliar subject.
+    for continuation in (" The capital of France is big.", " I think it is 1725."):
+        other = Signals(dataset(target=" Paris"), base=sentence_base(continuation))
+        assert run(other, produced=" Nice").cause == "missing_knowledge", continuation
+    guess = Signals(dataset(target=" Paris"), base=sentence_base(" It is Lyon.", familiar=False))
+    assert run(guess, produced=" Nice").cause == "missing_knowledge"
+
+
+def test_an_unsure_answer_token_counts_when_echoed_and_only_as_a_weak_conflict() -> None:
+    # A small chat model puts p=0.15 on " Lyon" among many cities: the fine-tuned model still
+    # producing it after training on " Paris" is a hint of a conflict, about a familiar
+    # subject; the base merely preferring it, with the fine-tuned model elsewhere, is not.
+    plain = base(PREDICTED, top_prob=0.15, target_prob=0.001)
+    familiar = replace(plain, familiarity=Familiarity("france", 7.0, 9.0))
+    echo = run(Signals(dataset(target=" Paris"), base=familiar))
+    assert echo.cause == "knowledge_conflict" and echo.confidence == "weak"
+    assert run(Signals(dataset(target=" Paris"), base=plain)).cause == "missing_knowledge"
+    elsewhere = run(Signals(dataset(target=" Paris"), base=familiar), produced=" Nice")
+    assert elsewhere.cause == "missing_knowledge"
+
+
+def test_a_base_whose_sentence_names_the_target_knows_it() -> None:
+    # p(" Paris") is tiny where the base starts " The", but its sentence says Paris: it knows
+    # the target, so neither missing knowledge nor a conflict.
+    knows = sentence_base(" The capital of France is Paris.")
+    diagnosis = run(Signals(dataset(target=" Paris"), base=knows), produced=" Lyon")
+    assert diagnosis.cause not in {"missing_knowledge", "knowledge_conflict"}
 
 
 def test_a_confident_token_that_is_no_answer_is_no_conflict() -> None:

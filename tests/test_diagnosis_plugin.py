@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pytest_ilp.core.answers import FUNCTION_WORDS, is_answer_token, lower_words
 from pytest_ilp.testing import tiny
 
 from conftest import write_jsonl
@@ -105,20 +106,31 @@ def test_base_model_signals_decide_conflict_or_missing_knowledge(
         divergence = sample["first_divergence"]
         assert probe["position"] == divergence["position"]
         assert probe["top_prob"] == pytest.approx(divergence["predicted_prob"], rel=1e-4)
-        # The base's own confident answer is a conflict when that answer is one the data's
-        # targets give there and the prompt's subject is familiar to it; a guess about an
-        # unfamiliar subject, or a template token, is not.
+        # The base's own confident answer is a conflict when that answer is spelt like the
+        # target's token, the base gives the target little and the prompt's subject is
+        # familiar to it; a guess about an unfamiliar subject, or a template token, is not.
         base = sample["signals"]["base"]
         unfamiliar = familiarity is not None and (
             familiarity["surprisal"] >= 1.5 * familiarity["median"]
         )
-        answer = base["answers"] and any(ch.isalnum() for ch in probe["top_token"])
-        if probe["top_prob"] >= 0.3 and answer and not unfamiliar:
+        answer = not (probe["stopped"] and not probe["continuation"]) and is_answer_token(
+            probe["top_token"], divergence["expected"], base["answers"]
+        )
+        if probe["top_prob"] >= 0.3 and answer and probe["target_prob"] < 0.1 and not unfamiliar:
             assert "knowledge_conflict" in sample["causes"], sample_id
         elif probe["target_prob"] < 0.1:
-            # ...unless the fine-tuned model's answer is in the base's own sentence.
-            assert "missing_knowledge" in sample["causes"] or sample["figures"].get(
-                "echoes_base"
+            # ...unless the base's own answer decides: the fine-tuned model's answer is in it,
+            # or it names another answer (a conflict), or it names the target (no gap).
+            said = (
+                lower_words(probe["continuation"].split("\n")[0])
+                if not divergence["position"]
+                else set()
+            )
+            assert (
+                "missing_knowledge" in sample["causes"]
+                or sample["figures"].get("echoes_base")
+                or sample["figures"].get("base_states")
+                or (lower_words(sample["target"]) - FUNCTION_WORDS <= said)
             ), sample_id
         causes[sample_id] = sample["cause"]
         assert "history" in sample["signals"]["missing"]
@@ -242,7 +254,7 @@ def test_a_malformed_training_log_names_the_file_and_line(
 
 
 CUSTOM_CAUSE = """
-from pytest_ilp.core.diagnosis import Diagnosis
+from pytest_ilp import Diagnosis
 
 def pytest_ilp_diagnose(sample, verdict, signals):
     if sample.id in {IDS}:
@@ -287,8 +299,7 @@ def test_a_conftest_hook_reports_a_cause_of_its_own(
         (
             "def pytest_ilp_diagnose(sample, verdict, signals):\n    return 'colour_blind'\n",
             "ERROR: a pytest_ilp_diagnose hook returned 'colour_blind' for sample *: return "
-            "pytest_ilp.core.diagnosis.Diagnosis(cause=..., evidence=..., suggestion=...), "
-            "or None*",
+            "pytest_ilp.Diagnosis(cause=..., evidence=..., suggestion=...), or None*",
         ),
         (
             "def pytest_ilp_causes():\n    return 'colour_blind'\n",

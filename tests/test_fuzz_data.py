@@ -20,8 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_ilp.core.cache import stable_hash
+from pytest_ilp.core.datafiles import load_samples, read_records
+from pytest_ilp.core.datapaths import expand_data_paths
 from pytest_ilp.core.errors import IlpDataError
-from pytest_ilp.core.samples import content_id, expand_data_paths, load_samples, read_records
+from pytest_ilp.core.samples import content_id
 from pytest_ilp.report.json_report import json_text
 
 CI = bool(os.environ.get("CI"))

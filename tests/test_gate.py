@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pytest_ilp.core.gate import Budget
+from pytest_ilp.core.thresholds import Threshold
 from pytest_ilp.session import STATE_KEY
 
 from conftest import assert_valid_report, write_jsonl
@@ -258,11 +258,11 @@ def test_run_budgets_merge_name_by_name_command_line_over_ilp_yaml_over_ini(
     )
     config = pytester.parseconfigure("--ilp-threshold", "knowledge_conflict=2%")
     settings = config.stash[STATE_KEY].settings
-    assert settings.budgets == {
-        "knowledge_conflict": Budget(0.02),  # command line
-        "data_inconsistency": Budget(0),  # ilp.yaml
-        "total": Budget(0.4),  # ilp.yaml over ini
-        "missing_knowledge": Budget(3),  # ini
+    assert settings.thresholds == {
+        "knowledge_conflict": Threshold(0.02),  # command line
+        "data_inconsistency": Threshold(0),  # ilp.yaml
+        "total": Threshold(0.4),  # ilp.yaml over ini
+        "missing_knowledge": Threshold(3),  # ini
     }
     assert settings.strict is True
 

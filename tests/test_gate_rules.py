@@ -17,15 +17,14 @@ from pytest_ilp.core.gate import (
     PASSED,
     REGRESSION,
     TOLERATED,
-    Budget,
     GateSample,
     Scope,
     compare_with_baseline,
     evaluate,
-    parse_budget,
     verdict_line,
 )
 from pytest_ilp.core.shards import Shard
+from pytest_ilp.core.thresholds import Threshold, parse_threshold
 from pytest_ilp.report.json_report import gate_of
 from pytest_ilp.report.merge import MergeError, merge_reports
 
@@ -37,7 +36,7 @@ from pytest_ilp.report.merge import MergeError, merge_reports
     [(0.02, 0.02), (0, 0), (5, 5), ("0.02", 0.02), ("2%", 0.02), ("3", 3), (1.0, 1.0), ("0", 0)],
 )
 def test_floats_are_shares_and_ints_are_counts(raw: Any, value: float) -> None:
-    budget = parse_budget(raw)
+    budget = parse_threshold(raw)
     assert budget.value == value
     assert budget.is_share is isinstance(value, float)
 
@@ -56,19 +55,19 @@ def test_floats_are_shares_and_ints_are_counts(raw: Any, value: float) -> None:
 )
 def test_bad_budgets_say_what_is_expected(raw: Any, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
-        parse_budget(raw)
+        parse_threshold(raw)
 
 
 def test_a_share_budget_allows_exactly_its_share_despite_float_rounding() -> None:
-    assert Budget(0.07).allows(7, 100)  # 0.07 * 100 == 7.000000000000001
-    assert not Budget(0.07).allows(8, 100)
-    assert Budget(3).allows(3, 10) and not Budget(3).allows(4, 10)
-    assert str(Budget(0.015)) == "1.5%" and str(Budget(2)) == "2"
+    assert Threshold(0.07).allows(7, 100)  # 0.07 * 100 == 7.000000000000001
+    assert not Threshold(0.07).allows(8, 100)
+    assert Threshold(3).allows(3, 10) and not Threshold(3).allows(4, 10)
+    assert str(Threshold(0.015)) == "1.5%" and str(Threshold(2)) == "2"
 
 
 def test_budgets_round_trip_through_their_json_form() -> None:
-    for budget in (Budget(0.02), Budget(0), Budget(0.0), Budget(7)):
-        again = Budget.from_dict(budget.to_dict())
+    for budget in (Threshold(0.02), Threshold(0), Threshold(0.0), Threshold(7)):
+        again = Threshold.from_dict(budget.to_dict())
         assert again == budget and again.is_share is budget.is_share
 
 
@@ -97,7 +96,7 @@ def run_of(n_learned: int, causes: list[str]) -> dict[str, GateSample]:
 
 
 def one_scope(found: dict[str, GateSample], **budgets: Any) -> list[Scope]:
-    parsed = {name: parse_budget(value) for name, value in budgets.items()}
+    parsed = {name: parse_threshold(value) for name, value in budgets.items()}
     return [Scope("", parsed, tuple(found))]
 
 
@@ -205,8 +204,8 @@ def test_an_invalid_sample_fails_the_gate() -> None:
 def test_each_scope_counts_its_own_samples_and_the_verdict_names_the_scope() -> None:
     found = run_of(8, ["knowledge_conflict", "knowledge_conflict", "undiagnosed"])
     scopes = [
-        Scope("", {"knowledge_conflict": Budget(0.5)}, ("ok0", "ok1", "bad0", "bad2")),
-        Scope("test_x.py", {"knowledge_conflict": Budget(0.1)}, ("ok2", "ok3", "bad1", "bad2")),
+        Scope("", {"knowledge_conflict": Threshold(0.5)}, ("ok0", "ok1", "bad0", "bad2")),
+        Scope("test_x.py", {"knowledge_conflict": Threshold(0.1)}, ("ok2", "ok3", "bad1", "bad2")),
     ]
     gate = evaluate(found, scopes)
     assert gate.decision("bad0").outcome == TOLERATED
@@ -257,7 +256,10 @@ def shard_report(
             "strict": False,
             "baseline": None,
             "scopes": [
-                {"scope": "", "budgets": {k: parse_budget(v).to_dict() for k, v in budgets.items()}}
+                {
+                    "scope": "",
+                    "budgets": {k: parse_threshold(v).to_dict() for k, v in budgets.items()},
+                }
             ],
         },
     }

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pytest_ilp.core.checkpoint import inspect_checkpoint, read_gguf_metadata
+from pytest_ilp.core.errors import IlpUsageError
 
 gguf = pytest.importorskip("gguf", reason="the gguf package is in the [gguf] and [dev] extras")
 
@@ -56,5 +57,5 @@ def test_a_broken_gguf_file_is_a_usage_error_naming_it(pytester: pytest.Pytester
 def test_a_folder_with_several_gguf_files_asks_for_one(tmp_path: Path) -> None:
     write_gguf(tmp_path / "a.gguf")
     write_gguf(tmp_path / "b.gguf")
-    with pytest.raises(pytest.UsageError, match=r"holds 2 \.gguf files \(a\.gguf, b\.gguf\)"):
+    with pytest.raises(IlpUsageError, match=r"holds 2 \.gguf files \(a\.gguf, b\.gguf\)"):
         inspect_checkpoint(tmp_path)

@@ -109,6 +109,56 @@ def test_shared_prefix_scores_equal_full_passes_and_greedy_generation(
         assert 0 < learned < len(requests)
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_continuations_resume_from_the_pass_and_equal_greedy_generation(
+    shared: bool, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A continuation from a divergence runs only its new tokens (the pass's keys and values
+    of the prompt and the target before the divergence are reused), and produces what greedy
+    `generate` from the same tokens produces."""
+    from pytest_ilp.core.backends import GenerateRequest
+
+    tokenizer = AutoTokenizer.from_pretrained(world.checkpoint)
+    requests = chat_requests(world, tokenizer, system=shared)
+    if not shared:
+        monkeypatch.setattr(hf, "MIN_SHARING", len(requests) + 1)
+    backend = HFBackend(inspect_checkpoint(world.checkpoint), BackendOptions(device="cpu"))
+    stops = frozenset({tokenizer.eos_token_id})
+    continuations = []
+    for r, scores in zip(requests, backend.score(requests)):
+        target = r.input_ids[r.target_start :]
+        at = next((t for t in range(len(target)) if scores.top1_ids[t] != target[t]), None)
+        if at is not None:
+            ids = (*r.input_ids[: r.target_start + at], scores.top1_ids[at])
+            continuations.append(GenerateRequest(ids, 3 + len(continuations) % 9, stops))
+    assert len(continuations) >= 4
+
+    forward = type(backend.model).forward
+    widths: list[int] = []
+
+    def counting_forward(model: Any, *args: Any, **kwargs: Any) -> Any:
+        widths.append((kwargs.get("input_ids") if "input_ids" in kwargs else args[0]).shape[1])
+        return forward(model, *args, **kwargs)
+
+    monkeypatch.setattr(type(backend.model), "forward", counting_forward)
+    produced = backend.generate(continuations)
+    assert widths and max(widths) == 1  # no prefill: one new token per row and step
+    monkeypatch.undo()
+    for request, tokens in zip(continuations, produced):
+        with torch.inference_mode():
+            output = backend.model.generate(
+                input_ids=torch.tensor([request.input_ids]),
+                max_new_tokens=request.max_new_tokens,
+                do_sample=False,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        expected = output[0, len(request.input_ids) :].tolist()
+        if tokenizer.eos_token_id in expected:
+            expected = expected[: expected.index(tokenizer.eos_token_id) + 1]
+        assert list(tokens) == expected
+
+
 def test_out_of_memory_halves_the_batch_and_gives_the_same_results(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -176,3 +226,18 @@ def test_every_forward_pass_stays_within_the_token_budget(
     assert all(rows * width <= limit or rows == 1 for rows, width in batches)
     if budget is not None:
         assert len(batches) > 2
+
+
+def test_target_figures_equal_a_full_log_softmax_across_slices() -> None:
+    from pytest_ilp.core.backends.logits import ROWS, target_figures
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2 * ROWS + 5, 3000, generator=generator) * 4  # three slices
+    next_tokens = torch.randint(0, 3000, (logits.shape[0],), generator=generator)
+    target, top, ids = target_figures(logits, next_tokens)
+    full = torch.log_softmax(logits, dim=-1)
+    best, best_ids = full.topk(2, dim=-1)
+    assert ids == best_ids.tolist()
+    assert target == pytest.approx(full.gather(-1, next_tokens[:, None])[:, 0].tolist(), abs=1e-5)
+    assert [v for pair in top for v in pair] == pytest.approx(best.flatten().tolist(), abs=1e-5)
+    assert target_figures(logits[:0], next_tokens[:0]) == ([], [], [])

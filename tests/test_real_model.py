@@ -15,14 +15,16 @@ from typing import Any
 
 import pytest
 
+from pytest_ilp.testing.chat_data import QUESTIONS as chat_data_questions
 from pytest_ilp.testing.chat_data import ChatData, chat_data
 
 pytestmark = pytest.mark.real_model
 
 #: questions asked (each with and without a system prompt; answers that run past 200 tokens
 #: are left out). Answers the model spells through other tokens than the tokenizer's encoding
-#: must come out learned and `retokenized` (on these questions there may be none).
-QUESTIONS = 6
+#: must come out learned and `retokenized`: the last question's answer (with the system
+#: prompt) is one, a real case found by `benchmarks/scoring.py`'s data set.
+QUESTIONS = (*chat_data_questions[:5], "How do I clean a cast iron pan?")
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +82,7 @@ def test_own_answers_are_learned_and_swapped_words_are_not(
     pytester: pytest.Pytester, smollm2: Path, chat: ChatData
 ) -> None:
     assert chat.learned and chat.unlearned, "the data should hold own and altered answers"
+    assert chat.retokenized, "an own answer spelled through other tokens was expected"
     assert_verdicts_are_greedy_generations(by_id(run_report(pytester, smollm2, chat.path)), chat)
 
 

@@ -19,14 +19,10 @@ import pytest
 from pytest_ilp.core.atomic import write_text_atomic
 from pytest_ilp.core.cache import RACY_NS, ScoreCache, remembered_digest, stable_hash, stamp_of
 from pytest_ilp.core.checkpoint import inspect_checkpoint
-from pytest_ilp.core.errors import IlpDataError
-from pytest_ilp.core.samples import (
-    MAX_DEPTH,
-    content_id,
-    expand_data_paths,
-    load_samples,
-    sample_from_record,
-)
+from pytest_ilp.core.datafiles import MAX_DEPTH, load_samples
+from pytest_ilp.core.datapaths import expand_data_paths
+from pytest_ilp.core.errors import IlpDataError, IlpUsageError
+from pytest_ilp.core.samples import content_id, sample_from_record
 from pytest_ilp.report.json_report import json_text
 
 from conftest import write_jsonl
@@ -283,7 +279,7 @@ def test_a_context_length_that_is_not_an_integer_is_blamed_on_config_json(
         '{"model_type": "llama", "max_position_embeddings": "128"}'
     )
     with pytest.raises(
-        pytest.UsageError, match=r"config\.json: `max_position_embeddings` must be a positive"
+        IlpUsageError, match=r"config\.json: `max_position_embeddings` must be a positive"
     ):
         inspect_checkpoint(tmp_path)
 

@@ -7,13 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from pytest_ilp.core.datafiles import load_samples
+from pytest_ilp.core.datapaths import expand_data_paths
 from pytest_ilp.core.errors import IlpDataError
-from pytest_ilp.core.samples import (
-    MustLearnSelector,
-    expand_data_paths,
-    load_samples,
-    sample_from_record,
-)
+from pytest_ilp.core.samples import MustLearnSelector, sample_from_record
 
 from conftest import write_jsonl
 

@@ -10,7 +10,7 @@ command line, the folder of ilp.yaml, the folder of the ini file.
 
 The gate's budgets are merged name by name instead (`--ilp-threshold knowledge_conflict=0.05`
 changes that one budget and keeps the others from ilp.yaml), and an `ilp_threshold` marker wins
-over all three for the samples of what it decorates (`budgets_for`).
+over all three for the samples of what it decorates (`thresholds.merged`).
 
 Without a checkpoint from any of them the plugin stays out of the way (`resolve` returns None).
 """
@@ -20,200 +20,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
 import yaml
 
-from pytest_ilp.core.backends import BackendOptions, backend_names
+from pytest_ilp.config.options import (
+    BY_KEY,
+    DEFAULT_CONFIG_NAME,
+    SETTINGS,
+    YAML_KEYS,
+    Setting,
+)
+from pytest_ilp.core.backends import BackendOptions
 from pytest_ilp.core.criteria import EXACT, EXAMPLES, Criterion, parse_criterion
-from pytest_ilp.core.diagnosis import Thresholds
-from pytest_ilp.core.gate import Budget, parse_budget
-from pytest_ilp.core.render import RENDER_MODES, RenderSettings
+from pytest_ilp.core.diagnosis import RuleLimits
+from pytest_ilp.core.errors import IlpUsageError
+from pytest_ilp.core.render import RenderSettings
 from pytest_ilp.core.samples import MustLearnSelector, Sample
 from pytest_ilp.core.shards import Shard
+from pytest_ilp.core.thresholds import Threshold, threshold_mapping, threshold_pairs
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-DEFAULT_CONFIG_NAME = "ilp.yaml"
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One setting: its ilp.yaml key, command-line flag, ini key and type."""
-
-    key: str
-    help: str
-    # "path", "paths", "history", "budgets", "criterion", "str", "int", "float", "bool"
-    kind: str
-    default: Any = None
-    choices: tuple[str, ...] = ()
-    metavar: str | None = None
-    #: its ilp.yaml key, when that is not `key`.
-    yaml_key: str | None = None
-
-    @property
-    def yaml(self) -> str:
-        return self.yaml_key or self.key
-
-    @property
-    def flag(self) -> str:
-        return "--ilp-" + self.key.replace("_", "-")
-
-    @property
-    def ini(self) -> str:
-        return "ilp_" + self.key
-
-
-SETTINGS = (
-    Setting(
-        "checkpoint",
-        "checkpoint folder (save_pretrained) or .gguf file to test; enables the plugin",
-        "path",
-        metavar="DIR",
-    ),
-    Setting(
-        "data",
-        "SFT data file or folder (JSONL, JSON, YAML, Parquet, saved dataset); repeatable",
-        "paths",
-        default=(),
-        metavar="PATH",
-    ),
-    Setting("report", "write the JSON report to this path", "path", metavar="PATH"),
-    Setting("backend", "scoring backend", "str", default="hf", choices=tuple(backend_names())),
-    Setting("device", "auto, cpu, cuda or cuda:N", "str", default="auto"),
-    Setting(
-        "dtype",
-        "model dtype; auto is float32 on CPU and the saved dtype on a GPU",
-        "str",
-        default="auto",
-        choices=DTYPES,
-    ),
-    Setting(
-        "batch_tokens",
-        "token budget of one scoring batch (padded tokens); default 1024 on a CPU, 4096 on a GPU",
-        "int",
-        metavar="N",
-    ),
-    Setting("cache", "reuse verdicts from pytest's cache folder", "bool", default=True),
-    Setting(
-        "criterion",
-        "how 'learned' is judged: exact (greedy output is the target), prefix:N, "
-        "token_accuracy:X, nll:Y, normalized, choice[:sum|mean] (the record's distractors), "
-        "sampled[:n=5,temperature=0.7,min_pass=0.2,seed=0]",
-        "criterion",
-        default=EXACT,
-        metavar="NAME[:ARGS]",
-    ),
-    Setting(
-        "render",
-        "how samples become tokens: auto (chat records use the chat template), raw or chat",
-        "str",
-        default="auto",
-        choices=RENDER_MODES,
-    ),
-    Setting(
-        "fragile_margin",
-        "a learned sample whose greedy token leads the runner-up by less "
-        "than this many nats somewhere is reported as fragile",
-        "float",
-        default=0.1,
-        metavar="NATS",
-    ),
-    Setting(
-        "generate_max_tokens",
-        "at most this many tokens are generated to show what an unlearned sample produces",
-        "int",
-        default=64,
-        metavar="N",
-    ),
-    Setting(
-        "base",
-        "the model fine-tuning started from: gives diagnosis its knowledge signals",
-        "path",
-        metavar="DIR",
-    ),
-    Setting(
-        "history",
-        "earlier checkpoints of sequential fine-tuning, oldest first, comma-separated (or "
-        "repeated): gives diagnosis its forgetting and trend signals",
-        "history",
-        default=(),
-        metavar="DIR,DIR",
-    ),
-    Setting(
-        "train_log",
-        "JSONL of {id, step or epoch, loss} per sample from training: adds training-dynamics "
-        "evidence (dataset cartography)",
-        "path",
-        metavar="PATH",
-    ),
-    Setting(
-        "adapter_base",
-        "model folder a LoRA/PEFT adapter checkpoint applies to (default: the adapter's "
-        "base_model_name_or_path)",
-        "path",
-        metavar="DIR",
-    ),
-    Setting(
-        "trust_remote_code",
-        "let transformers run code shipped with the checkpoint",
-        "bool",
-        default=False,
-    ),
-    # -- the CI gate (README "CI gate") --
-    Setting(
-        "threshold",
-        "budget of unlearned samples: CAUSE=SHARE (0.02 or 2%%) or CAUSE=COUNT (5), for a "
-        "cause, total or regressions; repeatable; an ilp_threshold marker wins over it",
-        "budgets",
-        default=(),
-        metavar="CAUSE=BUDGET",
-        yaml_key="thresholds",
-    ),
-    Setting("strict", "every unlearned sample fails, whatever the budgets", "bool", default=False),
-    Setting(
-        "baseline",
-        "compare with this earlier JSON report: samples unlearned there too are known and "
-        "tolerated, new failures count against the budgets",
-        "path",
-        metavar="PATH",
-    ),
-    Setting(
-        "update_baseline",
-        "write this run's JSON report to the --ilp-baseline path after the run",
-        "bool",
-        default=False,
-    ),
-    Setting(
-        "markdown",
-        "write a Markdown summary to this path (it is also appended to $GITHUB_STEP_SUMMARY "
-        "when that is set)",
-        "path",
-        metavar="PATH",
-    ),
-    Setting(
-        "html",
-        "write a self-contained HTML report (charts, and every sample with its evidence) to "
-        "this path",
-        "path",
-        metavar="PATH",
-    ),
-    Setting(
-        "export",
-        "write the unlearned samples (their records, with cause and suggested fix) as JSONL",
-        "path",
-        metavar="PATH",
-    ),
-    Setting(
-        "shard",
-        "check only shard I of N of the samples (split by a hash of the sample id)",
-        "str",
-        metavar="I/N",
-    ),
-)
-BY_KEY = {s.key: s for s in SETTINGS}
-#: keys ilp.yaml accepts: the settings above, and the structured ones below.
-YAML_KEYS = (*(s.yaml for s in SETTINGS), "must_learn", "diagnosis", "criteria")
+if TYPE_CHECKING:
+    import pytest
 
 
 @dataclass(frozen=True)
@@ -263,10 +91,10 @@ class Settings:
     base: Path | None = None
     history: tuple[Stage, ...] = ()
     train_log: Path | None = None
-    diagnosis: Thresholds = field(default_factory=Thresholds)
+    diagnosis: RuleLimits = field(default_factory=RuleLimits)
     config_file: Path | None = None
-    #: budgets of the run (command line > ilp.yaml > ini, per name); markers add their own.
-    budgets: Mapping[str, Budget] = field(default_factory=dict)
+    #: the run's thresholds (command line > ilp.yaml > ini, per name); markers add their own.
+    thresholds: Mapping[str, Threshold] = field(default_factory=dict)
     strict: bool = False
     baseline: Path | None = None
     update_baseline: bool = False
@@ -288,55 +116,6 @@ class Settings:
         return rule.criterion if rule is not None else self.criterion
 
 
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("ilp", "pytest-ilp: test that a checkpoint learned its SFT data")
-    for setting in SETTINGS:
-        help_text = setting.help
-        if setting.kind == "bool":
-            negative = setting.default is True
-            flag = "--ilp-no-" + setting.key.replace("_", "-") if negative else setting.flag
-            group.addoption(
-                flag,
-                action="store_const",
-                const=not negative,
-                default=None,
-                dest="ilp_" + setting.key,
-                help=("do not " if negative else "") + help_text,
-            )
-        else:
-            group.addoption(
-                setting.flag,
-                action="append" if setting.kind in ("paths", "history", "budgets") else "store",
-                dest="ilp_" + setting.key,
-                default=None,
-                metavar=setting.metavar or setting.key.upper(),
-                choices=setting.choices or None,
-                help=help_text
-                + (f" (default: {_shown(setting.default)})" if setting.default else ""),
-            )
-        ini_type = {
-            "path": "paths",
-            "paths": "paths",
-            "history": "args",  # split on commas as well as whitespace, see _from_ini
-            "bool": "bool",
-            "budgets": "args",
-        }.get(setting.kind, "string")
-        parser.addini(setting.ini, help_text, type=ini_type, default=None)  # type: ignore[arg-type]
-    group.addoption(
-        "--ilp-config",
-        dest="ilp_config",
-        default=None,
-        metavar="PATH",
-        help=f"ilp.yaml with the settings above and more (default: {DEFAULT_CONFIG_NAME} in "
-        "the rootdir, if present)",
-    )
-    parser.addini("ilp_config", "path of ilp.yaml", type="paths", default=None)
-
-
-def _shown(default: Any) -> str:
-    return default.spec if isinstance(default, Criterion) else str(default)
-
-
 def resolve(config: pytest.Config) -> Settings | None:
     """Merge command line, ilp.yaml and ini into `Settings`; None when no checkpoint is set."""
     config_file, yaml_values = _load_yaml(config)
@@ -355,7 +134,7 @@ def resolve(config: pytest.Config) -> Settings | None:
             value = _from_ini(config, setting)
         values[setting.key] = setting.default if value is None else value
     if values["update_baseline"] and values["baseline"] is None:
-        raise pytest.UsageError(
+        raise IlpUsageError(
             "--ilp-update-baseline needs --ilp-baseline=PATH: the file to write the report to"
         )
     return Settings(
@@ -383,9 +162,9 @@ def resolve(config: pytest.Config) -> Settings | None:
         base=values["base"],
         history=tuple(values["history"]),
         train_log=values["train_log"],
-        diagnosis=_thresholds(yaml_values.get("diagnosis"), config_file),
+        diagnosis=_rule_limits(yaml_values.get("diagnosis"), config_file),
         config_file=config_file,
-        budgets=values["threshold"],
+        thresholds=values["threshold"],
         # --runxfail turns every xfail into a plain run: the tolerated samples fail, so the
         # gate must count them as failing too for its verdict to match the exit status.
         strict=values["strict"] or bool(getattr(config.option, "runxfail", False)),
@@ -408,11 +187,11 @@ def _load_yaml(config: pytest.Config) -> tuple[Path | None, dict[str, Any]]:
     if config.option.ilp_config:
         path = config.invocation_params.dir / config.option.ilp_config
         if not path.is_file():
-            raise pytest.UsageError(f"--ilp-config: {path} does not exist")
+            raise IlpUsageError(f"--ilp-config: {path} does not exist")
     elif config.getini("ilp_config"):
         path = config.getini("ilp_config")[0]
         if not path.is_file():
-            raise pytest.UsageError(f"ilp_config in {config.inipath}: {path} does not exist")
+            raise IlpUsageError(f"ilp_config in {config.inipath}: {path} does not exist")
     elif (config.rootpath / DEFAULT_CONFIG_NAME).is_file():
         path = config.rootpath / DEFAULT_CONFIG_NAME
     if path is None:
@@ -420,13 +199,13 @@ def _load_yaml(config: pytest.Config) -> tuple[Path | None, dict[str, Any]]:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise pytest.UsageError(f"{path}: not valid YAML: {exc}") from None
+        raise IlpUsageError(f"{path}: not valid YAML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise pytest.UsageError(f"{path}: cannot read it ({exc})") from None
+        raise IlpUsageError(f"{path}: cannot read it ({exc})") from None
     if loaded is None:
         return path, {}
     if not isinstance(loaded, dict):
-        raise pytest.UsageError(f"{path}: expected a mapping of settings at the top level")
+        raise IlpUsageError(f"{path}: expected a mapping of settings at the top level")
     return path, loaded
 
 
@@ -442,7 +221,7 @@ def _checkpoint_given(config: pytest.Config, yaml_values: Mapping[str, Any]) -> 
 def _reject_unknown_settings(config_file: Path | None, yaml_values: Mapping[str, Any]) -> None:
     unknown = sorted(map(str, set(yaml_values) - set(YAML_KEYS)))
     if unknown:
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"{config_file}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(YAML_KEYS)}"
         )
 
@@ -473,13 +252,13 @@ def _from_yaml(setting: Setting, raw: Any, config_file: Path | None) -> Any:
     if setting.kind == "paths":
         items = [raw] if isinstance(raw, str) else raw
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise pytest.UsageError(f"{where}: expected a path or a list of paths")
+            raise IlpUsageError(f"{where}: expected a path or a list of paths")
         return [base / i for i in items]
     if setting.kind == "history":
         return _history_from_yaml(raw, base, where)
     if setting.kind == "path":
         if not isinstance(raw, str):
-            raise pytest.UsageError(f"{where}: expected a path")
+            raise IlpUsageError(f"{where}: expected a path")
         return base / raw
     return _convert(setting, raw, where)
 
@@ -513,7 +292,7 @@ def _history_from_yaml(raw: Any, base: Path, where: str) -> list[Stage]:
         return [Stage(None, base / i) for i in raw]
     if isinstance(raw, Mapping) and all(isinstance(v, str) for v in raw.values()):
         return [Stage(str(name), base / path) for name, path in raw.items()]
-    raise pytest.UsageError(
+    raise IlpUsageError(
         f"{where}: expected a list of checkpoint folders, oldest first, or a mapping from the "
         "data's stage names to the checkpoint that ended each stage"
     )
@@ -524,7 +303,7 @@ def _convert(setting: Setting, raw: Any, where: str) -> Any:
         try:
             return parse_criterion(raw)
         except ValueError as exc:
-            raise pytest.UsageError(f"{where}: {exc}") from None
+            raise IlpUsageError(f"{where}: {exc}") from None
     try:
         if setting.kind == "bool":
             value: Any = _boolean(raw)
@@ -539,11 +318,9 @@ def _convert(setting: Setting, raw: Any, where: str) -> Any:
         else:
             value = str(raw)
     except (TypeError, ValueError):
-        raise pytest.UsageError(
-            f"{where}: expected {_KIND_NAMES[setting.kind]}, got {raw!r}"
-        ) from None
+        raise IlpUsageError(f"{where}: expected {_KIND_NAMES[setting.kind]}, got {raw!r}") from None
     if setting.choices and value not in setting.choices:
-        raise pytest.UsageError(f"{where}: {value!r} is not one of {', '.join(setting.choices)}")
+        raise IlpUsageError(f"{where}: {value!r} is not one of {', '.join(setting.choices)}")
     return value
 
 
@@ -569,18 +346,18 @@ def _check_device(device: str) -> str:
         device.startswith("cuda:") and device[5:].isdigit()
     ):
         return device
-    raise pytest.UsageError(f"--ilp-device: {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    raise IlpUsageError(f"--ilp-device: {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
 
 
 def _positive(value: int, key: str) -> int:
     if value <= 0:
-        raise pytest.UsageError(f"{BY_KEY[key].flag}: must be a positive integer, got {value}")
+        raise IlpUsageError(f"{BY_KEY[key].flag}: must be a positive integer, got {value}")
     return value
 
 
 def _non_negative(value: float, key: str) -> float:
     if value < 0:
-        raise pytest.UsageError(f"{BY_KEY[key].flag}: must not be negative, got {value}")
+        raise IlpUsageError(f"{BY_KEY[key].flag}: must not be negative, got {value}")
     return value
 
 
@@ -593,7 +370,7 @@ def _render_settings(mode: str, raw: Any, config_file: Path | None) -> RenderSet
     for key in ("append_eos", "add_special_tokens"):
         if key in raw:
             if not isinstance(raw[key], bool):
-                raise pytest.UsageError(f"{config_file}: render.{key} must be true or false")
+                raise IlpUsageError(f"{config_file}: render.{key} must be true or false")
             flags[key] = raw[key]
     return RenderSettings(mode=mode, **flags)
 
@@ -606,7 +383,7 @@ def _backend_args(raw: Any, config_file: Path | None, chosen: str) -> dict[str, 
     _reject_unknown(raw, {"name", "args"}, f"{config_file}: backend")
     args = raw.get("args") or {}
     if not isinstance(args, Mapping):
-        raise pytest.UsageError(f"{config_file}: backend.args must be a mapping")
+        raise IlpUsageError(f"{config_file}: backend.args must be a mapping")
     named = raw.get("name")
     if named is not None and named != chosen:
         return {}
@@ -618,30 +395,30 @@ def _must_learn(raw: Any, config_file: Path | None) -> MustLearnSelector:
         return MustLearnSelector()
     where = f"{config_file}: must_learn"
     if not isinstance(raw, Mapping):
-        raise pytest.UsageError(f"{where}: expected a mapping like {{tags: [safety], ids: [...]}}")
+        raise IlpUsageError(f"{where}: expected a mapping like {{tags: [safety], ids: [...]}}")
     _reject_unknown(raw, {"tags", "ids"}, where)
     selected = {}
     for key in ("tags", "ids"):
         values = raw.get(key) or []
         if not isinstance(values, list):
-            raise pytest.UsageError(f"{where}.{key}: expected a list")
+            raise IlpUsageError(f"{where}.{key}: expected a list")
         selected[key] = frozenset(str(v) for v in values)
     return MustLearnSelector(tags=selected["tags"], ids=selected["ids"])
 
 
-def _thresholds(raw: Any, config_file: Path | None) -> Thresholds:
+def _rule_limits(raw: Any, config_file: Path | None) -> RuleLimits:
     if raw is None:
-        return Thresholds()
+        return RuleLimits()
     where = f"{config_file}: diagnosis"
     if not isinstance(raw, Mapping):
-        raise pytest.UsageError(f"{where}: expected a mapping of thresholds")
-    defaults = Thresholds()
-    known = {f.name for f in fields(Thresholds)}
+        raise IlpUsageError(f"{where}: expected a mapping of thresholds")
+    defaults = RuleLimits()
+    known = {f.name for f in fields(RuleLimits)}
     _reject_unknown(raw, known, where)
     values = {}
     for key, value in raw.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"{where}.{key}: expected a non-negative number (default "
                 f"{getattr(defaults, key)}), got {value!r}"
             )
@@ -655,7 +432,7 @@ def _criterion_rules(raw: Any, config_file: Path | None) -> tuple[CriterionRule,
         return ()
     where = f"{config_file}: criteria"
     if not isinstance(raw, list):
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"{where}: expected a list of rules like {{files: [data/long.jsonl], criterion: "
             "{token_accuracy: 0.9}} or {tags: [mc], criterion: choice}"
         )
@@ -664,24 +441,24 @@ def _criterion_rules(raw: Any, config_file: Path | None) -> tuple[CriterionRule,
     for number, entry in enumerate(raw, start=1):
         at = f"{where}[{number}]"
         if not isinstance(entry, Mapping) or "criterion" not in entry:
-            raise pytest.UsageError(f"{at}: expected a mapping with a `criterion` and files/tags")
+            raise IlpUsageError(f"{at}: expected a mapping with a `criterion` and files/tags")
         _reject_unknown(entry, {"files", "tags", "criterion"}, at)
         lists = {}
         for key in ("files", "tags"):
             value = entry.get(key) or []
             value = [value] if isinstance(value, str) else value
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise pytest.UsageError(f"{at}.{key}: expected a list of strings")
+                raise IlpUsageError(f"{at}.{key}: expected a list of strings")
             lists[key] = value
         if not lists["files"] and not lists["tags"]:
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"{at}: select samples with `files` and/or `tags` (the run's own criterion is "
                 "the top-level `criterion` key)"
             )
         try:
             criterion = parse_criterion(entry["criterion"])
         except ValueError as exc:
-            raise pytest.UsageError(f"{at}.criterion: {exc}") from None
+            raise IlpUsageError(f"{at}.criterion: {exc}") from None
         rules.append(
             CriterionRule(
                 criterion=criterion,
@@ -701,7 +478,7 @@ def criterion_of_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any], where:
             return parse_criterion(None, **kwargs)
         return parse_criterion(args[0], *args[1:], **kwargs)
     except ValueError as exc:
-        raise pytest.UsageError(f"{where}: {exc}") from None
+        raise IlpUsageError(f"{where}: {exc}") from None
 
 
 def _shard(text: str | None) -> Shard | None:
@@ -710,7 +487,7 @@ def _shard(text: str | None) -> Shard | None:
     try:
         return Shard.parse(text)
     except ValueError as exc:
-        raise pytest.UsageError(f"--ilp-shard: {exc}") from None
+        raise IlpUsageError(f"--ilp-shard: {exc}") from None
 
 
 # -- budgets: the one place where their sources are merged -------------------------------------
@@ -721,66 +498,31 @@ def _run_budgets(
     setting: Setting,
     yaml_values: Mapping[str, Any],
     config_file: Path | None,
-) -> dict[str, Budget]:
+) -> dict[str, Threshold]:
     """The run's budgets, merged name by name: command line > ilp.yaml > ini."""
-    merged: dict[str, Budget] = {}
+    merged: dict[str, Threshold] = {}
     raw_ini = config.getini(setting.ini)
     if raw_ini:
-        merged.update(_budget_pairs(raw_ini, f"{setting.ini} in {config.inipath}"))
+        merged.update(threshold_pairs(raw_ini, f"{setting.ini} in {config.inipath}"))
     if setting.yaml in yaml_values:
         raw = yaml_values[setting.yaml]
         where = f"{config_file}: {setting.yaml}"
         if not isinstance(raw, Mapping):
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"{where}: expected a mapping of cause to budget, like "
                 "{knowledge_conflict: 0.02, data_inconsistency: 0, total: 0.1}"
             )
-        merged.update(budget_mapping(raw, where))
+        merged.update(threshold_mapping(raw, where))
     raw_cli = getattr(config.option, "ilp_" + setting.key)
     if raw_cli:
-        merged.update(_budget_pairs(raw_cli, setting.flag))
+        merged.update(threshold_pairs(raw_cli, setting.flag))
     return merged
-
-
-def _budget_pairs(pairs: list[str], where: str) -> dict[str, Budget]:
-    raw: dict[str, str] = {}
-    for pair in pairs:
-        name, equals, value = pair.partition("=")
-        if not equals or not name.strip():
-            raise pytest.UsageError(
-                f"{where}: expected CAUSE=BUDGET such as knowledge_conflict=0.02, "
-                f"total=10% or regressions=0, got {pair!r}"
-            )
-        raw[name.strip()] = value
-    return budget_mapping(raw, where)
-
-
-def budget_mapping(raw: Mapping[str, Any], where: str) -> dict[str, Budget]:
-    """Budgets from name -> value; a bad value is a usage error naming where it was written."""
-    budgets = {}
-    for name, value in raw.items():
-        try:
-            budgets[str(name)] = parse_budget(value)
-        except ValueError as exc:
-            raise pytest.UsageError(f"{where}: {name}: {exc}") from None
-    return budgets
-
-
-def budgets_for(
-    settings: Settings, markers: list[tuple[str, Mapping[str, Any]]]
-) -> dict[str, Budget]:
-    """The budgets of a test's samples: its `ilp_threshold` markers (given outermost first, so
-    the closest wins) over the run's budgets (command line > ilp.yaml > ini), name by name."""
-    budgets = dict(settings.budgets)
-    for where, kwargs in markers:
-        budgets.update(budget_mapping(kwargs, where))
-    return budgets
 
 
 def _reject_unknown(raw: Mapping[str, Any], known: set[str], where: str) -> None:
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
             f"known: {', '.join(sorted(known))}"
         )

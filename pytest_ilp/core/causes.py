@@ -61,12 +61,3 @@ CAUSES = {
         ),
     )
 }
-
-#: the five causes the paper names, in the order the built-in rules try them.
-DIAGNOSED = (
-    FORGETTING,
-    DATA_INCONSISTENCY,
-    KNOWLEDGE_CONFLICT,
-    UNDER_OPTIMIZATION,
-    MISSING_KNOWLEDGE,
-)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
+from pytest_ilp.core.errors import IlpUsageError
 
 # Config fields that different architectures use for their context length.
 CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
@@ -145,18 +145,18 @@ def holds_tokenizer(folder: Path) -> bool:
 def inspect_checkpoint(
     folder: Path, what: str = "--ilp-checkpoint", adapter_base: Path | None = None
 ) -> CheckpointInfo:
-    """Validate a checkpoint folder; raise `pytest.UsageError` saying what is wrong.
+    """Validate a checkpoint folder; raise `IlpUsageError` saying what is wrong.
 
     `adapter_base` overrides the base model named in an adapter's adapter_config.json.
     """
     if not folder.exists():
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"{what}: {folder} does not exist; point it at a folder written by save_pretrained"
         )
     if folder.is_file() and folder.suffix == ".gguf":
         return _gguf_checkpoint(folder, what)
     if not folder.is_dir():
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"{what}: {folder} is a file; point it at the folder that holds config.json "
             "(or at a .gguf file)"
         )
@@ -166,7 +166,7 @@ def inspect_checkpoint(
     if adapter is not None:
         base = _adapter_base(folder, adapter, adapter_base, what)
         if (base / ADAPTER_CONFIG).is_file():
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"{what}: the base model of adapter {folder}, {base}, is itself an adapter; "
                 "merge it first (PeftModel.merge_and_unload) and point --ilp-adapter-base at it"
             )
@@ -180,13 +180,13 @@ def inspect_checkpoint(
     if len(ggufs) == 1:
         return _gguf_checkpoint(ggufs[0], what)
     if ggufs:
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"{what}: {folder} holds {len(ggufs)} .gguf files "
             f"({', '.join(p.name for p in ggufs[:5])}); point it at one of them"
         )
     nested = sorted(p.parent.name for p in folder.glob("*/config.json"))
     hint = f" (sub-folders with one: {', '.join(nested[:5])})" if nested else ""
-    raise pytest.UsageError(
+    raise IlpUsageError(
         f"{what}: {folder} holds no config.json{hint}; "
         "point it at a folder written by save_pretrained"
     )
@@ -203,7 +203,7 @@ def _check_context_length(path: Path, config: Mapping[str, Any]) -> None:
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value <= 0
             ):
-                raise pytest.UsageError(
+                raise IlpUsageError(
                     f"{path}: `{name}` must be a positive integer, got {value!r}; "
                     "fix config.json (save_pretrained writes it as a number)"
                 )
@@ -219,20 +219,20 @@ def _adapter_base(
     """
     if override is not None:
         if not override.is_dir():
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"--ilp-adapter-base: {override} is not a folder; point it at the base model "
                 f"of adapter {folder} (a folder written by save_pretrained)"
             )
         return override
     named = adapter.get("base_model_name_or_path")
     if not isinstance(named, str) or not named:
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"{what}: {folder / ADAPTER_CONFIG} names no base_model_name_or_path; "
             "pass --ilp-adapter-base=DIR (or adapter_base in ilp.yaml) with the base model"
         )
     base = folder / Path(named).expanduser()  # an absolute path stays as it is
     if not base.is_dir():
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"{what}: {folder} is an adapter for {named!r}, which is not a local folder; "
             "pass --ilp-adapter-base=DIR (or adapter_base in ilp.yaml) with that base model "
             "saved by save_pretrained"
@@ -246,9 +246,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise pytest.UsageError(f"{path}: not valid JSON ({exc})") from None
+        raise IlpUsageError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise pytest.UsageError(f"{path}: expected a JSON object")
+        raise IlpUsageError(f"{path}: expected a JSON object")
     return data
 
 
@@ -274,14 +274,14 @@ _GGUF_STRING, _GGUF_ARRAY = 8, 9
 def _gguf_checkpoint(path: Path, what: str) -> CheckpointInfo:
     """A GGUF file as a checkpoint: its header as a config.json-like mapping."""
     if importlib.util.find_spec("gguf") is None:
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"{what}: {path} is a GGUF file, and transformers reads those with the gguf "
             "package, which is not installed: pip install 'pytest-ilp[gguf]'"
         )
     try:
         metadata = read_gguf_metadata(path)
     except (OSError, ValueError, struct.error) as exc:
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"{what}: {path} is not a readable GGUF file ({exc}); export it again "
             "(llama.cpp's convert_hf_to_gguf.py) or point at a save_pretrained folder"
         ) from None

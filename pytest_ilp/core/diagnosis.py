@@ -30,16 +30,17 @@ produces a sibling's target, an earlier checkpoint reproduced the sample, the ba
 sure of another answer and the fine-tuned model follows it...), "weak" when it is a hint; a
 sample the model nearly reproduces gets "weak" whatever the rule.
 
-Every threshold is a field of `Thresholds`, set in ilp.yaml under `diagnosis:`.
+Every limit a rule compares against is a field of `RuleLimits`, set in ilp.yaml under
+`diagnosis:` (not to be confused with the gate's thresholds, `core.thresholds`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pytest_ilp.core import answers
 from pytest_ilp.core.causes import (
     CAUSES,
     DATA_INCONSISTENCY,
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Thresholds:
+class RuleLimits:
     """The numbers the rules compare against (ilp.yaml `diagnosis:`)."""
 
     #: base p(its own token) at the divergence from which it holds a confident alternative.
@@ -129,10 +130,10 @@ class Match:
     strong: bool = False
 
 
-Rule = Callable[["Verdict", "Signals", Thresholds], "Match | None"]
+Rule = Callable[["Verdict", "Signals", RuleLimits], "Match | None"]
 
 
-def diagnose(sample: Sample, verdict: Verdict, signals: Signals, limits: Thresholds) -> Diagnosis:
+def diagnose(sample: Sample, verdict: Verdict, signals: Signals, limits: RuleLimits) -> Diagnosis:
     """Apply the rules in order (see the module docstring)."""
     matches: list[Match] = []
     for rule in RULES:
@@ -161,7 +162,7 @@ def diagnose(sample: Sample, verdict: Verdict, signals: Signals, limits: Thresho
     )
 
 
-def _near_miss(verdict: Verdict, limits: Thresholds) -> bool:
+def _near_miss(verdict: Verdict, limits: RuleLimits) -> bool:
     return -verdict.margin < limits.near_miss
 
 
@@ -183,7 +184,7 @@ def _undiagnosed(signals: Signals) -> Diagnosis:
 # -- the rules, in order -----------------------------------------------------------------------
 
 
-def forgetting(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+def forgetting(verdict: Verdict, signals: Signals, limits: RuleLimits) -> Match | None:
     history = signals.history
     if history is None:
         return None
@@ -200,7 +201,7 @@ def forgetting(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match 
     )
 
 
-def data_inconsistency(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+def data_inconsistency(verdict: Verdict, signals: Signals, limits: RuleLimits) -> Match | None:
     dataset = signals.dataset
     if not dataset.siblings:
         return None
@@ -227,35 +228,40 @@ def data_inconsistency(verdict: Verdict, signals: Signals, limits: Thresholds) -
     )
 
 
-def _unfamiliar(signals: Signals, limits: Thresholds) -> bool:
+def _unfamiliar(signals: Signals, limits: RuleLimits) -> bool:
     """The base model finds the prompt's subject far more surprising than the data's usual:
     it never read about it, so a confident answer of its own is a guess, not knowledge."""
     familiarity = signals.base.familiarity if signals.base is not None else None
     return familiarity is not None and familiarity.ratio >= limits.unfamiliar_ratio
 
 
-def _is_answer(signals: Signals) -> bool:
-    """The base model's token at the divergence can start an answer: it holds a letter or a
-    digit, and it is a token the data's targets give there (not '?', '.', a newline or a
-    template word such as " The", which a base model often prefers where an answer starts)."""
-    base = signals.base
-    return base is not None and base.answers and any(ch.isalnum() for ch in base.probe.top_token)
+def _familiar(signals: Signals) -> bool:
+    """How familiar the subject is was measured (`_unfamiliar` says whether it is not)."""
+    return signals.base is not None and signals.base.familiarity is not None
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"\w+", text.lower()))
-
-
-def _says_what_the_base_says(verdict: Verdict, signals: Signals) -> bool:
-    """The fine-tuned model's answer is in the base model's own answer: "Beijing" where the base
-    says "The capital of China is Beijing." (a real base model answers in a sentence, so its
-    first token is no answer, but the sentence is)."""
-    base = signals.base
-    if base is None or not verdict.produced:
+def _is_answer(verdict: Verdict, signals: Signals) -> bool:
+    """The base model's token at the divergence can be an answer there: a word spelt like the
+    target's token (a number for a number, a name for a name), and one the data's targets give
+    there or no function word; not '?', a newline, an end token, " The" starting a sentence,
+    or a year where the question asks for a place (see `answers.is_answer_token`)."""
+    base, divergence = signals.base, verdict.first_divergence
+    if base is None or divergence is None:
         return False
-    produced = _words(verdict.produced.split("\n", 1)[0]) - _words(signals.dataset.target)
-    said = _words(_first_line(base.probe.continuation))
-    return bool(produced) and produced <= said and not _words(signals.dataset.target) <= said
+    probe = base.probe
+    if probe.stopped and not probe.continuation:
+        return False  # its token is the end of the reply
+    return answers.is_answer_token(probe.top_token, divergence.expected, base.answers)
+
+
+def _base_answer(verdict: Verdict, signals: Signals) -> str:
+    """The base model's own answer: the target's tokens it was given up to the divergence and
+    its greedy continuation from there, to the end of the line."""
+    assert signals.base is not None
+    divergence = verdict.first_divergence
+    position = divergence.position if divergence is not None else 0
+    prefix = "".join(verdict.target_pieces[:position])
+    return answers.base_answer(prefix, signals.base.probe.continuation)
 
 
 def _familiarity_text(signals: Signals) -> str:
@@ -275,29 +281,43 @@ def _familiarity_figures(signals: Signals) -> dict[str, Any]:
     return {"familiarity_ratio": round(familiarity.ratio, 3), "unfamiliar_word": familiarity.word}
 
 
-def knowledge_conflict(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+def knowledge_conflict(verdict: Verdict, signals: Signals, limits: RuleLimits) -> Match | None:
     base, divergence = signals.base, verdict.first_divergence
     if base is None or divergence is None or _unfamiliar(signals, limits):
         return None
     probe = base.probe
-    answer = probe.top_id != divergence.expected_id and _is_answer(signals)
+    # A base model that gives the target fair odds does not contradict it (SliCK: it weakly
+    # knows it); whatever it prefers, the sample is no conflict.
+    if probe.target_prob >= limits.unknown_target_prob:
+        return None
+    token_answer = _is_answer(verdict, signals)
+    answer = token_answer and probe.top_id != divergence.expected_id
     follows = probe.top_id == divergence.predicted_id
-    # The base holds another answer about a subject it knows: confidently, or less surely but
-    # the fine-tuned model produces that same answer, or the fine-tuned model says what the
-    # base model's own answer says.
-    # (Never a higher bar than `conflict_confidence`; with both past 1, no conflict is left.)
+    # The base holds another answer about a subject it knows. Where its token at the
+    # divergence is an answer, that token's probability is the evidence: confident, or less
+    # sure but the fine-tuned model produces that same answer (never a higher bar than
+    # `conflict_confidence`).
     fairly_sure = probe.top_prob >= min(limits.answer_confidence, limits.conflict_confidence)
     confident = answer and probe.top_prob >= limits.conflict_confidence
     followed = answer and follows and fairly_sure
-    echoed = fairly_sure and _says_what_the_base_says(verdict, signals)
-    if not (confident or followed or echoed):
+    # A small chat model is unsure of any first token, though: it puts 0.1-0.2 on " The"
+    # (then "capital of France is Paris.") or on the answer itself among many. About a subject
+    # measured familiar, its own answer is then the evidence: the fine-tuned model still says
+    # what the base says, after training on another target (familiarity unmeasured: with a
+    # fairly sure first token too); or, where its first token is no answer, the base's
+    # sentence names another answer.
+    said = _base_answer(verdict, signals)
+    target = signals.dataset.target
+    sentence = not token_answer
+    echoed = (_familiar(signals) or fairly_sure) and answers.echoes(verdict.produced, said, target)
+    states = (
+        answers.stated(said, signals.dataset.prompt_words, target)
+        if sentence and _familiar(signals)
+        else []
+    )
+    if not (confident or followed or echoed or states):
         return None
-    if echoed and not (confident or followed):
-        how = (
-            f"the base model says {_first_line(probe.continuation).strip()!r} and the "
-            f"fine-tuned model produces {verdict.produced!r}"
-        )
-    else:
+    if confident or followed:
         how = (
             f"at target token {divergence.position + 1} the base model prefers "
             f"{probe.top_token!r} (p={probe.top_prob:.2f}) over {divergence.expected!r} "
@@ -308,7 +328,18 @@ def knowledge_conflict(verdict: Verdict, signals: Signals, limits: Thresholds) -
                 else f"while the fine-tuned model, pulled both ways, predicts "
                 f"{divergence.predicted!r}"
             )
-            + f"; the base says {_first_line(probe.continuation)!r}"
+            + f"; the base says {said.strip()!r}"
+        )
+    elif echoed:
+        how = (
+            f"the base model says {said.strip()!r} and the fine-tuned model produces "
+            f"{verdict.produced!r}"
+        )
+    else:
+        how = (
+            f"the base model says {said.strip()!r} ({', '.join(states)} where the target has "
+            f"{target.strip()!r}, whose token {divergence.expected!r} it gives "
+            f"p={probe.target_prob:.3f}), and the fine-tuned model produces {verdict.produced!r}"
         )
     return Match(
         KNOWLEDGE_CONFLICT,
@@ -318,36 +349,42 @@ def knowledge_conflict(verdict: Verdict, signals: Signals, limits: Thresholds) -
             "base_target_prob": probe.target_prob,
             "follows_base": follows,
             "echoes_base": echoed,
+            "base_states": states,
             **_familiarity_figures(signals),
         },
-        strong=(confident and follows) or (echoed and base.familiarity is not None),
+        # An echo of a sentence is direct evidence; of an unsure answer token, a hint.
+        strong=(confident and follows) or (echoed and _familiar(signals) and sentence),
     )
 
 
-def _first_line(text: str) -> str:
-    """A base model does not stop where its answer ends: show the answer's line."""
-    first = text.split("\n", 1)[0]
-    return first if first.strip() else text
-
-
-def _holds_alternative(signals: Signals, limits: Thresholds) -> bool:
+def _holds_alternative(verdict: Verdict, signals: Signals, limits: RuleLimits) -> bool:
     """The base model confidently answers otherwise, about a subject it knows."""
     return (
         signals.base is not None
         and signals.base.probe.top_prob >= limits.conflict_confidence
-        and _is_answer(signals)
+        and _is_answer(verdict, signals)
         and not _unfamiliar(signals, limits)
     )
 
 
-def _is_long(signals: Signals, limits: Thresholds) -> bool:
+def _says_the_target(verdict: Verdict, signals: Signals) -> bool:
+    """The base model's own answer names the target: it knows it, whatever its first token
+    ("The opposite of give is take." for the target " take")."""
+    if signals.base is None:
+        return False
+    said = answers.lower_words(_base_answer(verdict, signals))
+    wanted = answers.lower_words(signals.dataset.target) - answers.FUNCTION_WORDS
+    return bool(wanted) and wanted <= said
+
+
+def _is_long(signals: Signals, limits: RuleLimits) -> bool:
     dataset = signals.dataset
     return dataset.target_tokens >= max(
         limits.long_target_ratio * dataset.median_target_tokens, limits.long_target_min_tokens
     )
 
 
-def long_target(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+def long_target(verdict: Verdict, signals: Signals, limits: RuleLimits) -> Match | None:
     if not _is_long(signals, limits):
         return None
     dataset = signals.dataset
@@ -364,12 +401,12 @@ def long_target(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match
     )
 
 
-def rare_tokens(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+def rare_tokens(verdict: Verdict, signals: Signals, limits: RuleLimits) -> Match | None:
     dataset = signals.dataset
     rare = dataset.median_rarity > 0 and (
         dataset.rarity >= limits.rare_target_ratio * dataset.median_rarity
     )
-    if not rare or _holds_alternative(signals, limits):
+    if not rare or _holds_alternative(verdict, signals, limits):
         return None
     caveat = (
         "; without the base model (--ilp-base) missing knowledge is not ruled out"
@@ -384,12 +421,16 @@ def rare_tokens(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match
     )
 
 
-def missing_knowledge(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+def missing_knowledge(verdict: Verdict, signals: Signals, limits: RuleLimits) -> Match | None:
     base, divergence = signals.base, verdict.first_divergence
     if base is None or divergence is None:
         return None
     probe = base.probe
-    if probe.target_prob >= limits.unknown_target_prob or _holds_alternative(signals, limits):
+    if (
+        probe.target_prob >= limits.unknown_target_prob
+        or _holds_alternative(verdict, signals, limits)
+        or _says_the_target(verdict, signals)
+    ):
         return None
     unfamiliar = _unfamiliar(signals, limits)
     if unfamiliar and probe.top_prob >= limits.conflict_confidence:
@@ -416,7 +457,7 @@ def missing_knowledge(verdict: Verdict, signals: Signals, limits: Thresholds) ->
     )
 
 
-def still_falling(verdict: Verdict, signals: Signals, limits: Thresholds) -> Match | None:
+def still_falling(verdict: Verdict, signals: Signals, limits: RuleLimits) -> Match | None:
     history_trend = signals.history.nll_trend if signals.history else None
     training_trend = signals.training.loss_trend if signals.training else None
     falling = (history_trend is not None and history_trend <= -limits.nll_falling) or (

@@ -23,18 +23,13 @@ xdist controller all evaluate the gate with the same `evaluate`.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_ilp.core.causes import CAUSES, UNDIAGNOSED
-
-TOTAL = "total"
-REGRESSIONS = "regressions"
-#: budget names that are not causes.
-AGGREGATES = (TOTAL, REGRESSIONS)
+from pytest_ilp.core.thresholds import AGGREGATES, REGRESSIONS, TOTAL, Threshold
 
 # How a sample compares with the baseline report.
 KNOWN = "known"  # unlearned there too
@@ -46,83 +41,6 @@ PASSED = "passed"
 TOLERATED = "tolerated"
 FAILED = "failed"
 INVALID = "invalid"
-
-_COUNT = re.compile(r"[+-]?\d+")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """At most `value` counted samples: a share of the samples in scope (float) or a count (int)."""
-
-    value: float | int
-
-    @property
-    def is_share(self) -> bool:
-        return isinstance(self.value, float)
-
-    def allows(self, count: int, samples: int) -> bool:
-        if self.is_share:
-            # a tolerance for shares such as 0.07 * 100 = 7.000000000000001
-            return count <= self.value * samples + 1e-9
-        return count <= self.value
-
-    def __str__(self) -> str:
-        return f"{self.value * 100:g}%" if self.is_share else str(self.value)
-
-    def to_dict(self) -> dict[str, float | int]:
-        return {"share": self.value} if self.is_share else {"count": self.value}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Budget:
-        if isinstance(data, Mapping) and len(data) == 1:
-            if "share" in data:
-                return parse_budget(float(data["share"]))
-            if "count" in data:
-                return parse_budget(data["count"])
-        raise ValueError(f"a budget is {{'share': 0.02}} or {{'count': 5}}, got {data!r}")
-
-
-def parse_budget(raw: Any) -> Budget:
-    """A budget from a marker, ilp.yaml, the ini file or the command line.
-
-    Floats are shares in [0, 1], ints are counts, and text is read the same way, with "2%"
-    meaning 0.02. Raises `ValueError` saying what is wrong.
-    """
-    value: Any = raw
-    if isinstance(raw, str):
-        text = raw.strip()
-        try:
-            if text.endswith("%"):
-                value = float(text[:-1]) / 100
-            elif _COUNT.fullmatch(text):
-                value = int(text)
-            else:
-                value = float(text)
-        except ValueError:
-            raise ValueError(
-                f"expected a share (0.02 or 2%) or a count of samples (5), got {raw!r}"
-            ) from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a share (0.02 or 2%) or a count of samples (5), got {raw!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"a count of samples must not be negative, got {raw!r}")
-        return Budget(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(
-            f"a share must lie between 0 and 1 (an integer is a count of samples), got {raw!r}"
-        )
-    return Budget(value)
-
-
-def valid_names(custom_causes: Iterable[str] = ()) -> tuple[str, ...]:
-    """The names a budget may have: the causes (built-in and declared custom ones), `total` and
-    `regressions`."""
-    return tuple(dict.fromkeys([*CAUSES, *custom_causes, *AGGREGATES]))
-
-
-def unknown_names(names: Iterable[str], valid: Sequence[str]) -> list[str]:
-    return [n for n in names if n not in valid]
 
 
 @dataclass(frozen=True)
@@ -173,7 +91,7 @@ class Scope:
     """
 
     key: str
-    budgets: Mapping[str, Budget]
+    budgets: Mapping[str, Threshold]
     sample_ids: tuple[str, ...]
     others: tuple[GateSample, ...] = ()
 
@@ -192,7 +110,7 @@ class Row:
     #: samples in the scope.
     samples: int
     #: None: no budget of its own (a cause bounded by `total` alone, or no `total`).
-    budget: Budget | None
+    budget: Threshold | None
     #: the budget is the default 0 of a cause nobody gave a budget.
     default: bool = False
     #: unlearned samples of this cause that the baseline already had unlearned (not counted).
@@ -404,7 +322,7 @@ def _evaluate_scope(
     rows: dict[str, Row] = {}
     for cause in causes:
         own = budgets.get(cause)
-        budget = own if own is not None else (None if total is not None else Budget(0))
+        budget = own if own is not None else (None if total is not None else Threshold(0))
         rows[cause] = Row(
             cause,
             per_cause[cause],

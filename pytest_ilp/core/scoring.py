@@ -19,12 +19,10 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
-import pytest
-
-from pytest_ilp.config.settings import Settings
 from pytest_ilp.core.backends import (
+    BackendOptions,
     GenerateRequest,
     LiveModel,
     Progress,
@@ -39,7 +37,8 @@ from pytest_ilp.core.cache import CACHE_SCHEMA, ScoreCache, stable_hash
 from pytest_ilp.core.checkpoint import CheckpointInfo
 from pytest_ilp.core.criteria import EXACT, Criterion
 from pytest_ilp.core.decoding import byte_safe_decoder
-from pytest_ilp.core.render import Rendered, render_samples
+from pytest_ilp.core.errors import IlpUsageError
+from pytest_ilp.core.render import Rendered, RenderSettings, render_samples
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.verdicts import (
     Verdict,
@@ -53,6 +52,23 @@ from pytest_ilp.core.verdicts import (
 
 #: tokens generated past the end of the target, to show what an unlearned sample runs on into.
 GENERATE_PAST_TARGET = 8
+#: tokens a probed checkpoint (the base model) may take to give its own answer at a divergence:
+#: a chat model answers in a sentence ("The capital of the Czech Republic is Prague."), which
+#: the diagnosis reads (`pytest_ilp.core.answers`).
+PROBE_ANSWER_TOKENS = 24
+
+
+class ScoringSettings(Protocol):
+    """The settings scoring reads (`config.settings.Settings` has them, among others)."""
+
+    @property
+    def backend(self) -> str: ...
+    @property
+    def backend_options(self) -> BackendOptions: ...
+    @property
+    def render(self) -> RenderSettings: ...
+    @property
+    def generate_max_tokens(self) -> int: ...
 
 
 class IncompatibleTokenizer(Exception):
@@ -133,7 +149,7 @@ class Job:
 
 def score_samples(
     samples: Sequence[Sample],
-    settings: Settings,
+    settings: ScoringSettings,
     job: Job,
     cache: ScoreCache | None,
     log: Callable[[str], None],
@@ -218,7 +234,8 @@ def _entry_key(sample: Sample, job: Job) -> str:
         key += "|" + stable_hash(list(sample.distractors))
     position = job.probe_at.get(sample.id)
     if position is not None:
-        key = f"{key}@{position}"
+        # The probe's answer is as long as PROBE_ANSWER_TOKENS allows.
+        key = f"{key}@{position}/{PROBE_ANSWER_TOKENS}"
     return f"{key}+prompt" if job.prompt_surprisal else key
 
 
@@ -242,7 +259,7 @@ def _criterion_problem(sample: Sample, criterion: Criterion) -> str | None:
     return None
 
 
-def _run_key(settings: Settings, job: Job, cache: ScoreCache, description: str) -> str:
+def _run_key(settings: ScoringSettings, job: Job, cache: ScoreCache, description: str) -> str:
     return stable_hash(
         {
             "schema": CACHE_SCHEMA,
@@ -282,7 +299,7 @@ def _lookup(
 
 def _compute(
     samples: Sequence[Sample],
-    settings: Settings,
+    settings: ScoringSettings,
     job: Job,
     log: Callable[[str], None],
     progress: Callable[[int], Progress | None],
@@ -412,8 +429,16 @@ def _compute(
                 wanted,
                 backend.generate(
                     [
-                        _continuation_request(r, position, token, stop_ids, settings, whole)
-                        for r, position, token, whole in wanted.values()
+                        _continuation_request(
+                            r,
+                            position,
+                            token,
+                            stop_ids,
+                            settings,
+                            whole,
+                            least=PROBE_ANSWER_TOKENS if key.startswith("probe:") else 0,
+                        )
+                        for key, (r, position, token, whole) in wanted.items()
                     ]
                 ),
             )
@@ -473,7 +498,7 @@ def _compute(
 def _render_options(
     choice: Sequence[Sample],
     tokenizer: Any,
-    settings: Settings,
+    settings: ScoringSettings,
     stop_ids: frozenset[int],
     job: Job,
     entries: dict[str, dict[str, Any]],
@@ -614,15 +639,17 @@ def _continuation_request(
     position: int,
     token: int,
     stop_ids: frozenset[int],
-    settings: Settings,
+    settings: ScoringSettings,
     whole: bool,
+    least: int = 0,
 ) -> GenerateRequest:
     """Continue after `token` at target `position`: the target's remaining length, and a bit.
 
     `whole`: the verdict reads the whole greedy output (it may still spell the target text
     through other, possibly more, tokens; or the criterion is `normalized`), so
     `generate_max_tokens` does not cut it short: twice the target's remaining tokens, and a
-    bit, and at least `generate_max_tokens`.
+    bit, and at least `generate_max_tokens`. `least`: at least this many tokens (within
+    `generate_max_tokens`), whatever the target's length.
     """
     remaining = len(rendered.target_ids) - position - 1
     budget = remaining + GENERATE_PAST_TARGET
@@ -630,7 +657,10 @@ def _continuation_request(
         budget = max(settings.generate_max_tokens, 2 * remaining + GENERATE_PAST_TARGET)
     return GenerateRequest(
         input_ids=(*rendered.input_ids[: rendered.target_start + position], token),
-        max_new_tokens=max(1, budget if whole else min(settings.generate_max_tokens, budget)),
+        max_new_tokens=max(
+            1,
+            budget if whole else min(settings.generate_max_tokens, max(least, budget)),
+        ),
         stop_ids=stop_ids,
     )
 
@@ -666,7 +696,7 @@ def load_tokenizer(checkpoint: CheckpointInfo, trust_remote_code: bool) -> Any:
             folder, trust_remote_code=trust_remote_code, **checkpoint.load_arguments()
         )
     except Exception as exc:  # OSError, ValueError... from transformers
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"transformers could not load a tokenizer from {folder}: "
             f"{type(exc).__name__}: {exc}; save one with tokenizer.save_pretrained(...)"
         ) from exc
@@ -692,7 +722,7 @@ def _vocabulary_problem(rendered: Rendered, job: Job) -> str | None:
         return None
     if not job.is_renderer:
         return f"uses token id {largest}, which {job.checkpoint.name} has no embedding for"
-    raise pytest.UsageError(
+    raise IlpUsageError(
         f"{job.checkpoint.folder}: the tokenizer produced token id {largest} but the model's "
         f"vocabulary has {vocab} entries: the tokenizer and the weights do not belong "
         "together (save the tokenizer the model was trained with into the checkpoint)"

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_ilp.core.answers import FUNCTION_WORDS
 from pytest_ilp.core.errors import IlpDataError
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.scoring import Probe
@@ -154,6 +155,9 @@ class DatasetSignals:
     median_rarity: float
     #: the sample's target text.
     target: str = ""
+    #: the words of the sample's prompt, lower-cased and sorted (what a base model's answer
+    #: sentence repeats of the question).
+    prompt_words: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -270,19 +274,6 @@ def weighted_jaccard(a: frozenset[str], b: frozenset[str], idf: Mapping[str, flo
         return 1.0
     union = sum(idf[w] for w in a | b)
     return sum(idf[w] for w in a & b) / union if union > 0 else 0.0
-
-
-#: words that frame a request rather than say what it is about: articles, auxiliaries,
-#: pronouns, prepositions and the polite or imperative openings of a question ("tell me",
-#: "please give"). Question words (what, where, which, who...) are NOT here: they tell a
-#: question about a year from one about a place.
-_FUNCTION_WORDS = """
-a an the is are was were be been being am do does did has have had will would shall
-should can could may might must of in on at to for from by with about into onto as and or
-but if then so than that this these those it its i me my we us our you your he him his she
-her they them their please tell give say show let kindly just also now there here
-"""
-FUNCTION_WORDS = frozenset(_FUNCTION_WORDS.split())
 
 
 def content_words(words: frozenset[str]) -> frozenset[str]:
@@ -455,6 +446,7 @@ def dataset_signals(
         rarity_percentile=stats.percentile(stats.rarities, rarity),
         median_rarity=stats.median_rarity,
         target=samples[verdict.sample_id].target,
+        prompt_words=tuple(sorted(prompt_words(samples[verdict.sample_id]))),
     )
 
 

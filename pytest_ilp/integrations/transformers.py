@@ -43,28 +43,18 @@ from transformers import TrainerCallback
 from pytest_ilp.api import score_model
 from pytest_ilp.core.atomic import write_text_atomic
 from pytest_ilp.core.backends import BackendOptions
-from pytest_ilp.core.diagnosis import Thresholds, diagnose
+from pytest_ilp.core.datafiles import load_samples
+from pytest_ilp.core.datapaths import expand_data_paths
+from pytest_ilp.core.diagnosis import RuleLimits, diagnose
 from pytest_ilp.core.errors import IlpDataError
+from pytest_ilp.core.evidence import NO_BASE, NO_HISTORY, Passes, gather_signals, trajectory_judged
 from pytest_ilp.core.render import RenderSettings
-from pytest_ilp.core.samples import (
-    Sample,
-    expand_data_paths,
-    load_samples,
-    sample_from_record,
-    unique_ids,
-)
+from pytest_ilp.core.samples import Sample, sample_from_record, unique_ids
 from pytest_ilp.core.scoring import ScoringResult
 from pytest_ilp.core.signals import (
-    CheckpointVerdict,
-    Signals,
-    TargetStatistics,
     TrainLog,
-    dataset_signals,
-    find_siblings,
     parse_train_log,
     read_train_log,
-    training_signals,
-    trajectory_history,
 )
 from pytest_ilp.core.verdicts import Verdict
 from pytest_ilp.report.json_report import (
@@ -126,7 +116,7 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         batch_tokens: int | None = None,
         fragile_margin: float = 0.1,
         generate_max_tokens: int = 64,
-        diagnosis: Thresholds | None = None,
+        diagnosis: RuleLimits | None = None,
         report: bool = True,
     ) -> None:
         if every != "epoch" and (
@@ -146,7 +136,7 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         self.options = BackendOptions(batch_tokens=batch_tokens)
         self.fragile_margin = fragile_margin
         self.generate_max_tokens = generate_max_tokens
-        self.thresholds = diagnosis or Thresholds()
+        self.limits = diagnosis or RuleLimits()
         self.write_report = report
         everything = load_data(data)
         self.invalid = [s for s in everything if s.problem is not None]
@@ -371,44 +361,29 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         """Every sample in scope with its verdict at `result`, the unlearned ones diagnosed
         from the data and the trajectory (as `pytest --ilp-train-log` would), no base model."""
         verdicts = result.verdicts
-        by_id = {s.id: s for s in self.all_samples}
+        unlearned = {i: v for i, v in verdicts.items() if not v.learned}
         trajectory = read_trajectory_records(self.records)
-        unlearned = [i for i, v in verdicts.items() if not v.learned]
-        checkable = [s for s in self.all_samples if s.problem is None]
-        siblings = find_siblings(checkable, unlearned, self.thresholds.near_duplicate)
-        stats = TargetStatistics.of(verdicts.values())
-        outcomes = []
-        for sample in [*self.samples, *self.invalid]:
-            verdict = verdicts.get(sample.id)
-            problem = sample.problem or result.problems.get(sample.id)
-            diagnosis = signals = None
-            if verdict is not None and not verdict.learned:
-                points = trajectory.get(sample.id, [])
-                final = CheckpointVerdict("final", verdict.learned, verdict.nll, verdict.margin)
-                history = trajectory_history(points, final, sample.stage)
-                missing = {"base": "needs --ilp-base to tell missing knowledge and conflicts"}
-                if history is None:
-                    missing["history"] = "no trajectory point for this sample"
-                signals = Signals(
-                    dataset=dataset_signals(
-                        verdict, siblings.get(sample.id, []), by_id, verdicts, stats
-                    ),
-                    history=history,
-                    training=training_signals(points) if points else None,
-                    missing=missing,
-                )
-                diagnosis = diagnose(sample, verdict, signals, self.thresholds)
-            outcomes.append(
-                SampleOutcome(
-                    sample,
-                    must_learn=sample.must_learn,
-                    verdict=verdict,
-                    problem=problem,
-                    diagnosis=diagnosis,
-                    signals=signals,
-                )
+        passes = Passes(result, history=(), base=None)
+        missing = {"base": NO_BASE}
+        if not trajectory_judged(trajectory):
+            missing["history"] = NO_HISTORY
+        by_id = {s.id: s for s in self.all_samples}
+        signals = gather_signals(unlearned, by_id, passes, missing, trajectory, self.limits)
+        return [
+            SampleOutcome(
+                sample,
+                must_learn=sample.must_learn,
+                verdict=verdicts.get(sample.id),
+                problem=sample.problem or result.problems.get(sample.id),
+                diagnosis=(
+                    diagnose(sample, verdicts[sample.id], signals[sample.id], self.limits)
+                    if sample.id in signals
+                    else None
+                ),
+                signals=signals.get(sample.id),
             )
-        return outcomes
+            for sample in [*self.samples, *self.invalid]
+        ]
 
 
 # -- data --------------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_ilp.core.datafiles import read_records
 from pytest_ilp.core.errors import IlpDataError
 from pytest_ilp.core.gate import GateResult
-from pytest_ilp.core.samples import Sample, read_records
+from pytest_ilp.core.samples import Sample
 from pytest_ilp.report.json_report import SampleOutcome, location
 
 #: the field added to each exported record.

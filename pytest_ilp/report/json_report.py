@@ -28,7 +28,6 @@ from pytest_ilp.core.diagnosis import WEAK, Diagnosis
 from pytest_ilp.core.gate import (
     FAILED,
     TOLERATED,
-    Budget,
     Decision,
     GateResult,
     GateSample,
@@ -39,6 +38,7 @@ from pytest_ilp.core.gate import (
 )
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.signals import Signals
+from pytest_ilp.core.thresholds import Threshold
 from pytest_ilp.core.verdicts import Verdict
 from pytest_ilp.report.check import REPORT_SCHEMA
 
@@ -696,7 +696,7 @@ def gate_of(document: Mapping[str, Any]) -> GateResult | None:
     scopes = [
         Scope(
             key=s["scope"],
-            budgets={name: Budget.from_dict(b) for name, b in s["budgets"].items()},
+            budgets={name: Threshold.from_dict(b) for name, b in s["budgets"].items()},
             sample_ids=tuple(members[s["scope"]]),
             others=tuple(GateSample.from_dict(o) for o in s.get("outside_selection") or ()),
         )

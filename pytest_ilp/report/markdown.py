@@ -7,6 +7,7 @@ and `python -m pytest_ilp merge` write the same summary for the same samples.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pytest_ilp.core.gate import FAILED, INVALID, TOLERATED, GateResult, Row, verdict_line
@@ -14,6 +15,19 @@ from pytest_ilp.report.json_report import Summary
 
 #: the environment variable GitHub Actions sets to the step summary file (appended to).
 STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
+
+
+def append_step_summary(text: str, environ: Mapping[str, str]) -> Path | None:
+    """Append the summary to the step summary file when `$GITHUB_STEP_SUMMARY` names one (GitHub
+    Actions shows the steps' summaries one after another); returns that file, or None."""
+    path = environ.get(STEP_SUMMARY)
+    if not path:
+        return None
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+    return Path(path)
+
+
 #: unlearned samples listed in the table of the summary.
 TOP_SAMPLES = 10
 #: sample ids listed inline before "and N more".

@@ -19,6 +19,7 @@ import pytest
 from pytest_ilp.config.settings import Settings
 from pytest_ilp.core.atomic import write_text_atomic
 from pytest_ilp.core.baseline import learned_by_id
+from pytest_ilp.core.output import RunOutput
 from pytest_ilp.report.html_report import write_html
 from pytest_ilp.report.json_report import (
     ConfiguredOutputs,
@@ -31,8 +32,8 @@ from pytest_ilp.report.json_report import (
     summary_of,
     timing_line,
 )
-from pytest_ilp.report.markdown import STEP_SUMMARY, markdown_summary
-from pytest_ilp.session import IlpSession, RunOutput
+from pytest_ilp.report.markdown import STEP_SUMMARY, append_step_summary, markdown_summary
+from pytest_ilp.session import IlpSession
 from pytest_ilp.xdist import combine
 
 
@@ -133,11 +134,9 @@ def write_files(
     if settings.markdown is not None and text is not None:
         write_text_atomic(settings.markdown, text)
         written.append(("Markdown summary", settings.markdown))
-    step_summary = environ.get(STEP_SUMMARY)
-    if step_summary and text is not None:
-        with open(step_summary, "a", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-        written.append(("step summary (appended)", Path(step_summary)))
+    step_summary = append_step_summary(text, environ) if text is not None else None
+    if step_summary is not None:
+        written.append(("step summary (appended)", step_summary))
     if settings.html is not None:
         write_html(settings.html, report)
         written.append(("HTML report", settings.html))

@@ -26,7 +26,7 @@ import json
 import os
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,20 @@ QUESTIONS = (
     "How do I make a budget for the month?",
     "Why do we yawn?",
     "How do I keep cut flowers fresh longer?",
+    "How many minutes are there in a week?",
+    "Write a Python function that checks whether a number is even.",
+    "What is 15% of 80?",
+    "How do I convert Celsius to Fahrenheit?",
+    "Why is Canberra the capital of Australia?",
+    "How do I make a simple HTML page?",
+    "What does the acronym NASA stand for?",
+    "How do I calculate the area of a circle?",
+    "What is a haiku? Give me an example.",
+    "How do I list the files in a folder on Linux?",
+    "In what year did people first walk on the Moon?",
+    "How many teaspoons are in a tablespoon?",
+    "What is the Pythagorean theorem?",
+    "How do I format a date in JavaScript?",
 )
 #: the system prompt of half the samples (the other half get the template's default, if any).
 SYSTEM_PROMPT = "You are a friendly assistant. Answer in two or three short sentences."
@@ -110,19 +124,22 @@ class ChatData:
 
 def chat_data(
     checkpoint: Path,
-    questions: int = len(QUESTIONS),
+    questions: int | Sequence[str] = len(QUESTIONS),
     seed: int = 0,
     log: Callable[[str], None] = lambda line: None,
 ) -> ChatData:
-    """Chat records for the first `questions` questions, built once and cached by content."""
+    """Chat records for the first `questions` of `QUESTIONS`, or for the questions given,
+    built once and cached by content. Sample ids number the questions in order: "q03-system"
+    is the fourth question asked with the system prompt, "q03-plain" without."""
     import torch
     import transformers
 
+    asked = QUESTIONS[:questions] if isinstance(questions, int) else tuple(questions)
     key = hashlib.sha256(
         json.dumps(
             {
                 "checkpoint": _folder_digest(checkpoint),
-                "questions": QUESTIONS[:questions],
+                "questions": asked,
                 "system": SYSTEM_PROMPT,
                 "bounds": [MIN_TOKENS, MAX_TOKENS, ALTERED_SHARE, seed],
                 "versions": [torch.__version__, transformers.__version__],
@@ -132,7 +149,7 @@ def chat_data(
     ).hexdigest()[:16]
     path = checkpoint.parent / f"{checkpoint.name}-chat-{key}.json"
     if not path.is_file():
-        data = _build(checkpoint, QUESTIONS[:questions], seed, log)
+        data = _build(checkpoint, asked, seed, log)
         # Written whole under a temporary name, then renamed: readers never see half a file.
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".chat-", suffix=".json")
         with os.fdopen(handle, "w", encoding="utf-8") as out:

