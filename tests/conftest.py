@@ -45,14 +45,6 @@ def _no_github_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "fake_world: the module's `world` and `truth` are the fake world's (a table of answers "
-        "instead of a trained model), for tests of what the plugin does with verdicts",
-    )
-
-
 @pytest.fixture(scope="session")
 def _trained(tmp_path_factory: pytest.TempPathFactory) -> World:
     """The tiny trained world, built once per test session (about 20 s of CPU): under xdist,

@@ -181,20 +181,19 @@ def check_backend_installed(name: str) -> None:
             )
 
 
-def _checkpoint_backend(checkpoint: CheckpointInfo) -> tuple[str, str] | None:
-    """(name, "module:class") of the one backend that runs this checkpoint, if it needs one."""
-    return MODEL_TYPE_BACKENDS.get(str(checkpoint.config.get("model_type")))
+def _resolve(name: str, checkpoint: CheckpointInfo) -> tuple[str, str]:
+    """(name, "module:class") of the backend that runs this checkpoint: the one its
+    `model_type` needs (see `MODEL_TYPE_BACKENDS`), else `name`, checked and installed."""
+    own = MODEL_TYPE_BACKENDS.get(str(checkpoint.config.get("model_type")))
+    if own is not None:
+        return own
+    check_backend_name(name)
+    check_backend_installed(name)
+    return name, BACKENDS[name]
 
 
 def _backend_class(name: str, checkpoint: CheckpointInfo) -> Any:
-    own = _checkpoint_backend(checkpoint)
-    if own is not None:
-        location = own[1]
-    else:
-        check_backend_name(name)
-        check_backend_installed(name)
-        location = BACKENDS[name]
-    module_name, class_name = location.split(":")
+    module_name, class_name = _resolve(name, checkpoint)[1].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
 
@@ -203,12 +202,7 @@ def describe_backend(name: str, checkpoint: CheckpointInfo, options: BackendOpti
 
     Part of the cache key: a verdict computed in bfloat16 on a GPU is not reused on a CPU.
     """
-    own = _checkpoint_backend(checkpoint)
-    if own is not None:
-        name = own[0]
-    else:
-        check_backend_name(name)
-        check_backend_installed(name)
+    name = _resolve(name, checkpoint)[0]
     device = resolve_device(options.device)
     return f"{name} {device} {resolve_dtype(options.dtype, device, checkpoint)}"
 
