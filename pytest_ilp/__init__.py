@@ -63,9 +63,10 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module 'pytest_ilp' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_WHERE[name]), name)
-    globals()[name] = value  # looked up once
-    return value
+    # Looked up in sys.modules each time, never cached here: an in-process pytest run
+    # (pytester) drops the modules it imported, and `assert_learned` must be the one whose
+    # running test the plugin's hooks set.
+    return getattr(importlib.import_module(_WHERE[name]), name)
 
 
 def __dir__() -> list[str]:
