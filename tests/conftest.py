@@ -35,7 +35,7 @@ def pytest_ilp_diagnose(sample, verdict, signals):
     cause = PLANTED.get(sample.id)
     if cause is None:
         return None
-    return Diagnosis(cause=cause, evidence="planted by the test", suggestion="fix it")
+    return Diagnosis(cause=cause, evidence="planted by the test", suggestion=f"fix the {{cause}}")
 """
 
 

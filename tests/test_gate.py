@@ -22,21 +22,9 @@ import pytest
 from pytest_ilp.core.thresholds import Threshold
 from pytest_ilp.session import STATE_KEY
 
-from conftest import assert_valid_report, write_jsonl
+from conftest import PLANT, assert_valid_report, write_jsonl
 from world import World
 
-PLANT = """
-from pytest_ilp.core.diagnosis import Diagnosis
-
-PLANTED = {planted!r}
-
-
-def pytest_ilp_diagnose(sample, verdict, signals):
-    cause = PLANTED.get(sample.id)
-    if cause is None:
-        return None
-    return Diagnosis(cause=cause, evidence="planted by the test", suggestion=f"fix the {{cause}}")
-"""
 pytestmark = pytest.mark.fake_world
 
 CAUSES = ["knowledge_conflict"] * 3 + ["data_inconsistency"] * 2 + ["missing_knowledge"]

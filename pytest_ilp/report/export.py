@@ -15,7 +15,7 @@ from pytest_ilp.core.datafiles import read_records
 from pytest_ilp.core.errors import IlpDataError
 from pytest_ilp.core.gate import GateResult
 from pytest_ilp.core.samples import Sample
-from pytest_ilp.report.json_report import SampleOutcome, location
+from pytest_ilp.report.json_report import SampleOutcome, divergence_record, location
 
 #: the field added to each exported record.
 FIELD = "ilp"
@@ -49,13 +49,7 @@ def remediation_records(
             "produced": verdict.produced,
             "criterion": verdict.criterion,
             "criterion_figures": dict(verdict.figures),
-            "first_divergence": None
-            if divergence is None
-            else {
-                "position": divergence.position,
-                "expected": divergence.expected,
-                "predicted": divergence.predicted,
-            },
+            "first_divergence": divergence_record(divergence, probabilities=False),
             "token_accuracy": verdict.token_accuracy,
             "nll": verdict.nll,
         }

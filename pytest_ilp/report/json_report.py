@@ -39,7 +39,7 @@ from pytest_ilp.core.gate import (
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.signals import Signals
 from pytest_ilp.core.thresholds import Threshold
-from pytest_ilp.core.verdicts import Verdict
+from pytest_ilp.core.verdicts import Divergence, Verdict
 from pytest_ilp.report.check import REPORT_SCHEMA
 
 #: characters of a prompt or target shown in a failure report before the middle is elided.
@@ -612,19 +612,10 @@ def _sample_record(
         "error": outcome.problem,
     }
     if verdict is not None:
-        divergence = verdict.first_divergence
         record.update(
             token_accuracy=verdict.token_accuracy,
             target_tokens=verdict.target_tokens,
-            first_divergence=None
-            if divergence is None
-            else {
-                "position": divergence.position,
-                "expected": divergence.expected,
-                "predicted": divergence.predicted,
-                "expected_prob": divergence.expected_prob,
-                "predicted_prob": divergence.predicted_prob,
-            },
+            first_divergence=divergence_record(verdict.first_divergence),
             nll=verdict.nll,
             margin=_finite(verdict.margin),
             fragile=verdict.is_fragile(fragile_margin),
@@ -734,3 +725,20 @@ def json_text(document: Any, indent: int | None = 2) -> str:
     return json.dumps(
         _json_safe(document), indent=indent, ensure_ascii=False, allow_nan=False, default=str
     )
+
+
+def divergence_record(
+    divergence: Divergence | None, *, probabilities: bool = True
+) -> dict[str, Any] | None:
+    """A first divergence as the report (and, without `probabilities`, the export) writes it."""
+    if divergence is None:
+        return None
+    record: dict[str, Any] = {
+        "position": divergence.position,
+        "expected": divergence.expected,
+        "predicted": divergence.predicted,
+    }
+    if probabilities:
+        record["expected_prob"] = divergence.expected_prob
+        record["predicted_prob"] = divergence.predicted_prob
+    return record
