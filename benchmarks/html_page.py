@@ -4,7 +4,7 @@
     python benchmarks/html_page.py --samples 10000 --repeats 1
 
 It builds a seeded synthetic run through the real report code (`SampleOutcome` records with
-verdicts, per-token probabilities, diagnoses and the gate, through `report.json_report`), writes
+verdicts, per-token probabilities, diagnoses and the gate, through `report.build`), writes
 its page with `html_report.write_html`, then opens the file in headless Chromium (Debian's
 `chromium`, driven by Playwright) and times, per repetition in a fresh page:
 
@@ -28,7 +28,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -39,8 +38,9 @@ from pytest_ilp.core.gate import GateSample, Scope, evaluate  # noqa: E402
 from pytest_ilp.core.samples import Sample  # noqa: E402
 from pytest_ilp.core.thresholds import parse_threshold  # noqa: E402
 from pytest_ilp.core.verdicts import Divergence, Verdict  # noqa: E402
+from pytest_ilp.report.build import SampleOutcome, build_report  # noqa: E402
 from pytest_ilp.report.html_report import write_html  # noqa: E402
-from pytest_ilp.report.json_report import SampleOutcome, json_report, json_text  # noqa: E402
+from pytest_ilp.report.model import Report  # noqa: E402
 
 #: the causes a rule can decide (every one but undiagnosed).
 DIAGNOSED = [c for c in CAUSES if c != UNDIAGNOSED]
@@ -59,7 +59,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-def synthetic_report(samples: int, unlearned_share: float, seed: int = 0) -> dict[str, Any]:
+def synthetic_report(samples: int, unlearned_share: float, seed: int = 0) -> Report:
     rng = random.Random(seed)
     outcomes = []
     for i in range(samples):
@@ -120,7 +120,7 @@ def synthetic_report(samples: int, unlearned_share: float, seed: int = 0) -> dic
             )
         ],
     )
-    return json_report(
+    return build_report(
         outcomes,
         checkpoint=Path("/synthetic/checkpoint"),
         backend="hf cpu float32",
@@ -150,7 +150,7 @@ def main() -> None:
         started = time.perf_counter()
         report = synthetic_report(args.samples, args.unlearned_share)
         built = time.perf_counter() - started
-        json_size = len(json_text(report).encode())
+        json_size = len(report.to_json().encode())
         page_path = Path(folder) / "report.html"
         started = time.perf_counter()
         write_html(page_path, report)

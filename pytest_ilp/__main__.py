@@ -10,18 +10,19 @@ reports, merged first), the same page `--ilp-html` writes. Exit status 0, or 4 f
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from pytest_ilp.core.atomic import write_text_atomic
-from pytest_ilp.report.html_report import HtmlReportError, check_page_report, write_html
-from pytest_ilp.report.json_report import gate_of, json_text, relative, summary_lines, summary_of
+from pytest_ilp.report.build import relative
+from pytest_ilp.report.check import ReportError, read_report
+from pytest_ilp.report.html_report import write_html
 from pytest_ilp.report.markdown import append_step_summary, markdown_summary
 from pytest_ilp.report.merge import MergeError, merge_reports
+from pytest_ilp.report.model import Report
+from pytest_ilp.report.terminal import summary_lines
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 4
 
@@ -53,23 +54,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "html":
         return _html(args.reports, args.output)
     try:
-        merged = merge_reports([(str(path), _read(path)) for path in args.reports])
-    except MergeError as exc:
+        merged = merge_reports([(str(path), read_report(path)) for path in args.reports])
+    except (ReportError, MergeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    write_text_atomic(args.output, json_text(merged) + "\n")
-    summary, gate = summary_of(merged), gate_of(merged)
-    checkpoint = relative(Path(merged["checkpoint"]), Path.cwd())
+    write_text_atomic(args.output, merged.to_json())
+    gate = merged.gate
+    checkpoint = relative(Path(merged.checkpoint), Path.cwd())
     for line in summary_lines(
-        summary,
+        merged.summary,
         checkpoint=checkpoint,
-        backend=merged["backend"],
+        backend=merged.backend,
         timing=f"merged {len(args.reports)} reports into {args.output}",
-        fragile_margin=merged["fragile_margin"],
+        fragile_margin=merged.fragile_margin,
         gate=gate,
     ):
         print(line)
-    text = markdown_summary(merged, summary, gate, checkpoint)
+    text = markdown_summary(merged, checkpoint)
     if args.markdown is not None:
         write_text_atomic(args.markdown, text)
     if args.html is not None:
@@ -80,38 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _html(reports: Sequence[Path], output: Path) -> int:
     try:
-        documents = [(str(path), _read(path)) for path in reports]
-        if len(documents) == 1:
-            name, report = documents[0]
-            check_page_report(report, name)
-        else:
-            report = merge_reports(documents)
+        read = [(str(path), read_report(path)) for path in reports]
+        report: Report = read[0][1] if len(read) == 1 else merge_reports(read)
         write_html(output, report)
-    except (MergeError, HtmlReportError) as exc:
+    except (ReportError, MergeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (KeyError, TypeError, ValueError) as exc:  # a record or the gate lacks a field
-        names = ", ".join(str(path) for path in reports)
-        print(
-            f"error: {names}: not a whole pytest-ilp report ({type(exc).__name__}: {exc}); "
-            "write it again with --ilp-report",
-            file=sys.stderr,
-        )
         return EXIT_USAGE
     except OSError as exc:
         print(f"error: {output}: cannot write it: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
     print(f"pytest-ilp: wrote {output}")
     return EXIT_PASSED
-
-
-def _read(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise MergeError(f"{path}: cannot read it: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MergeError(f"{path}: not a JSON report ({exc})") from None
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ import pytest
 from pytest_ilp.core.gate import Decision, Row
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.verdicts import Verdict
-from pytest_ilp.report.json_report import SampleOutcome, item_properties
+from pytest_ilp.report.build import SampleOutcome
+from pytest_ilp.report.sample_text import item_properties
 from pytest_ilp.scopes import threshold_scope
 from pytest_ilp.session import STATE_KEY
 

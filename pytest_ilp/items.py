@@ -27,7 +27,7 @@ from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.shards import Shard
 from pytest_ilp.core.thresholds import RUN_THRESHOLDS, Threshold, check_names, merged
 from pytest_ilp.markers import CRITERION_MARKER
-from pytest_ilp.report.json_report import failure_text, problem_text
+from pytest_ilp.report.sample_text import failure_text, problem_text
 from pytest_ilp.scopes import threshold_scope
 from pytest_ilp.session import STATE_KEY, IlpSession
 

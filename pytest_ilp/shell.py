@@ -38,7 +38,7 @@ from pytest_ilp.items import (
     sample_of,
     select_shard,
 )
-from pytest_ilp.report.json_report import relative
+from pytest_ilp.report.build import relative
 from pytest_ilp.report.outputs import (
     closing,
     gate_exit_status,

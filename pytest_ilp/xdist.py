@@ -51,7 +51,9 @@ def combine(outputs: Sequence[RunOutput]) -> RunOutput:
     return RunOutput(
         report=first.report,
         export=first.export,
-        **_combined_figures([o.to_dict() for o in outputs]),
+        **_combined_figures(
+            [{"computed": o.computed, "cached": o.cached, "seconds": o.seconds} for o in outputs]
+        ),
         diagnosis_passes=[
             {"checkpoint": same[0]["checkpoint"], **_combined_figures(same)}
             for same in zip(*(o.diagnosis_passes for o in outputs))

@@ -133,3 +133,13 @@ def assert_valid_report(document: Any) -> None:
     errors = sorted(Draft202012Validator(report_schema()).iter_errors(document), key=str)
     shown = [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in errors]
     assert not errors, "\n".join(shown[:10])
+
+
+def assert_round_trip(path: Path) -> None:
+    """The report file parses into a `Report` that writes it again byte for byte (the typed
+    model loses nothing), and it follows the published schema."""
+    from pytest_ilp.report.check import read_report
+
+    text = path.read_text(encoding="utf-8")
+    assert_valid_report(json.loads(text))
+    assert read_report(path).to_json() == text

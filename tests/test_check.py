@@ -36,9 +36,10 @@ def test_check_gives_the_verdicts_diagnoses_gate_and_report_of_a_pytest_run(
         r["id"] for r in records if truth[r["id"]]
     }
     assert set(run.diagnoses) == set(run.unlearned) == set(run.signals)
-    assert run.report["samples"] == written["samples"]
-    assert run.report["gate"] == written["gate"]
-    assert run.report["summary"] == written["summary"]
+    document = json.loads(run.report.to_json())
+    assert document["samples"] == written["samples"]
+    assert document["gate"] == written["gate"]
+    assert document["summary"] == written["summary"]
     assert run.passed is (result.ret == pytest.ExitCode.OK) is False  # 10% of 40 is too few
     assert run.verdict_line in result.stdout.str()
     path = run.write_report(pytester.path / "again.json")

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from pytest_ilp.core.decoding import byte_safe_decoder
-from pytest_ilp.report.json_report import _quote
+from pytest_ilp.report.sample_text import _quote
 from pytest_ilp.testing import tiny
 
 EURO = "€"  # UTF-8 e2 82 ac: three byte tokens in a tokenizer that never saw it

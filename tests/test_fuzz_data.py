@@ -24,7 +24,7 @@ from pytest_ilp.core.datafiles import load_samples, read_records
 from pytest_ilp.core.datapaths import expand_data_paths
 from pytest_ilp.core.errors import IlpDataError
 from pytest_ilp.core.samples import content_id
-from pytest_ilp.report.json_report import json_text
+from pytest_ilp.report.records import json_text
 
 CI = bool(os.environ.get("CI"))
 FUZZ = settings(

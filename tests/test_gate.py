@@ -22,7 +22,7 @@ import pytest
 from pytest_ilp.core.thresholds import Threshold
 from pytest_ilp.session import STATE_KEY
 
-from conftest import PLANT, assert_valid_report, write_jsonl
+from conftest import PLANT, assert_round_trip, write_jsonl
 from world import World
 
 pytestmark = pytest.mark.fake_world
@@ -423,7 +423,7 @@ def test_a_baseline_tells_known_failures_regressions_and_fixed_samples(
         set(planted.causes) - {regressed}
     )
     assert report["gate"]["regressions"] == [regressed] and report["gate"]["fixed"] == [fixed]
-    assert_valid_report(report)
+    assert_round_trip(pytester.path / "now.json")
 
 
 def test_update_baseline_writes_the_report_and_the_next_run_knows_its_failures(
@@ -442,6 +442,7 @@ def test_update_baseline_writes_the_report_and_the_next_run_knows_its_failures(
     )
     written = json.loads((pytester.path / "ci" / "baseline.json").read_text())
     assert written["schema"] == 2 and len(written["samples"]) == 12
+    assert_round_trip(pytester.path / "ci" / "baseline.json")
     second = ilp(pytester, world, "--ilp-baseline=ci/baseline.json")
     second.assert_outcomes(passed=6, xfailed=6)
     second.stdout.fnmatch_lines(["ilp gate: PASSED — 6 known from the baseline"])
@@ -476,14 +477,30 @@ def test_an_interrupted_run_writes_no_report_and_keeps_the_baseline(
     pytester: pytest.Pytester, world: World, planted: Planted
 ) -> None:
     setup(pytester, planted)
-    (pytester.path / "b.json").write_text('{"schema": 1, "samples": []}')
+    (pytester.path / "b.json").write_text(whole_report([]))
     pytester.makepyfile(test_broken="import no_such_module_anywhere\n")
     result = ilp(
         pytester, world, "--ilp-baseline=b.json", "--ilp-update-baseline", "--ilp-report=r.json"
     )
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    assert (pytester.path / "b.json").read_text() == '{"schema": 1, "samples": []}'
+    assert (pytester.path / "b.json").read_text() == whole_report([])
     assert not (pytester.path / "r.json").exists()
+
+
+def whole_report(samples: list[dict[str, Any]]) -> str:
+    """A schema-1 report of these sample records, whole but for them."""
+    summary = dict.fromkeys(("samples", "learned", "unlearned", "must_learn"), 0)
+    lists: dict[str, list[str]] = {k: [] for k in ("must_learn_unlearned", "fragile", "invalid")}
+    return json.dumps(
+        {
+            "schema": 1,
+            "checkpoint": "ckpt",
+            "backend": "hf cpu float32",
+            "fragile_margin": 0.1,
+            "samples": samples,
+            "summary": {**summary, **lists},
+        }
+    )
 
 
 @pytest.mark.parametrize(
@@ -501,11 +518,12 @@ def test_an_interrupted_run_writes_no_report_and_keeps_the_baseline(
             "1, 2 (it writes 2): regenerate it with --ilp-update-baseline",
         ),
         ('{"samples": []}', "*not a pytest-ilp report (no `schema` field at the top level)"),
-        ('{"schema": 1, "samples": [{"learned": true}]}', "*samples[[]0] has no string `id`"),
+        (whole_report([{"learned": True}]), "*samples[[]0]: `id` must be a string"),
         (
-            '{"schema": 1, "samples": [{"id": "a", "learned": "yes"}]}',
-            "*`learned` must be true, false or null",
+            whole_report([{"id": "a", "learned": "yes"}]),
+            "*samples[[]0] (a): `learned` must be true, false or null",
         ),
+        ('{"schema": 1, "samples": []}', "*not a whole pytest-ilp report (no checkpoint, *)"),
     ],
 )
 def test_a_malformed_baseline_is_a_usage_error_saying_what_is_wrong(
@@ -696,8 +714,8 @@ def test_shards_split_the_samples_stably_and_merge_gates_the_whole(
     merge.stdout.fnmatch_lines(["ilp gate: PASSED — 6 unlearned within budget"])
     merged = json.loads((pytester.path / "all.json").read_text())
     full = json.loads((pytester.path / "full.json").read_text())
-    for document in (merged, full, *map(json.loads, map(Path.read_text, shards))):
-        assert_valid_report(document)
+    for path in (pytester.path / "all.json", pytester.path / "full.json", *shards):
+        assert_round_trip(path)
     assert merged["summary"] == full["summary"]
     assert merged["gate"] == full["gate"]
     assert [s["id"] for s in merged["samples"]] == [s["id"] for s in full["samples"]]

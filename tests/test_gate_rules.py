@@ -25,8 +25,9 @@ from pytest_ilp.core.gate import (
 )
 from pytest_ilp.core.shards import Shard
 from pytest_ilp.core.thresholds import Threshold, parse_threshold
-from pytest_ilp.report.json_report import gate_of
+from pytest_ilp.report.check import ReportError, parse_report
 from pytest_ilp.report.merge import MergeError, merge_reports
+from pytest_ilp.report.model import Report
 
 # -- budgets -------------------------------------------------------------------------------------
 
@@ -241,6 +242,23 @@ def test_bad_shard_specs_are_refused(text: str) -> None:
 # -- merging shard reports -----------------------------------------------------------------------
 
 
+#: a report's summary as the schema wants it (readers compute the summary from the records).
+SUMMARY = {
+    "samples": 0,
+    "learned": 0,
+    "unlearned": 0,
+    "must_learn": 0,
+    "must_learn_unlearned": [],
+    "fragile": [],
+    "invalid": [],
+}
+
+
+def merge(*reports: tuple[str, dict[str, Any]]) -> Report:
+    """`merge_reports` on documents, each checked and parsed as `merge` reads its files."""
+    return merge_reports([(name, parse_report(document)) for name, document in reports])
+
+
 def shard_report(
     shard: str | None, records: list[dict[str, Any]], **budgets: Any
 ) -> dict[str, Any]:
@@ -251,7 +269,7 @@ def shard_report(
         "fragile_margin": 0.1,
         "shard": shard,
         "samples": records,
-        "summary": {},
+        "summary": SUMMARY,
         "gate": {
             "strict": False,
             "baseline": None,
@@ -292,12 +310,12 @@ def test_merge_evaluates_the_budgets_on_the_whole() -> None:
         + [record("h", False, "undiagnosed", 9)],
         undiagnosed=0.3,
     )
-    merged = merge_reports([("two.json", two), ("one.json", one)])
+    merged = merge(("two.json", two), ("one.json", one)).to_dict()
     assert [s["id"] for s in merged["samples"]] == list("abcdefgh")  # data order again
     assert merged["summary"]["samples"] == 8 and merged["summary"]["unlearned"] == 2
     assert merged["gate"]["passed"] is True
     assert {s["id"]: s["gate"] for s in merged["samples"]}["b"] == TOLERATED
-    gate = gate_of(merged)
+    gate = parse_report(merged).gate
     assert gate is not None and gate.passed
 
 
@@ -317,19 +335,21 @@ def test_merge_refuses_an_incomplete_or_mixed_set_of_shards(
         (name, shard_report(shard, [record(f"{name}-s", True)])) for name, shard in reports
     ]
     with pytest.raises(MergeError, match=message):
-        merge_reports(documents)
+        merge(*documents)
 
 
 def test_merge_refuses_different_budgets_and_overlapping_samples() -> None:
     one = shard_report("1/2", [record("a", True)], total=0.1)
     two = shard_report("2/2", [record("b", True)], total=0.2)
     with pytest.raises(MergeError, match="different budgets for the run"):
-        merge_reports([("1.json", one), ("2.json", two)])
+        merge(("1.json", one), ("2.json", two))
     same = shard_report("2/2", [record("a", True)], total=0.1)
     with pytest.raises(MergeError, match=re.escape("sample 'a' is in both 1.json and 2.json")):
-        merge_reports([("1.json", one), ("2.json", same)])
-    with pytest.raises(MergeError, match="report schema 3, but this pytest-ilp reads schemas 1, 2"):
-        merge_reports([("1.json", {**one, "schema": 3})])
+        merge(("1.json", one), ("2.json", same))
+    with pytest.raises(
+        ReportError, match="report schema 3, but this pytest-ilp reads schemas 1, 2"
+    ):
+        merge(("1.json", {**one, "schema": 3}))
 
 
 def _without(document: dict[str, Any], *path: str) -> dict[str, Any]:
@@ -366,7 +386,7 @@ def test_merge_cli_says_what_a_truncated_report_lacks(
 
 
 def test_reports_are_strict_json_with_null_for_non_finite_numbers() -> None:
-    from pytest_ilp.report.json_report import json_text
+    from pytest_ilp.report.records import json_text
 
     text = json_text({"nll": float("nan"), "figures": {"margin": float("-inf")}, "ok": [1.5]})
     assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text}")) == {

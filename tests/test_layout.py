@@ -92,8 +92,6 @@ NOT_YET_SPLIT = {
     "pytest_ilp/core/scoring.py",
     "pytest_ilp/core/signals.py",
     "pytest_ilp/integrations/transformers.py",
-    "pytest_ilp/report/html_report.py",
-    "pytest_ilp/report/json_report.py",
 }
 
 

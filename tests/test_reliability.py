@@ -23,7 +23,7 @@ from pytest_ilp.core.datafiles import MAX_DEPTH, load_samples
 from pytest_ilp.core.datapaths import expand_data_paths
 from pytest_ilp.core.errors import IlpDataError, IlpUsageError
 from pytest_ilp.core.samples import content_id, sample_from_record
-from pytest_ilp.report.json_report import json_text
+from pytest_ilp.report.records import json_text
 
 from conftest import write_jsonl
 from world import World

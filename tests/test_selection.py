@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pytest_ilp.report.json_report import gate_of
+from pytest_ilp.report.check import parse_report
 
 from conftest import PLANT, write_jsonl
 from world import World
@@ -50,7 +50,7 @@ def test_a_sample_tolerated_in_the_full_run_is_tolerated_when_run_alone(
     assert [s["id"] for s in report["samples"]] == [project[0]]
     assert report["gate"]["scopes"][0]["samples"] == 8
     assert len(report["gate"]["scopes"][0]["outside_selection"]) == 7
-    regained = gate_of(report)
+    regained = parse_report(report).gate
     assert regained is not None and regained.passed
 
 

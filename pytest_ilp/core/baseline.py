@@ -7,13 +7,13 @@ baseline does not hold are judged by the budgets alone.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_ilp.report.check import ReportError, SchemaError, check_report
+from pytest_ilp.report.check import ReportError, SchemaError, parse_report, read_report
+from pytest_ilp.report.model import Report
 
 
 class BaselineError(ValueError):
@@ -30,21 +30,30 @@ class Baseline:
 def load_baseline(path: Path) -> Baseline:
     """Read a report written by `--ilp-report` or `--ilp-update-baseline`."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BaselineError(f"cannot read it: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BaselineError(
-            f"not a JSON report ({exc}); regenerate it with --ilp-update-baseline"
-        ) from None
-    return Baseline(path, learned_by_id(document))
+        report = read_report(path)
+    except ReportError as exc:
+        # The message names the file; the caller names the option, which names it too.
+        reason = str(exc).removeprefix(f"{path}: ")
+        raise BaselineError(_with_hint(reason, exc)) from None
+    return Baseline(path, _learned(report))
 
 
 def learned_by_id(document: Any) -> dict[str, bool | None]:
-    """The `learned` field of every sample of a report (schema 1 or 2), checked."""
+    """The `learned` field of every sample of a report document (schema 1 or 2), checked."""
     try:
-        check_report(document)
+        report = parse_report(document)
     except ReportError as exc:
-        hint = ": regenerate it with --ilp-update-baseline" if isinstance(exc, SchemaError) else ""
-        raise BaselineError(f"{exc}{hint}") from None
-    return {record["id"]: record.get("learned") for record in document["samples"]}
+        raise BaselineError(_with_hint(str(exc), exc)) from None
+    return _learned(report)
+
+
+def _learned(report: Report) -> dict[str, bool | None]:
+    return {record.id: record.learned for record in report.samples}
+
+
+def _with_hint(reason: str, exc: ReportError) -> str:
+    if isinstance(exc, SchemaError):
+        return f"{reason}: regenerate it with --ilp-update-baseline"
+    if reason.startswith("not a JSON report"):
+        return f"{reason}; regenerate it with --ilp-update-baseline"
+    return reason

@@ -1,5 +1,6 @@
-"""What one run produced, as plain data: the JSON report, the remediation export and the
-scoring figures. An xdist worker sends it to its controller, which writes the files from it."""
+"""What one run produced: the JSON report, the remediation export and the scoring figures.
+An xdist worker sends it to its controller as plain data (`to_dict`), from which the
+controller writes the files."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_ilp.report.model import Report
+
 
 @dataclass(frozen=True)
 class RunOutput:
     """The JSON report of a run, its remediation export and its scoring figures."""
 
-    report: dict[str, Any]
+    report: Report
     export: list[dict[str, Any]]
     #: samples scored on the checkpoint under test, read from the cache, and the seconds it took.
     computed: int
@@ -24,7 +27,7 @@ class RunOutput:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "report": self.report,
+            "report": self.report.to_dict(),
             "export": self.export,
             "computed": self.computed,
             "cached": self.cached,
@@ -34,4 +37,5 @@ class RunOutput:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunOutput:
-        return cls(**data)
+        """What `to_dict` wrote, in a process of the same run (not checked: it is no file)."""
+        return cls(**{**data, "report": Report.from_dict(data["report"])})

@@ -38,8 +38,8 @@ from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.scoring import IncompatibleTokenizer, Job, ScoringResult, score_samples
 from pytest_ilp.core.signals import Signals, TrainLog, read_train_log
 from pytest_ilp.core.verdicts import Verdict
+from pytest_ilp.report.build import SampleOutcome, build_report, relative
 from pytest_ilp.report.export import remediation_records
-from pytest_ilp.report.json_report import SampleOutcome, json_report, relative
 
 #: learned samples the base model also scores, as the reference for how familiar prompts are.
 FAMILIARITY_REFERENCE = 200
@@ -391,7 +391,7 @@ class Pipeline:
         assert self.result is not None
         outcomes = self.outcomes()
         settings = self.settings
-        report = json_report(
+        report = build_report(
             outcomes,
             checkpoint=settings.checkpoint,
             backend=self.result.backend,

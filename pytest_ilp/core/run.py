@@ -34,7 +34,8 @@ from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.signals import Signals
 from pytest_ilp.core.thresholds import Threshold, check_names, threshold_mapping, valid_names
 from pytest_ilp.core.verdicts import Verdict
-from pytest_ilp.report.json_report import SampleOutcome, json_text
+from pytest_ilp.report.build import SampleOutcome
+from pytest_ilp.report.model import Report
 
 PathLike = str | Path
 
@@ -52,8 +53,8 @@ class Run:
     signals: Mapping[str, Signals]
     diagnoses: Mapping[str, Diagnosis]
     gate: GateResult
-    #: the `--ilp-report` document (docs/json-report.md).
-    report: Mapping[str, Any]
+    #: the `--ilp-report` document (docs/json-report.md); `report.to_dict()` is its JSON.
+    report: Report
     outcomes: tuple[SampleOutcome, ...]
 
     @property
@@ -76,7 +77,7 @@ class Run:
     def write_report(self, path: PathLike) -> Path:
         """Write the JSON report (atomically) where `--ilp-report` would; returns its path."""
         target = Path(path)
-        write_text_atomic(target, json_text(self.report) + "\n")
+        write_text_atomic(target, self.report.to_json())
         return target
 
 

@@ -57,13 +57,9 @@ from pytest_ilp.core.signals import (
     read_train_log,
 )
 from pytest_ilp.core.verdicts import Verdict
-from pytest_ilp.report.json_report import (
-    SampleOutcome,
-    json_report,
-    json_text,
-    summary_lines,
-    summary_of,
-)
+from pytest_ilp.report.build import SampleOutcome, build_report
+from pytest_ilp.report.records import json_text
+from pytest_ilp.report.terminal import summary_lines
 
 TRAJECTORY_FILE = "ilp-trajectory.jsonl"
 REPORT_FILE = "ilp-report.json"
@@ -340,15 +336,15 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
     def _report(self, folder: Path) -> None:
         assert self.final is not None
         outcomes = self.outcomes(self.final)
-        document = json_report(
+        report = build_report(
             outcomes,
             checkpoint=folder,
             backend=self.final.backend,
             fragile_margin=self.fragile_margin,
             root=Path.cwd(),
         )
-        write_text_atomic(folder / REPORT_FILE, json_text(document) + "\n")
-        summary = summary_of(document)
+        write_text_atomic(folder / REPORT_FILE, report.to_json())
+        summary = report.summary
         timing = (
             f"checked {len(self.samples)} samples at {self.points - 1 - _points(self.previous)} "
             f"points in {self.seconds:.1f} s; trajectory {folder / TRAJECTORY_FILE}, "

@@ -15,7 +15,8 @@ from pytest_ilp.core.datafiles import read_records
 from pytest_ilp.core.errors import IlpDataError
 from pytest_ilp.core.gate import GateResult
 from pytest_ilp.core.samples import Sample
-from pytest_ilp.report.json_report import SampleOutcome, divergence_record, location
+from pytest_ilp.report.build import SampleOutcome, location
+from pytest_ilp.report.records import DivergenceRecord
 
 #: the field added to each exported record.
 FIELD = "ilp"
@@ -49,7 +50,9 @@ def remediation_records(
             "produced": verdict.produced,
             "criterion": verdict.criterion,
             "criterion_figures": dict(verdict.figures),
-            "first_divergence": divergence_record(divergence, probabilities=False),
+            "first_divergence": DivergenceRecord.of(divergence).to_dict(probabilities=False)
+            if divergence
+            else None,
             "token_accuracy": verdict.token_accuracy,
             "nll": verdict.nll,
         }

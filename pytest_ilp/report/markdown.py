@@ -1,17 +1,17 @@
 """The Markdown summary of a run: for `$GITHUB_STEP_SUMMARY` and `--ilp-markdown PATH`.
 
-Built from a JSON report (and the gate evaluated from it), so a pytest run, an xdist controller
-and `python -m pytest_ilp merge` write the same summary for the same samples.
+Built from a `Report` (its summary and the gate it carries), so a pytest run, an xdist
+controller and `python -m pytest_ilp merge` write the same summary for the same samples.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-from pytest_ilp.core.gate import FAILED, INVALID, TOLERATED, GateResult, Row, verdict_line
-from pytest_ilp.report.json_report import Summary
+from pytest_ilp.core.gate import FAILED, INVALID, TOLERATED, Row, verdict_line
+from pytest_ilp.report.model import Report
+from pytest_ilp.report.records import SampleRecord
 
 #: the environment variable GitHub Actions sets to the step summary file (appended to).
 STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
@@ -36,16 +36,15 @@ LISTED_IDS = 20
 CELL_CHARS = 80
 
 
-def markdown_summary(
-    report: Mapping[str, Any], summary: Summary, gate: GateResult | None, checkpoint: str
-) -> str:
+def markdown_summary(report: Report, checkpoint: str) -> str:
     """The whole summary, ending in a newline."""
+    summary, gate = report.summary, report.gate
     passed = gate is None or gate.passed
     lines = [f"### pytest-ilp: {'✅ PASSED' if passed else '❌ FAILED'}", ""]
     if gate is not None:
         lines += [f"`{verdict_line(gate)}`", ""]
     figures = [
-        f"checkpoint `{checkpoint}` ({report['backend']})",
+        f"checkpoint `{checkpoint}` ({report.backend})",
         f"{summary.samples} samples",
         f"{summary.learned} learned",
         f"{summary.unlearned} unlearned",
@@ -60,8 +59,8 @@ def markdown_summary(
                 for spec, count in summary.criteria.items()
             )
         )
-    if report.get("shard"):
-        figures.append(f"shard {report['shard']}")
+    if report.shard:
+        figures.append(f"shard {report.shard}")
     lines += [" · ".join(figures), ""]
     if gate is not None:
         headed = len(gate.scopes) > 1 or any(r.scope.key for r in gate.scopes)
@@ -76,7 +75,7 @@ def markdown_summary(
             lines += _listed(f"Regressions against `{gate.baseline}`", gate.regressions)
             lines += _listed("Fixed", gate.fixed)
             lines += _listed("Known failures, unlearned in the baseline too", gate.known)
-    lines += _top_unlearned(report["samples"])
+    lines += _top_unlearned(report.samples)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -107,32 +106,32 @@ def _listed(title: str, ids: Sequence[str]) -> list[str]:
 _ORDER = {INVALID: 0, FAILED: 1, TOLERATED: 2}
 
 
-def _top_unlearned(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def _top_unlearned(records: Sequence[SampleRecord]) -> list[str]:
     """The failing samples first, then the tolerated ones; the least learned (highest NLL)
     first within each."""
-    unlearned = [r for r in records if r.get("learned") is False]
+    unlearned = [r for r in records if r.unlearned]
     if not unlearned:
         return []
-    unlearned.sort(key=lambda r: (_ORDER.get(r.get("gate") or FAILED, 3), -(r.get("nll") or 0)))
+    unlearned.sort(key=lambda r: (_ORDER.get(_outcome(r) or FAILED, 3), -(r.nll or 0)))
     body = []
     for record in unlearned[:TOP_SAMPLES]:
-        divergence = record.get("first_divergence") or {}
+        divergence = record.first_divergence
         diverged = (
-            f"token {divergence['position'] + 1}: expected {_quote(divergence['expected'])}, "
-            f"got {_quote(divergence['predicted'])}"
+            f"token {divergence.position + 1}: expected {_quote(divergence.expected)}, "
+            f"got {_quote(divergence.predicted)}"
             if divergence
             else ""
         )
-        tag = " (must-learn)" if record.get("must_learn") else ""
+        tag = " (must-learn)" if record.must_learn else ""
         body.append(
             [
-                _code(record["id"]) + tag,
-                record.get("source") or "",
-                record.get("cause") or "",
-                record.get("gate") or "",
-                _code(record.get("criterion") or "exact"),
+                _code(record.id) + tag,
+                record.source,
+                record.cause or "",
+                _outcome(record) or "",
+                _code(record.criterion or "exact"),
                 diverged,
-                _quote(record.get("produced") or ""),
+                _quote(record.produced or ""),
             ]
         )
     title = f"Top unlearned samples ({min(len(unlearned), TOP_SAMPLES)} of {len(unlearned)})"
@@ -144,6 +143,10 @@ def _top_unlearned(records: Sequence[Mapping[str, Any]]) -> list[str]:
         "",
         "</details>",
     ]
+
+
+def _outcome(record: SampleRecord) -> str | None:
+    return record.gate.outcome if record.gate is not None else None
 
 
 def _table(

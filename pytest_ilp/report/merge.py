@@ -9,100 +9,104 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import replace
 
+from pytest_ilp.core.gate import Decision, Scope, evaluate
 from pytest_ilp.core.shards import Shard
-from pytest_ilp.report.check import REPORT_SCHEMA, ReportError, check_report
-from pytest_ilp.report.json_report import gate_of, summarize
+from pytest_ilp.core.thresholds import Threshold
+from pytest_ilp.report.model import MergedFrom, Report
+from pytest_ilp.report.records import SampleGate, SampleRecord
 
 
 class MergeError(ValueError):
     """The reports cannot be merged; the message says which and why."""
 
 
-def merge_reports(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
-    """One report from the `(name, document)` of each shard, with the gate evaluated again."""
+def merge_reports(reports: Sequence[tuple[str, Report]]) -> Report:
+    """One report from the `(name, report)` of each shard, with the gate evaluated again.
+
+    The one place a gate is evaluated from reports rather than from a run: the budgets need
+    the counts of the whole, so the shards' records are recombined (as `GateSample`s) and
+    decided by `gate.evaluate`, the function a run uses."""
     if not reports:
         raise MergeError("no reports to merge")
-    for name, document in reports:
-        _check(name, document)
+    for name, report in reports:
+        if report.gate is None:
+            raise MergeError(
+                f"{name}: the report has no `gate` (written by a pytest-ilp without the CI "
+                "gate, or by a run that scored nothing)"
+            )
     first_name, first = reports[0]
-    for name, document in reports[1:]:
+    for name, report in reports[1:]:
         for key in ("checkpoint", "fragile_margin"):
-            if document[key] != first[key]:
+            if getattr(report, key) != getattr(first, key):
                 raise MergeError(
-                    f"{name} has {key} {document[key]!r} but {first_name} has {first[key]!r}: "
-                    "merge the reports of one run"
+                    f"{name} has {key} {getattr(report, key)!r} but {first_name} has "
+                    f"{getattr(first, key)!r}: merge the reports of one run"
                 )
     _check_shards(reports)
-    samples: list[dict[str, Any]] = []
+    records: list[SampleRecord] = []
     seen: dict[str, str] = {}
-    for name, document in reports:
-        for record in document["samples"]:
-            if record["id"] in seen:
+    for name, report in reports:
+        for record in report.samples:
+            if record.id in seen:
                 raise MergeError(
-                    f"sample {record['id']!r} is in both {seen[record['id']]} and {name}: "
+                    f"sample {record.id!r} is in both {seen[record.id]} and {name}: "
                     "merge the reports of disjoint shards"
                 )
-            seen[record["id"]] = name
-            samples.append(dict(record))
-    samples.sort(key=_source_order)
-    merged: dict[str, Any] = {
-        "schema": REPORT_SCHEMA,
-        "checkpoint": first["checkpoint"],
-        "backend": first["backend"],
-        "fragile_margin": first["fragile_margin"],
-        "samples": samples,
-        "summary": summarize(samples).as_dict(),
-        "shard": None,
-        "merged_from": [
-            {"report": name, "shard": document.get("shard")} for name, document in reports
+            seen[record.id] = name
+            records.append(record)
+    records.sort(key=_source_order)
+    strict, baseline, budgets = _merged_gate_settings(reports)
+    members: dict[str, list[str]] = {key: [] for key in budgets}
+    for record in records:
+        for key in record.gate.scopes if record.gate is not None else ():
+            members.setdefault(key, []).append(record.id)
+    gate = evaluate(
+        {record.id: record.gate_sample() for record in records},
+        [
+            # The shards' samples outside their selection are the other shards' records:
+            # counted once, as records.
+            Scope(key, budgets.get(key, {}), tuple(ids))
+            for key, ids in members.items()
         ],
+        strict=strict,
+        baseline=baseline,
+    )
+    unread = dict.fromkeys(node for _, r in reports for node in (r.gate.unread if r.gate else ()))
+    gate = replace(gate, unread=tuple(unread))
+    return Report(
+        checkpoint=first.checkpoint,
+        backend=first.backend,
+        fragile_margin=first.fragile_margin,
+        samples=tuple(_decided(record, gate.decision(record.id)) for record in records),
+        shard=None,
         # Every shard collects every file, so each lists the same errors: keep each once.
-        "collection_errors": list(
-            {
-                error["node"]: error
-                for _, document in reports
-                for error in document.get("collection_errors") or []
-            }.values()
+        collection_errors=tuple(
+            {e.node: e for _, report in reports for e in report.collection_errors}.values()
         ),
-        "gate": _merged_gate_settings(reports),
-    }
-    gate = gate_of(merged)
-    assert gate is not None
-    for record in samples:
-        decision = gate.decision(record["id"])
-        record.update(gate=decision.outcome, gate_reason=decision.reason or None)
-    merged["gate"] = gate.to_dict()
-    return merged
+        gate=gate,
+        merged_from=tuple(MergedFrom(name, report.shard) for name, report in reports),
+    )
 
 
-def _source_order(record: Mapping[str, Any]) -> tuple[str, int]:
+def _decided(record: SampleRecord, decision: Decision) -> SampleRecord:
+    scopes, baseline = (record.gate.scopes, record.gate.baseline) if record.gate else ((), None)
+    return replace(
+        record, gate=SampleGate(decision.outcome, decision.reason or None, scopes, baseline)
+    )
+
+
+def _source_order(record: SampleRecord) -> tuple[str, int]:
     """Data file, then line or row: the order of an unsharded run over the same files."""
-    path, _, line = str(record.get("source") or "").rpartition(":")
+    path, _, line = record.source.rpartition(":")
     digits = line.removeprefix("row ").strip()
     return path, int(digits) if digits.isdigit() else 0
 
 
-def _check(name: str, document: Mapping[str, Any]) -> None:
-    try:
-        check_report(document, needs=_REPORT_KEYS)
-    except ReportError as exc:
-        raise MergeError(f"{name}: {exc}") from None
-    if not isinstance(document["gate"], Mapping):
-        raise MergeError(
-            f"{name}: the report has no `gate` (written by a pytest-ilp without the CI gate, or "
-            "by a run that scored nothing)"
-        )
-
-
-#: the top-level fields of a report that merging reads.
-_REPORT_KEYS = ("checkpoint", "backend", "fragile_margin", "samples", "gate")
-
-
-def _check_shards(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+def _check_shards(reports: Sequence[tuple[str, Report]]) -> None:
     """Shard reports must be all the shards of one split, once each."""
-    labels = [document.get("shard") for _, document in reports]
+    labels = [report.shard for _, report in reports]
     if all(label is None for label in labels):
         return
     if any(label is None for label in labels):
@@ -130,33 +134,35 @@ def _check_shards(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         )
 
 
-def _merged_gate_settings(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+def _merged_gate_settings(
+    reports: Sequence[tuple[str, Report]],
+) -> tuple[bool, str | None, dict[str, Mapping[str, Threshold]]]:
     """The gate settings the reports share: strict, baseline, and each scope's budgets."""
     first_name, first = reports[0]
-    scopes: dict[str, Any] = {}
+    assert first.gate is not None
+    budgets: dict[str, Mapping[str, Threshold]] = {}
     where: dict[str, str] = {}
-    for name, document in reports:
-        gate = document["gate"]
+    for name, report in reports:
+        gate = report.gate
+        assert gate is not None
         for key in ("strict", "baseline"):
-            if gate.get(key) != first["gate"].get(key):
+            if getattr(gate, key) != getattr(first.gate, key):
                 raise MergeError(
-                    f"{name} was run with {key} {gate.get(key)!r} but {first_name} with "
-                    f"{first['gate'].get(key)!r}"
+                    f"{name} was run with {key} {getattr(gate, key)!r} but {first_name} with "
+                    f"{getattr(first.gate, key)!r}"
                 )
-        for scope in gate["scopes"]:
-            key = scope["scope"]
-            if key in scopes and scopes[key] != scope["budgets"]:
+        for result in gate.scopes:
+            scope = result.scope
+            if scope.key in budgets and budgets[scope.key] != scope.budgets:
                 raise MergeError(
-                    f"{name} and {where[key]} have different budgets for "
-                    f"{key or 'the run'}: {scope['budgets']} and {scopes[key]}"
+                    f"{name} and {where[scope.key]} have different budgets for "
+                    f"{scope.key or 'the run'}: {_written(scope.budgets)} and "
+                    f"{_written(budgets[scope.key])}"
                 )
-            scopes.setdefault(key, scope["budgets"])
-            where.setdefault(key, name)
-    return {
-        "strict": first["gate"].get("strict", False),
-        "baseline": first["gate"].get("baseline"),
-        "scopes": [{"scope": key, "budgets": budgets} for key, budgets in scopes.items()],
-        "unread": list(
-            dict.fromkeys(node for _, d in reports for node in d["gate"].get("unread") or [])
-        ),
-    }
+            budgets.setdefault(scope.key, scope.budgets)
+            where.setdefault(scope.key, name)
+    return first.gate.strict, first.gate.baseline, budgets
+
+
+def _written(budgets: Mapping[str, Threshold]) -> dict[str, dict[str, float | int]]:
+    return {name: budget.to_dict() for name, budget in budgets.items()}

@@ -8,31 +8,28 @@ the pure builders of `report` and `markdown`.
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pytest_ilp.config.settings import Settings
 from pytest_ilp.core.atomic import write_text_atomic
-from pytest_ilp.core.baseline import learned_by_id
 from pytest_ilp.core.output import RunOutput
+from pytest_ilp.report.build import build_report, relative
+from pytest_ilp.report.check import ReportError, read_report
 from pytest_ilp.report.html_report import write_html
-from pytest_ilp.report.json_report import (
+from pytest_ilp.report.markdown import STEP_SUMMARY, append_step_summary, markdown_summary
+from pytest_ilp.report.model import Report
+from pytest_ilp.report.records import json_text
+from pytest_ilp.report.terminal import (
     ConfiguredOutputs,
     closing_lines,
-    gate_of,
-    json_report,
-    json_text,
-    relative,
     summary_lines,
-    summary_of,
     timing_line,
 )
-from pytest_ilp.report.markdown import STEP_SUMMARY, append_step_summary, markdown_summary
 from pytest_ilp.session import IlpSession
 from pytest_ilp.xdist import combine
 
@@ -49,7 +46,7 @@ def run_output(state: IlpSession) -> RunOutput | None:
 def gate_exit_status(session: pytest.Session, output: RunOutput) -> int:
     """The exit status after the gate: a failed gate never exits 0 (syrupy's habit), even when
     a test that takes `ilp_sample` did not check it."""
-    gate = gate_of(output.report)
+    gate = output.report.gate
     status = int(session.exitstatus)
     if gate is not None and not gate.passed and status == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -65,7 +62,7 @@ def closing(
     args: Sequence[str],
 ) -> list[str]:
     """The run's last lines: the verdict, what failed, the files written, what to try next."""
-    gate = gate_of(output.report)
+    gate = output.report.gate
     if gate is None:
         return []
     return closing_lines(
@@ -103,12 +100,12 @@ def next_command(args: Sequence[str]) -> str:
 def terminal_lines(output: RunOutput, settings: Settings, root: Path, exitstatus: int) -> list[str]:
     report = output.report
     return summary_lines(
-        summary_of(report),
+        report.summary,
         checkpoint=relative(settings.checkpoint, root),
-        backend=report["backend"],
+        backend=report.backend,
         timing=timing_line(output.computed, output.cached, output.seconds, output.diagnosis_passes),
-        fragile_margin=report["fragile_margin"],
-        gate=gate_of(report),
+        fragile_margin=report.fragile_margin,
+        gate=report.gate,
         exitstatus=exitstatus,
     )
 
@@ -130,7 +127,7 @@ def write_files(
     text = None
     if settings.markdown is not None or environ.get(STEP_SUMMARY):
         checkpoint = relative(settings.checkpoint, root)
-        text = markdown_summary(report, summary_of(report), gate_of(report), checkpoint)
+        text = markdown_summary(report, checkpoint)
     if settings.markdown is not None and text is not None:
         write_text_atomic(settings.markdown, text)
         written.append(("Markdown summary", settings.markdown))
@@ -148,21 +145,22 @@ def write_files(
     return written
 
 
-def updated_baseline(path: Path, report: Mapping[str, Any]) -> Mapping[str, Any]:
+def updated_baseline(path: Path, report: Report) -> Report:
     """This run's report, plus the samples of the old baseline that this run did not check.
 
     A run over part of the data (`-k`, `--lf`, a shard, node ids) updates the samples it checked
     and keeps the others, as syrupy keeps the snapshots of the tests it did not run. An old
-    baseline that cannot be read (or is of another schema) is replaced whole.
+    baseline that cannot be read (or is of another schema) is replaced whole. The samples kept
+    keep their verdicts but not the old run's gate decisions (this run's gate did not decide
+    them), and the summary counts every sample the baseline holds.
     """
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-        learned_by_id(old)  # checks its shape
-    except (OSError, ValueError):
+        old = read_report(path)
+    except ReportError:
         return report
-    checked = {record["id"] for record in report["samples"]}
-    kept = [record for record in old["samples"] if record["id"] not in checked]
-    return {**report, "samples": [*report["samples"], *kept]}
+    checked = {record.id for record in report.samples}
+    kept = [replace(record, gate=None) for record in old.samples if record.id not in checked]
+    return replace(report, samples=(*report.samples, *kept))
 
 
 def write_empty_report(state: IlpSession, root: Path) -> list[tuple[str, Path]]:
@@ -172,7 +170,7 @@ def write_empty_report(state: IlpSession, root: Path) -> list[tuple[str, Path]]:
     settings = state.settings
     if settings.report is None and settings.html is None:
         return []
-    document = json_report(
+    document = build_report(
         [],
         checkpoint=settings.checkpoint,
         backend=settings.backend,
@@ -190,5 +188,5 @@ def write_empty_report(state: IlpSession, root: Path) -> list[tuple[str, Path]]:
     return written
 
 
-def _write_json(path: Path, document: Mapping[str, Any]) -> None:
-    write_text_atomic(path, json_text(document) + "\n")
+def _write_json(path: Path, report: Report) -> None:
+    write_text_atomic(path, report.to_json())
