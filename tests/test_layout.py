@@ -87,10 +87,8 @@ MOST_LINES = 420
 NOT_YET_SPLIT = {
     "pytest_ilp/config/settings.py",
     "pytest_ilp/core/backends/hf.py",
-    "pytest_ilp/core/diagnosis.py",
     "pytest_ilp/core/pipeline.py",
     "pytest_ilp/core/scoring.py",
-    "pytest_ilp/core/signals.py",
     "pytest_ilp/integrations/transformers.py",
     "pytest_ilp/report/html_report.py",
     "pytest_ilp/report/json_report.py",
