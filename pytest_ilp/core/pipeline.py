@@ -36,7 +36,8 @@ from pytest_ilp.core.gate import GateResult, GateSample, Scope, compare_with_bas
 from pytest_ilp.core.output import RunOutput
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.scoring import IncompatibleTokenizer, Job, ScoringResult, score_samples
-from pytest_ilp.core.signals import Signals, TrainLog, read_train_log
+from pytest_ilp.core.signals import Signals
+from pytest_ilp.core.train_log import TrainLog, read_train_log
 from pytest_ilp.core.verdicts import Verdict
 from pytest_ilp.report.build import SampleOutcome, build_report, relative
 from pytest_ilp.report.export import remediation_records

@@ -51,7 +51,7 @@ from pytest_ilp.core.evidence import NO_BASE, NO_HISTORY, Passes, gather_signals
 from pytest_ilp.core.render import RenderSettings
 from pytest_ilp.core.samples import Sample, sample_from_record, unique_ids
 from pytest_ilp.core.scoring import ScoringResult
-from pytest_ilp.core.signals import (
+from pytest_ilp.core.train_log import (
     TrainLog,
     parse_train_log,
     read_train_log,
