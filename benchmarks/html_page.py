@@ -156,7 +156,7 @@ def main() -> None:
         write_html(page_path, report)
         written = time.perf_counter() - started
         print(
-            f"{args.samples} samples ({report['summary']['unlearned']} unlearned): report built "
+            f"{args.samples} samples ({report.summary.unlearned} unlearned): report built "
             f"in {built:.1f} s; JSON report {json_size / 1e6:.1f} MB; page "
             f"{page_path.stat().st_size / 1e6:.1f} MB, written in {written:.1f} s"
         )
