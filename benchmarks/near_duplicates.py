@@ -7,7 +7,7 @@ Makes a dataset like an SFT set of facts: invented entities, each asked about se
 relations, each question in one of several wordings (none of them the worlds' wordings).
 Into it go planted pairs: the same question about the same entity in two wordings ("What is
 the guild of Kemok?" / "Tell me the guild of Kemok."), with different targets. Then runs
-`pytest_ilp.core.signals.find_siblings` and reports:
+`pytest_ilp.core.dataset_signals.find_siblings` and reports:
 
 * recall: the share of planted pairs found, at the near-duplicate threshold (a sibling on
   its own) and at the paraphrase-candidate threshold (a sibling when the model produces its
@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
+from pytest_ilp.core.dataset_signals import find_siblings
 from pytest_ilp.core.diagnosis import RuleLimits
 from pytest_ilp.core.samples import Sample
-from pytest_ilp.core.signals import find_siblings
 
 WORDINGS = (
     "What is the {r} of {e}?",

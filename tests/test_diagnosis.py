@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
+from pytest_ilp.core.dataset_signals import (
+    TargetStatistics,
+    dataset_signals,
+    find_siblings,
+    produces,
+    weighted_jaccard,
+)
 from pytest_ilp.core.diagnosis import Diagnosis, RuleLimits, diagnose
+from pytest_ilp.core.prompt_words import least_familiar_word
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.scoring import Probe
 from pytest_ilp.core.signals import (
@@ -17,18 +25,11 @@ from pytest_ilp.core.signals import (
     DatasetSignals,
     Familiarity,
     HistorySignals,
-    LogPoint,
     Sibling,
     Signals,
-    TargetStatistics,
-    dataset_signals,
-    find_siblings,
     knowledge,
-    least_familiar_word,
-    produces,
-    training_signals,
-    weighted_jaccard,
 )
+from pytest_ilp.core.train_log import LogPoint, training_signals
 from pytest_ilp.core.verdicts import Divergence, Verdict
 
 LIMITS = RuleLimits()

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from pytest_ilp.core.errors import IlpDataError
-from pytest_ilp.core.signals import CheckpointVerdict, parse_train_log, trajectory_history
+from pytest_ilp.core.signals import CheckpointVerdict
+from pytest_ilp.core.train_log import parse_train_log, trajectory_history
 from pytest_ilp.testing import tiny
 
 from conftest import assert_valid_report, write_jsonl

@@ -23,10 +23,10 @@ from pytest_ilp.config.values import CriterionRule, Stage
 from pytest_ilp.core.backends import BackendOptions, backend_names
 from pytest_ilp.core.criteria import EXACT, Criterion
 from pytest_ilp.core.render import RENDER_MODES, RenderSettings
+from pytest_ilp.core.rule_limits import RuleLimits
 from pytest_ilp.core.samples import MustLearnSelector, Sample
 
 if TYPE_CHECKING:
-    from pytest_ilp.core.diagnosis import RuleLimits
     from pytest_ilp.core.shards import Shard
     from pytest_ilp.core.thresholds import Threshold
 
@@ -88,13 +88,6 @@ class Option:
 def option(help: str, kind: Kind, **how: Any) -> dict[str, Option]:
     """A field's metadata declaring it a setting (see `Option` for `how`)."""
     return {"ilp": Option(help, kind, **how)}
-
-
-def _rule_limits() -> RuleLimits:
-    # Imported when settings are made, not when the plugin's entry module imports this one.
-    from pytest_ilp.core.diagnosis import RuleLimits
-
-    return RuleLimits()
 
 
 @dataclass(frozen=True)
@@ -307,7 +300,7 @@ class Settings:
         metadata=option("must-learn selectors: {tags, ids}", "yaml", parse=values.must_learn),
     )
     diagnosis: RuleLimits = field(
-        default_factory=_rule_limits,
+        default_factory=RuleLimits,
         metadata=option("the thresholds of the diagnosis rules", "yaml", parse=values.rule_limits),
     )
     criterion_rules: tuple[CriterionRule, ...] = field(

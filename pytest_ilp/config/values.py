@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_ilp.core.criteria import EXAMPLES, Criterion, parse_criterion
 from pytest_ilp.core.errors import IlpUsageError
+from pytest_ilp.core.rule_limits import RuleLimits
 from pytest_ilp.core.samples import MustLearnSelector, Sample
 
 if TYPE_CHECKING:
-    from pytest_ilp.core.diagnosis import RuleLimits
     from pytest_ilp.core.shards import Shard
 
 
@@ -209,8 +209,6 @@ def must_learn(raw: Any, where: str, base: Path) -> MustLearnSelector:
 
 
 def rule_limits(raw: Any, where: str, base: Path) -> RuleLimits:
-    from pytest_ilp.core.diagnosis import RuleLimits
-
     if not isinstance(raw, Mapping):
         raise IlpUsageError(f"{where}: expected a mapping of thresholds")
     defaults = RuleLimits()

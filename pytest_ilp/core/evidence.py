@@ -13,7 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pytest_ilp.config.settings import Stage
-from pytest_ilp.core.diagnosis import RuleLimits
+from pytest_ilp.core.dataset_signals import TargetStatistics, dataset_signals, find_siblings
+from pytest_ilp.core.prompt_words import least_familiar_word, prompt_document_frequency
+from pytest_ilp.core.rule_limits import RuleLimits
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.scoring import ScoringResult
 from pytest_ilp.core.signals import (
@@ -22,16 +24,9 @@ from pytest_ilp.core.signals import (
     Familiarity,
     HistorySignals,
     Signals,
-    TargetStatistics,
-    TrainLog,
-    dataset_signals,
-    find_siblings,
     knowledge,
-    least_familiar_word,
-    prompt_document_frequency,
-    training_signals,
-    trajectory_history,
 )
+from pytest_ilp.core.train_log import TrainLog, training_signals, trajectory_history
 from pytest_ilp.core.verdicts import Verdict
 
 #: why a part of the signals is missing for every sample, when its input was not given.

@@ -35,7 +35,8 @@ from pytest_ilp.core.evidence import (
 from pytest_ilp.core.results import Results
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.scoring import IncompatibleTokenizer, Job, ScoringResult, score_samples
-from pytest_ilp.core.signals import Signals, TrainLog, read_train_log
+from pytest_ilp.core.signals import Signals
+from pytest_ilp.core.train_log import TrainLog, read_train_log
 from pytest_ilp.core.verdicts import Verdict
 
 #: learned samples the base model also scores, as the reference for how familiar prompts are.

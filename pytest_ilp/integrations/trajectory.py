@@ -21,7 +21,7 @@ from pytest_ilp.core.errors import IlpDataError
 from pytest_ilp.core.evidence import NO_BASE, NO_HISTORY, Passes, gather_signals, trajectory_judged
 from pytest_ilp.core.samples import Sample, sample_from_record, unique_ids
 from pytest_ilp.core.scoring import ScoringResult
-from pytest_ilp.core.signals import TrainLog, parse_train_log, read_train_log
+from pytest_ilp.core.train_log import TrainLog, parse_train_log, read_train_log
 from pytest_ilp.report.json_report import SampleOutcome, json_text
 
 TRAJECTORY_FILE = "ilp-trajectory.jsonl"
