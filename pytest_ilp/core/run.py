@@ -8,6 +8,8 @@
     for sample_id, diagnosis in run.diagnoses.items():
         print(sample_id, diagnosis.cause, diagnosis.suggestion)
 
+    run = pytest_ilp.check(config="ilp.yaml", strict=True)  # the file's settings, one changed
+
 The same steps, in the same order, as `pytest --ilp-checkpoint=out/final --ilp-data=...`
 (see `pipeline`), with every sample of the data in scope under the run's own thresholds: the
 verdicts, their signals and diagnoses, the gate's decisions and the JSON report are those a
