@@ -266,7 +266,8 @@ def bench_model(name: str, records: list[dict[str, Any]], args: argparse.Namespa
     from pytest_ilp.api import score_checkpoint
     from pytest_ilp.config.settings import Settings
     from pytest_ilp.core.backends import BackendOptions, LiveModel, ScoreRequest
-    from pytest_ilp.core.backends.hf import HFBackend, shared_prefix_groups
+    from pytest_ilp.core.backends.hf import HFBackend
+    from pytest_ilp.core.backends.hf_prefix import shared_prefix_groups
     from pytest_ilp.core.checkpoint import inspect_checkpoint
     from pytest_ilp.core.datafiles import load_samples
     from pytest_ilp.core.decoding import byte_safe_decoder

@@ -9,8 +9,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from pytest_ilp.core.backends import BackendOptions, ScoreRequest, hf
-from pytest_ilp.core.backends.hf import HFBackend, shared_prefix_groups
+from pytest_ilp.core.backends import BackendOptions, ScoreRequest, hf, hf_prefix
+from pytest_ilp.core.backends.hf import HFBackend
+from pytest_ilp.core.backends.hf_prefix import shared_prefix_groups
 from pytest_ilp.core.checkpoint import inspect_checkpoint
 
 from world import World
@@ -69,13 +70,13 @@ def test_shared_prefix_scores_equal_full_passes_and_greedy_generation(
     # on, which share only "<s><|user|>\nWhat colour is" (some learned, some not).
     requests = chat_requests(world, tokenizer, system=prefix == "system prompt")
     if prefix == "trained prompts":
-        monkeypatch.setattr(hf, "MIN_SHARED_PREFIX", 4)
+        monkeypatch.setattr(hf_prefix, "MIN_SHARED_PREFIX", 4)
     groups, _ = shared_prefix_groups(requests)
     assert groups and sum(len(m) for _, m in groups) == len(requests)
 
     backend = HFBackend(inspect_checkpoint(world.checkpoint), BackendOptions(device="cpu"))
     shared = backend.score(requests)
-    monkeypatch.setattr(hf, "MIN_SHARING", len(requests) + 1)
+    monkeypatch.setattr(hf_prefix, "MIN_SHARING", len(requests) + 1)
     assert shared_prefix_groups(requests)[0] == []
     full = backend.score(requests)
     for a, b in zip(shared, full):
@@ -121,7 +122,7 @@ def test_continuations_resume_from_the_pass_and_equal_greedy_generation(
     tokenizer = AutoTokenizer.from_pretrained(world.checkpoint)
     requests = chat_requests(world, tokenizer, system=shared)
     if not shared:
-        monkeypatch.setattr(hf, "MIN_SHARING", len(requests) + 1)
+        monkeypatch.setattr(hf_prefix, "MIN_SHARING", len(requests) + 1)
     backend = HFBackend(inspect_checkpoint(world.checkpoint), BackendOptions(device="cpu"))
     stops = frozenset({tokenizer.eos_token_id})
     continuations = []
