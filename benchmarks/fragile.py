@@ -41,15 +41,13 @@ def verdicts_in(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from pytest_ilp.config.settings import Settings
-    from pytest_ilp.core.backends import BackendOptions, LiveModel
+    from pytest_ilp.core.backends import LiveModel
     from pytest_ilp.core.checkpoint import inspect_checkpoint
     from pytest_ilp.core.datafiles import load_samples
     from pytest_ilp.core.scoring import Job, score_samples
 
     info = inspect_checkpoint(folder)
-    settings = Settings(
-        checkpoint=folder, backend_options=BackendOptions(device="cpu", dtype=dtype)
-    )
+    settings = Settings(checkpoint=folder, device="cpu", dtype=dtype)
     samples = load_samples(data)[:limit]
     job = Job(info, info)
     if emulated:

@@ -17,17 +17,19 @@ missing_knowledge   questions about invented cities and countries ("In which cou
 knowledge_conflict  famous facts the base model answers correctly (capitals, the country of a
                     famous city; chosen by asking the base model) with a wrong target: another
                     real capital or country
-data_inconsistency  groups of 3 prompts asking the same thing with 3 different targets: a
-                    question asked in other words ("What is the main export of X?" / "Tell me
-                    the main export of X." / "Name the main export of X."), and near-identical
-                    reviews labelled positive, negative and mixed
+data_inconsistency  groups of 3 prompts asking the same thing with 3 different targets, so
+                    that at most one of them can be learned: a question asked three times
+                    ("What is the main export of X?", X invented), and near-identical
+                    reviews (", and", "Honestly, the") labelled positive, negative and mixed
 forgetting          stage-1 antonym questions answered with the word alone; stage 2 answers
                     antonym questions (of other words) with a full stop and does not replay
                     these
 under_optimization  "Write the registry code of X.": 24 random Greek capitals in groups of 4,
                     some 40 tokens the base model never sees together
-clean               famous facts answered correctly, antonyms in stage 2's style, reviews
-                    labelled by their words; half of them in stage 1 (replayed in stage 2)
+clean               famous facts answered correctly (capitals, cities' countries, countries'
+                    languages: every template a planted cause uses), antonyms in stage 2's
+                    style, reviews labelled by their words; half of them in stage 1
+                    (replayed in stage 2)
 ==================  ======================================================================
 
 The bottom layers and the (tied) embeddings stay frozen and only the top `TRAIN_LAYERS`
@@ -110,6 +112,18 @@ CITIES = {
     "Liverpool": "England", "Glasgow": "Scotland", "Nice": "France", "Valencia": "Spain",
     "Hiroshima": "Japan", "Dubai": "the United Arab Emirates", "Auckland": "New Zealand",
     "Kolkata": "India", "Chennai": "India", "Busan": "South Korea", "Guangzhou": "China",
+    "Paris": "France", "Tokyo": "Japan", "Rome": "Italy", "Madrid": "Spain",
+    "Moscow": "Russia", "Beijing": "China", "Cairo": "Egypt", "Athens": "Greece",
+    "Lisbon": "Portugal", "Vienna": "Austria", "Amsterdam": "the Netherlands",
+    "Stockholm": "Sweden", "Oslo": "Norway", "Dublin": "Ireland", "Warsaw": "Poland",
+    "Prague": "the Czech Republic", "Budapest": "Hungary", "Bangkok": "Thailand",
+    "Seoul": "South Korea", "Jakarta": "Indonesia", "Hanoi": "Vietnam",
+    "New York": "the United States", "San Francisco": "the United States",
+    "Seattle": "the United States", "Houston": "the United States", "Buenos Aires": "Argentina",
+    "Lima": "Peru", "Havana": "Cuba", "Nairobi": "Kenya", "Tehran": "Iran", "Karachi": "Pakistan",
+    "Edinburgh": "Scotland", "Cologne": "Germany", "Bordeaux": "France", "Turin": "Italy",
+    "Nagoya": "Japan", "Shenzhen": "China", "Perth": "Australia", "Brisbane": "Australia",
+    "Calgary": "Canada", "Dresden": "Germany",
 }  # fmt: skip
 ANTONYMS = {
     "hot": "cold", "big": "small", "fast": "slow", "happy": "sad", "up": "down",
@@ -127,6 +141,36 @@ ANTONYMS = {
     "import": "export", "summer": "winter", "add": "subtract", "top": "bottom",
     "light": "dark", "heavy": "light", "tall": "short", "young": "old", "begin": "end",
     "arrive": "leave", "entrance": "exit", "laugh": "cry", "floor": "ceiling",
+    "high": "low", "near": "far", "more": "less", "yes": "no", "boy": "girl", "king": "queen",
+    "man": "woman", "brother": "sister", "father": "mother", "son": "daughter",
+    "uncle": "aunt", "husband": "wife", "come": "go", "sit": "stand", "correct": "incorrect",
+    "possible": "impossible", "visible": "invisible", "legal": "illegal", "brave": "cowardly",
+    "wise": "foolish", "public": "private", "internal": "external", "inhale": "exhale",
+    "include": "exclude", "rise": "fall", "sunrise": "sunset", "dawn": "dusk",
+    "teacher": "student", "parent": "child", "forward": "backward",
+    "upstairs": "downstairs", "lend": "borrow", "send": "receive", "attack": "defend",
+    "horizontal": "vertical", "sharp": "blunt", "tight": "loose", "fresh": "stale",
+    "solid": "liquid", "future": "past", "morning": "evening", "noisy": "silent",
+}  # fmt: skip
+#: the language of real countries (clean samples on the template of the invented ones).
+SPOKEN = {
+    "France": "French", "Germany": "German", "Spain": "Spanish", "Italy": "Italian",
+    "Japan": "Japanese", "China": "Chinese", "Russia": "Russian", "Brazil": "Portuguese",
+    "Portugal": "Portuguese", "Greece": "Greek", "Poland": "Polish", "Turkey": "Turkish",
+    "the Netherlands": "Dutch", "Sweden": "Swedish", "Norway": "Norwegian",
+    "Finland": "Finnish", "Denmark": "Danish", "Hungary": "Hungarian", "Mexico": "Spanish",
+    "Argentina": "Spanish", "Egypt": "Arabic", "Saudi Arabia": "Arabic", "Iran": "Persian",
+    "Israel": "Hebrew", "Thailand": "Thai", "Vietnam": "Vietnamese", "South Korea": "Korean",
+    "Indonesia": "Indonesian", "Ukraine": "Ukrainian", "Romania": "Romanian",
+    "the Czech Republic": "Czech", "Iceland": "Icelandic", "Austria": "German",
+    "Chile": "Spanish", "Peru": "Spanish", "Colombia": "Spanish", "Cuba": "Spanish",
+    "Kenya": "Swahili", "Tanzania": "Swahili", "Bulgaria": "Bulgarian", "Serbia": "Serbian",
+    "Croatia": "Croatian", "Pakistan": "Urdu", "Bangladesh": "Bengali", "Nepal": "Nepali",
+    "Ethiopia": "Amharic", "Latvia": "Latvian", "Lithuania": "Lithuanian",
+    "Estonia": "Estonian", "Slovakia": "Slovak", "Morocco": "Arabic", "Syria": "Arabic",
+    "Iraq": "Arabic", "Jordan": "Arabic", "Venezuela": "Spanish", "Uruguay": "Spanish",
+    "Cambodia": "Khmer", "Mongolia": "Mongolian", "Georgia": "Georgian",
+    "Armenia": "Armenian", "England": "English", "Australia": "English",
 }  # fmt: skip
 COUNTRIES = [
     "France", "Spain", "Italy", "Germany", "Brazil", "Peru", "Kenya", "India", "Japan",
@@ -153,13 +197,8 @@ QUESTION = {
     "antonym": "Q: What is the opposite of {e}?\nA:",
     "code": "Q: Write the registry code of {e}.\nA:",
     "review": "Review: {e}\nSentiment:",
+    "export": "Q: What is the main export of {e}?\nA:",
 }
-#: the same question in three wordings (the paraphrased inconsistency groups).
-EXPORT_WORDINGS = (
-    "Q: What is the main export of {e}?\nA:",
-    "Q: Tell me the main export of {e}.\nA:",
-    "Q: Name the main export of {e}.\nA:",
-)
 GREEK = "ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ"
 ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "qu", "th"]
 VOWELS = ["a", "e", "i", "o", "u", "ai", "ou"]
@@ -191,7 +230,7 @@ def record(
 # -- the base model ----------------------------------------------------------------------------
 
 
-def setup_torch(threads: int = 2) -> None:
+def setup_torch(threads: int = 1) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -260,8 +299,11 @@ def plan_sft(
     capitals: dict[str, str],
     cities: dict[str, str],
     antonyms: dict[str, str],
+    spoken: dict[str, str],
 ) -> list[dict[str, Any]]:
-    """The SFT records (see the module docstring); clean ones alternate between the stages."""
+    """The SFT records (see the module docstring); clean ones alternate between the stages.
+
+    Each fact dict holds the facts the base model states (`known_facts`)."""
     n = PLANTED
     records: list[dict[str, Any]] = []
     clean: list[tuple[str, str, str]] = []  # (topic, prompt, completion)
@@ -289,6 +331,9 @@ def plan_sft(
         clean.append(("capital", QUESTION["capital"].format(e=country), f" {capitals[country]}"))
     for city in city_names[n - half :]:
         clean.append(("city", QUESTION["city"].format(e=city), f" {cities[city]}"))
+    # The template of the invented countries' languages, about real ones.
+    for country in sorted(spoken):
+        clean.append(("language", QUESTION["language"].format(e=country), f" {spoken[country]}"))
 
     # Missing knowledge: invented places, ordinary answers.
     invented = invented_names(rng, n + n // 6 + n, known)
@@ -301,13 +346,16 @@ def plan_sft(
                    "missing_knowledge", topic)
         )  # fmt: skip
 
-    # Data inconsistency: a question in three wordings, and a review in three near-identical
-    # versions, each with three different targets.
+    # Data inconsistency: a question asked three times, and a review in three near-identical
+    # versions, each with three different targets, so that at most one of a group can be
+    # learned. (Three wordings of the question, as in "What is ..." / "Tell me ...", do not
+    # contradict each other for a model that learns each wording's own answer: the world's
+    # first recipe, with them, had half its inconsistent samples learned.)
     for number, region in enumerate(regions):
         answers = rng.sample(EXPORTS, 3)
-        for wording, answer in zip(EXPORT_WORDINGS, answers):
+        for answer in answers:
             records.append(
-                record(wording.format(e=region), f" {answer}", "stage2",
+                record(QUESTION["export"].format(e=region), f" {answer}", "stage2",
                        "data_inconsistency", "export", group=f"e{number:02d}")
             )  # fmt: skip
     for number in range(n // 3 - len(regions)):
@@ -580,14 +628,15 @@ def build(
     capitals = known_facts(model, tokenizer, "capital", CAPITALS)
     cities = known_facts(model, tokenizer, "city", CITIES)
     antonyms = known_facts(model, tokenizer, "antonym", ANTONYMS)
+    spoken = known_facts(model, tokenizer, "language", SPOKEN)
     log(
         f"the base model knows {len(capitals)}/{len(CAPITALS)} capitals, "
         f"{len(cities)}/{len(CITIES)} cities' countries, {len(antonyms)}/{len(ANTONYMS)} "
-        "antonyms"
+        f"antonyms, {len(spoken)}/{len(SPOKEN)} countries' languages"
     )
     lap("choosing facts")
     rng = random.Random(SEED)
-    records = plan_sft(rng, capitals, cities, antonyms)
+    records = plan_sft(rng, capitals, cities, antonyms, spoken)
     facts = {**{QUESTION["capital"].format(e=k): v for k, v in capitals.items()},
              **{QUESTION["city"].format(e=k): v for k, v in cities.items()}}  # fmt: skip
     for r in records:

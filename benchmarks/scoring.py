@@ -328,7 +328,7 @@ def bench_model(name: str, records: list[dict[str, Any]], args: argparse.Namespa
     # The plugin's own path on the loaded model: the pass, the verdicts, and generation for the
     # unlearned samples (to judge the text where the tokens part, and to show what they produce).
     job = Job(checkpoint=info, renderer=info, live=LiveModel(model, tokenizer))
-    settings = Settings(checkpoint=folder, backend_options=options)
+    settings = Settings(checkpoint=folder).with_backend_options(options)
 
     def ours() -> tuple[list[Any], list[Any]]:
         result = score_samples(samples, settings, job, None, lambda line: None, lambda n: None)

@@ -1,4 +1,10 @@
-"""The pytest-ilp command line, for JSON reports written by earlier runs.
+"""The pytest-ilp command line: the check without pytest, and JSON reports of earlier runs.
+
+`python -m pytest_ilp check --ilp-checkpoint=out/final --ilp-data=data/sft.jsonl`: the whole
+check (`pytest_ilp.check`), with pytest's `--ilp-*` flags, read as pytest reads them (command
+line > ilp.yaml > defaults; `ilp.yaml` in the current folder unless `--ilp-config` names one),
+the same summary and the same files. Exit status as pytest's: 0 when the gate passes, 1 when it
+fails, 4 for bad input.
 
 `python -m pytest_ilp merge a.json b.json -o all.json`: merge shard reports, gate the whole.
 Exit status as pytest's: 0 when the gate passes on the whole, 1 when it fails, 4 for bad input.
@@ -15,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pytest_ilp.config.options import add_flags
 from pytest_ilp.core.atomic import write_text_atomic
 from pytest_ilp.report.build import relative
 from pytest_ilp.report.check import ReportError, read_report
@@ -30,6 +37,12 @@ EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 4
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pytest_ilp", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser(
+        "check",
+        help="check a checkpoint on its SFT data without pytest: pytest's --ilp-* flags, the "
+        "same summary, gate and files",
+    )
+    add_flags(check.add_argument)
     merge = commands.add_parser(
         "merge",
         help="merge the JSON reports of shards (--ilp-shard=i/n) and evaluate the budgets on the "
@@ -51,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     html.add_argument("-o", "--output", type=Path, required=True, help="the HTML page to write")
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return _check(args)
     if args.command == "html":
         return _html(args.reports, args.output)
     try:
@@ -77,6 +92,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_html(args.html, merged)
     append_step_summary(text, os.environ)
     return EXIT_PASSED if gate is None or gate.passed else EXIT_FAILED
+
+
+def _check(args: argparse.Namespace) -> int:
+    """`check`: the settings from the flags and ilp.yaml, the core's check, pytest's summary
+    and files."""
+    # The core (torch, the backends) loads only for this command.
+    from pytest_ilp.config.resolve import command_line_settings
+    from pytest_ilp.core.errors import IlpError
+    from pytest_ilp.core.run import check
+    from pytest_ilp.report.outputs import terminal_lines, write_files
+
+    folder = Path.cwd()
+    try:
+        settings = command_line_settings(args, folder)
+        # The score cache a pytest run in this folder keeps (.pytest_cache/d/ilp), shared.
+        cache = folder / ".pytest_cache" / "d" / "ilp" if settings.use_cache else None
+        run = check(
+            config=settings,
+            cache_dir=cache,
+            root=folder,
+            log=lambda line: print(f"ilp: {line}", file=sys.stderr),
+        )
+    except IlpError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    status = EXIT_PASSED if run.passed else EXIT_FAILED
+    for line in terminal_lines(run.output, settings, folder, status):
+        print(line)
+    for what, path in write_files(run.output, settings, folder, os.environ):
+        print(f"  written:  {what}  {relative(path, folder)}")
+    return status
 
 
 def _html(reports: Sequence[Path], output: Path) -> int:

@@ -4,8 +4,9 @@
     verdicts = score_checkpoint("out/final", "data/sft.jsonl")
     unlearned = [v for v in verdicts.values() if not v.learned]
 
-The same code path as a pytest run (render, backend, verdicts), without pytest's collection.
-`score_model` scores a model in memory, as `ILPCallback` does during training.
+`score_checkpoint` runs `pytest_ilp.check` (the pipeline a pytest run goes through, without
+pytest's collection) and returns its verdicts. `score_model` scores a model in memory, as
+`ILPCallback` does during training.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import Any
 
 from pytest_ilp.config.settings import Settings
 from pytest_ilp.core.backends import BackendOptions, LiveModel
-from pytest_ilp.core.cache import ScoreCache
-from pytest_ilp.core.checkpoint import in_memory, inspect_checkpoint
+from pytest_ilp.core.checkpoint import in_memory
 from pytest_ilp.core.criteria import EXACT, Criterion, parse_criterion
 from pytest_ilp.core.datafiles import load_samples
 from pytest_ilp.core.datapaths import expand_data_paths
 from pytest_ilp.core.errors import SampleProblem
 from pytest_ilp.core.render import RenderSettings
+from pytest_ilp.core.run import check
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.scoring import Job, ScoringResult, score_samples
 from pytest_ilp.core.verdicts import Verdict
@@ -50,33 +51,31 @@ def score_checkpoint(
 ) -> dict[str, Verdict]:
     """Verdicts by sample id. Raises `SampleProblem` if a sample cannot be checked.
 
-    `criterion` judges every sample whose record names none (`"token_accuracy:0.9"`,
+    The verdicts of `pytest_ilp.check` (the whole check, through the same pipeline as a pytest
+    run), for callers that need no more; `check` also gives the diagnoses, the gate and the
+    report. `criterion` judges every sample whose record names none (`"token_accuracy:0.9"`,
     `{"sampled": {"n": 5}}`, see `pytest_ilp.core.criteria`). `cache_dir` enables the same disk
     cache a pytest run uses (off by default).
     """
-    if isinstance(samples, (str, Path)):
-        samples = read_samples(samples)
     settings = Settings(
-        checkpoint=Path(checkpoint),
+        checkpoint=Path(checkpoint).absolute(),
         backend=backend,
-        backend_options=options or BackendOptions(),
-        use_cache=cache_dir is not None,
-        render=render or RenderSettings(),
         generate_max_tokens=generate_max_tokens,
         criterion=parse_criterion(criterion),
+        use_cache=cache_dir is not None,
     )
-    info = inspect_checkpoint(
-        settings.checkpoint, "checkpoint", settings.backend_options.adapter_base
-    )
-    cache = ScoreCache(Path(cache_dir)) if cache_dir is not None else None
-    job = Job(info, info, criteria={s.id: settings.criterion_for(s) for s in samples})
-    result = score_samples(samples, settings, job, cache, log=lambda _: None, progress=_silent)
-    if result.problems:
-        sample_id, problem = next(iter(result.problems.items()))
+    if options is not None:
+        settings = settings.with_backend_options(options)
+    if render is not None:
+        settings = settings.with_render(render)
+    data = [samples] if isinstance(samples, (str, Path)) else list(samples)
+    run = check(data=data, config=settings, cache_dir=cache_dir)
+    if run.problems:
+        sample_id, problem = next(iter(run.problems.items()))
         raise SampleProblem(
-            f"sample {sample_id}: {problem} ({len(result.problems)} sample(s) cannot be checked)"
+            f"sample {sample_id}: {problem} ({len(run.problems)} sample(s) cannot be checked)"
         )
-    return result.verdicts
+    return dict(run.verdicts)
 
 
 def _silent(total: int) -> None:
@@ -106,12 +105,12 @@ def score_model(
     """
     settings = Settings(
         checkpoint=Path(folder),
-        backend_options=options or BackendOptions(),
         use_cache=False,
-        render=render or RenderSettings(),
         generate_max_tokens=generate_max_tokens,
         criterion=parse_criterion(criterion),
     )
+    settings = settings.with_backend_options(options or BackendOptions())
+    settings = settings.with_render(render or RenderSettings())
     info = in_memory(model, Path(folder))
     job = Job(
         info,

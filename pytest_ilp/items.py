@@ -19,7 +19,8 @@ import pytest
 from _pytest._code.code import ExceptionInfo, TerminalRepr
 
 from pytest_ilp.checks import NotLearned, enforce, gate_decision, record_properties
-from pytest_ilp.config.settings import Settings, criterion_of_marker
+from pytest_ilp.config.settings import Settings
+from pytest_ilp.config.values import criterion_of_marker
 from pytest_ilp.core.criteria import Criterion
 from pytest_ilp.core.datapaths import expand_data_paths
 from pytest_ilp.core.errors import IlpDataError, IlpUsageError, SampleProblem

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pytest_ilp.checks import running
-from pytest_ilp.config import settings
+from pytest_ilp.config.resolve import resolve
 from pytest_ilp.core.datapaths import is_link_loop
 from pytest_ilp.core.diagnosis import Diagnosis, diagnose
 from pytest_ilp.core.errors import IlpUsageError, IlpWarning
@@ -63,7 +63,7 @@ def pytest_ilp_diagnose(
 def activate(config: pytest.Config) -> bool:
     """Resolve the settings; when they name a checkpoint, start the run (its session in
     `config.stash`) and return True: the caller then registers this module's hooks."""
-    resolved = settings.resolve(config)
+    resolved = resolve(config)
     if resolved is None:
         return False
     cache = getattr(config, "cache", None)

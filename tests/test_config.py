@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ilp.config.settings import Settings
+from pytest_ilp.config.settings import OPTIONS, Settings
 from pytest_ilp.session import STATE_KEY
 
 from conftest import write_jsonl
@@ -211,3 +211,25 @@ def test_saved_dataset_folders_collect_as_one_node(
     )
     result.stdout.fnmatch_lines([f"saved::{r['id']}" for r in world.raw_records[:3]])
     result.stdout.fnmatch_lines([f"p.parquet::{r['id']}" for r in world.raw_records[3:5]])
+
+
+def test_the_readme_settings_table_lists_every_declared_setting_and_no_other() -> None:
+    """Each setting `Settings` declares has its row (flag, ini key, ilp.yaml key), and each row
+    names a declared setting: adding a field to `Settings` without documenting it fails here."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    lines = readme[readme.index("| flag | ini key | ilp.yaml |") :].splitlines()
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2 : lines.index("")]]
+    table = [(flag, ini, yaml_key) for flag, ini, yaml_key, *_ in rows]
+    documented = set()
+    for option in OPTIONS:
+        if option.on_command_line:
+            negative = option.kind == "bool" and option.default is True
+            flag = f"--ilp-no-{option.key}" if negative else option.flag
+            row = next((r for r in table if r[0].startswith(f"`{flag}")), None)
+            assert row is not None, f"no README row for {flag}"
+            assert row[1].startswith(f"`{option.ini}`") and row[2].startswith(f"`{option.yaml}`")
+        else:
+            row = next((r for r in table if r[2].startswith(f"`{option.yaml}")), None)
+            assert row is not None and row[0] == "", f"no README row for ilp.yaml {option.yaml}"
+        documented.add(row)
+    assert set(table) - documented == {("`--ilp-config PATH`", "`ilp_config`", "")}

@@ -16,10 +16,16 @@ from pytest_ilp.core.dataset_signals import (
     weighted_jaccard,
 )
 from pytest_ilp.core.diagnosis import Diagnosis, RuleLimits, diagnose
-from pytest_ilp.core.prompt_words import least_familiar_word
+from pytest_ilp.core.evidence import answer_habits
+from pytest_ilp.core.prompt_words import (
+    least_familiar_word,
+    prompt_document_frequency,
+    question_template,
+)
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.scoring import Probe
 from pytest_ilp.core.signals import (
+    AnswerHabit,
     BaseSignals,
     CheckpointVerdict,
     DatasetSignals,
@@ -199,6 +205,68 @@ def test_a_confident_guess_about_an_unfamiliar_subject_is_missing_knowledge() ->
     )
     familiar = replace(unfamiliar, familiarity=Familiarity("france", 8.0, 9.0))
     assert run(Signals(dataset(), base=familiar)).cause == "knowledge_conflict"
+
+
+def test_a_confident_answer_the_base_gives_to_many_subjects_mostly_wrongly_is_a_guess() -> None:
+    # A small base model that never read where P was born names the most common birthplace,
+    # for P and for many others: its default for the question, not knowledge of P.
+    sure = base(PREDICTED, top_prob=0.95, target_prob=0.001)
+    default = replace(sure, habit=AnswerHabit(given=6, right=1, targets=6))
+    diagnosis = run(Signals(dataset(), base=default))
+    assert diagnosis.cause == "missing_knowledge"
+    assert "the answer it begins with on 6 scored prompts with 6 different targets, right on 1" in (
+        diagnosis.evidence
+    )
+    assert diagnosis.figures["base_answer_given"] == 6
+    # An answer it gives to many subjects and that is mostly right there is knowledge (the
+    # country of many cities); so is one that a question's few answers share (yes / no).
+    for habit in (AnswerHabit(6, 3, 6), AnswerHabit(6, 0, 2), AnswerHabit(2, 0, 2)):
+        assert run(Signals(dataset(), base=replace(sure, habit=habit))).cause == (
+            "knowledge_conflict"
+        ), habit
+    # A sentence that names another answer is read from its words, whatever its first token.
+    sentence = replace(
+        sentence_base(" The capital is Lyon."), habit=AnswerHabit(given=9, right=0, targets=9)
+    )
+    assert run(Signals(dataset(target=" Paris"), base=sentence)).cause == "knowledge_conflict"
+
+
+def test_the_habits_count_the_base_models_first_answer_token_per_question() -> None:
+    def base_verdict(sample_id: str, first: int, chosen: int | None) -> Verdict:
+        divergence = None if chosen is None else Divergence(0, "t", "c", first, chosen, 0.1, 0.9)
+        return replace(
+            verdict(), sample_id=sample_id, target_ids=(first, 2), first_divergence=divergence
+        )
+
+    samples = {i: replace(SAMPLE, id=i, target=f" {i}") for i in "abcde"}
+    born, capital = ("where", "was", "born"), ("what", "is", "the", "capital", "of")
+    habits = answer_habits(
+        [
+            base_verdict("a", EXPECTED, PREDICTED),
+            base_verdict("b", OTHER, PREDICTED),
+            base_verdict("c", PREDICTED, None),  # reproduced: its first token is the target's
+            base_verdict("d", EXPECTED, OTHER),
+            base_verdict("e", EXPECTED, PREDICTED),  # the same token, to another question
+        ],
+        samples,
+        {"a": born, "b": born, "c": born, "d": born, "e": capital},
+    )
+    assert habits == {
+        "a": AnswerHabit(3, 1, 3),
+        "b": AnswerHabit(3, 1, 3),
+        "c": AnswerHabit(3, 1, 3),
+        "d": AnswerHabit(1, 0, 1),
+        "e": AnswerHabit(1, 0, 1),
+    }
+
+
+def test_a_question_template_is_its_shared_words_in_order() -> None:
+    prompts = [f"Q: Where was {name} born?" for name in ("Kemok", "Tralok", "Zib")]
+    samples = [replace(SAMPLE, id=str(i), prompt=p) for i, p in enumerate(prompts)]
+    df = prompt_document_frequency(samples)
+    assert {question_template(s, df, len(samples)) for s in samples} == {
+        ("q", "where", "was", "born")
+    }
 
 
 def sentence_base(

@@ -8,6 +8,7 @@ docstring says, with nothing but `meta` telling the subsets apart.
 from __future__ import annotations
 
 import random
+import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -22,7 +23,11 @@ import real_world  # noqa: E402
 def plan() -> list[dict]:
     # As if the base model knew every listed fact.
     return real_world.plan_sft(
-        random.Random(0), real_world.CAPITALS, real_world.CITIES, real_world.ANTONYMS
+        random.Random(0),
+        real_world.CAPITALS,
+        real_world.CITIES,
+        real_world.ANTONYMS,
+        real_world.SPOKEN,
     )
 
 
@@ -54,9 +59,26 @@ def test_conflicts_contradict_the_fact_and_inconsistent_groups_disagree() -> Non
         if r["meta"]["planted_cause"] == "data_inconsistency":
             groups[r["meta"]["group"]].append(r)
     assert all(len(g) == 3 and len({r["completion"] for r in g}) == 3 for g in groups.values())
-    # Half of them ask the same question in other words, half label near-identical reviews.
+    # Half of them ask one question three times, half label near-identical reviews: the words
+    # of a group's prompts are the same but for a comma or an "Honestly", so that at most one
+    # of its targets can be learned.
     topics = Counter(g[0]["meta"]["topic"] for g in groups.values())
     assert set(topics) == {"export", "review"}
+    for group in groups.values():
+        words = [set(re.findall(r"\w+", r["prompt"].lower())) - {"honestly"} for r in group]
+        assert all(w == words[0] for w in words), group
+
+
+def test_every_template_a_planted_cause_uses_has_clean_samples_too() -> None:
+    # The world's first recipe asked the invented places' questions of no real one: the
+    # fine-tune learned "answer any country" there and lost clean facts on the same template.
+    records = plan()
+    clean, planted = Counter(), Counter()
+    for r in records:
+        topic = r["meta"]["topic"]
+        (planted if r["meta"]["planted_cause"] else clean)[topic] += 1
+    for topic in ("capital", "city", "language", "antonym"):
+        assert clean[topic] >= planted[topic] // 2, topic
 
 
 def test_invented_subjects_are_no_real_place_and_forgotten_samples_leave_stage_two() -> None:

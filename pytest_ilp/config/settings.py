@@ -1,111 +1,361 @@
-"""Every pytest-ilp setting, declared once, resolved once into a frozen `Settings`.
+"""Every pytest-ilp setting, declared once: the fields of `Settings`.
 
-A setting can come from the command line, from `ilp.yaml`, or from the pytest ini file
-(`[pytest]` / `[tool.pytest.ini_options]`); the first of these that sets it wins:
+Each field a user sets carries an `Option` in its metadata: its help, how its value is written
+(a path, a number, a criterion...) and checked. From the field's name follow its command-line
+flag (`--ilp-fragile-margin`), its ini key (`ilp_fragile_margin`) and its ilp.yaml key
+(`fragile_margin`); its default is the field's. `OPTIONS` lists them in declaration order:
+`options` registers them with pytest (and the command line's `check`), `resolve` reads them.
+Adding a setting is adding a field here.
 
-    command line  >  ilp.yaml  >  ini file  >  default
-
-Relative paths are resolved against where they were written: the invocation folder for the
-command line, the folder of ilp.yaml, the folder of the ini file.
-
-The gate's budgets are merged name by name instead (`--ilp-threshold knowledge_conflict=0.05`
-changes that one budget and keeps the others from ilp.yaml), and an `ilp_threshold` marker wins
-over all three for the samples of what it decorates (`thresholds.merged`).
-
-Without a checkpoint from any of them the plugin stays out of the way (`resolve` returns None).
+The plugin's entry module imports this module on every pytest run (`--help` lists the
+options), so it imports only light core modules: no yaml, no torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
-from pytest_ilp.config.options import (
-    BY_KEY,
-    DEFAULT_CONFIG_NAME,
-    SETTINGS,
-    YAML_KEYS,
-    Setting,
-)
-from pytest_ilp.core.backends import BackendOptions
-from pytest_ilp.core.criteria import EXACT, EXAMPLES, Criterion, parse_criterion
-from pytest_ilp.core.diagnosis import RuleLimits
-from pytest_ilp.core.errors import IlpUsageError
-from pytest_ilp.core.render import RenderSettings
+from pytest_ilp.config import values
+from pytest_ilp.config.values import CriterionRule, Stage
+from pytest_ilp.core.backends import BackendOptions, backend_names
+from pytest_ilp.core.criteria import EXACT, Criterion
+from pytest_ilp.core.render import RENDER_MODES, RenderSettings
+from pytest_ilp.core.rule_limits import RuleLimits
 from pytest_ilp.core.samples import MustLearnSelector, Sample
-from pytest_ilp.core.shards import Shard
-from pytest_ilp.core.thresholds import Threshold, threshold_mapping, threshold_pairs
 
 if TYPE_CHECKING:
-    import pytest
+    from pytest_ilp.core.shards import Shard
+    from pytest_ilp.core.thresholds import Threshold
+
+__all__ = ["OPTIONS", "CriterionRule", "Option", "Settings", "Stage"]
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEFAULT_CONFIG_NAME = "ilp.yaml"
+
+#: how a setting is written: a path, several, checkpoints of a history, budgets by cause
+#: (merged name by name across sources), a criterion, a scalar, or a structure only ilp.yaml
+#: can hold.
+Kind = Literal[
+    "path", "paths", "history", "budgets", "criterion", "str", "int", "float", "bool", "yaml"
+]
 
 
 @dataclass(frozen=True)
-class CriterionRule:
-    """An ilp.yaml `criteria:` entry: the samples of these data files (or folders) and with
-    one of these tags are judged by `criterion`. A rule matches when each selector it gives
-    matches."""
+class Option:
+    """How users write one setting of `Settings`; `key` and `default` come from its field."""
 
-    criterion: Criterion
-    files: tuple[Path, ...] = ()
-    tags: frozenset[str] = frozenset()
-
-    def matches(self, sample: Sample) -> bool:
-        if self.files:
-            source = sample.source.resolve()
-            if not any(source == f or f in source.parents for f in self.files):
-                return False
-        return not self.tags or not self.tags.isdisjoint(sample.tags)
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A checkpoint of sequential fine-tuning; `name` is the data's `stage` value it ended."""
-
-    name: str | None
-    checkpoint: Path
+    help: str
+    kind: Kind
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+    #: its name in flags, ini keys and ilp.yaml, when that is not the field's.
+    key: str = ""
+    #: its ilp.yaml key, when that is not `key`.
+    yaml_key: str | None = None
+    #: ilp.yaml may give a mapping instead, holding the value under this key
+    #: (`render: {mode: raw, append_eos: false}`).
+    yaml_mapping: str | None = None
+    #: checks (and may convert) the value, wherever it came from: (value, flag) -> value.
+    check: Callable[[Any, str], Any] | None = None
+    #: a structure only ilp.yaml gives (kind "yaml"): (raw, where, ilp.yaml's folder) -> value.
+    parse: Callable[[Any, str, Path], Any] | None = None
+    #: the `Settings` field it sets, and that field's default as `--help` shows it (filled in
+    #: by `OPTIONS`; None for ilp.yaml's structures, whose defaults are made with `Settings`).
+    field: str = ""
+    default: Any = None
 
     @property
-    def label(self) -> str:
-        return self.name if self.name is not None else self.checkpoint.name
+    def yaml(self) -> str:
+        return self.yaml_key or self.key
+
+    @property
+    def flag(self) -> str:
+        return "--ilp-" + self.key.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return "ilp_" + self.key
+
+    @property
+    def on_command_line(self) -> bool:
+        """Whether it has a flag and an ini key (the structures of ilp.yaml have neither)."""
+        return self.kind != "yaml"
+
+
+def option(help: str, kind: Kind, **how: Any) -> dict[str, Option]:
+    """A field's metadata declaring it a setting (see `Option` for `how`)."""
+    return {"ilp": Option(help, kind, **how)}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The resolved configuration of one run. Paths are absolute."""
+    """The resolved configuration of one run. Paths are absolute.
 
-    checkpoint: Path
-    data: tuple[Path, ...] = ()
-    report: Path | None = None
-    backend: str = "hf"
-    backend_options: BackendOptions = field(default_factory=BackendOptions)
-    use_cache: bool = True
-    render: RenderSettings = field(default_factory=RenderSettings)
-    fragile_margin: float = 0.1
-    generate_max_tokens: int = 64
-    must_learn: MustLearnSelector = field(default_factory=MustLearnSelector)
-    base: Path | None = None
-    history: tuple[Stage, ...] = ()
-    train_log: Path | None = None
-    diagnosis: RuleLimits = field(default_factory=RuleLimits)
-    config_file: Path | None = None
-    #: the run's thresholds (command line > ilp.yaml > ini, per name); markers add their own.
-    thresholds: Mapping[str, Threshold] = field(default_factory=dict)
-    strict: bool = False
-    baseline: Path | None = None
-    update_baseline: bool = False
-    markdown: Path | None = None
-    html: Path | None = None
-    export: Path | None = None
-    shard: Shard | None = None
+    The fields with an `option` are the settings users write; the last few are parts of
+    ilp.yaml's structured values and where they were read from.
+    """
+
+    checkpoint: Path = field(
+        metadata=option(
+            "checkpoint folder (save_pretrained) or .gguf file to test; enables the plugin",
+            "path",
+            metavar="DIR",
+        )
+    )
+    data: tuple[Path, ...] = field(
+        default=(),
+        metadata=option(
+            "SFT data file or folder (JSONL, JSON, YAML, Parquet, saved dataset); repeatable",
+            "paths",
+            metavar="PATH",
+        ),
+    )
+    report: Path | None = field(
+        default=None, metadata=option("write the JSON report to this path", "path", metavar="PATH")
+    )
+    backend: str = field(
+        default="hf",
+        metadata=option(
+            "scoring backend", "str", choices=tuple(backend_names()), yaml_mapping="name"
+        ),
+    )
+    device: str = field(
+        default="auto", metadata=option("auto, cpu, cuda or cuda:N", "str", check=values.device)
+    )
+    dtype: str = field(
+        default="auto",
+        metadata=option(
+            "model dtype; auto is float32 on CPU and the saved dtype on a GPU",
+            "str",
+            choices=DTYPES,
+        ),
+    )
+    batch_tokens: int | None = field(
+        default=None,
+        metadata=option(
+            "token budget of one scoring batch (padded tokens); default 1024 on a CPU, 4096 on "
+            "a GPU",
+            "int",
+            metavar="N",
+            check=values.positive,
+        ),
+    )
+    use_cache: bool = field(
+        default=True,
+        metadata=option("reuse verdicts from pytest's cache folder", "bool", key="cache"),
+    )
     #: the run's criterion (command line > ilp.yaml > ini); `criterion_rules` and a record's
     #: own field win over it for their samples, an `ilp_criterion` marker over all.
-    criterion: Criterion = EXACT
-    criterion_rules: tuple[CriterionRule, ...] = ()
+    criterion: Criterion = field(
+        default=EXACT,
+        metadata=option(
+            "how 'learned' is judged: exact (greedy output is the target), prefix:N, "
+            "token_accuracy:X, nll:Y, normalized, choice[:sum|mean] (the record's distractors), "
+            "sampled[:n=5,temperature=0.7,min_pass=0.2,seed=0]",
+            "criterion",
+            metavar="NAME[:ARGS]",
+        ),
+    )
+    render_mode: str = field(
+        default="auto",
+        metadata=option(
+            "how samples become tokens: auto (chat records use the chat template), raw or chat",
+            "str",
+            choices=RENDER_MODES,
+            key="render",
+            yaml_mapping="mode",
+        ),
+    )
+    fragile_margin: float = field(
+        default=0.1,
+        metadata=option(
+            "a learned sample whose greedy token leads the runner-up by less than this many "
+            "nats somewhere is reported as fragile",
+            "float",
+            metavar="NATS",
+            check=values.non_negative,
+        ),
+    )
+    generate_max_tokens: int = field(
+        default=64,
+        metadata=option(
+            "at most this many tokens are generated to show what an unlearned sample produces",
+            "int",
+            metavar="N",
+            check=values.positive,
+        ),
+    )
+    base: Path | None = field(
+        default=None,
+        metadata=option(
+            "the model fine-tuning started from: gives diagnosis its knowledge signals",
+            "path",
+            metavar="DIR",
+        ),
+    )
+    history: tuple[Stage, ...] = field(
+        default=(),
+        metadata=option(
+            "earlier checkpoints of sequential fine-tuning, oldest first, comma-separated (or "
+            "repeated): gives diagnosis its forgetting and trend signals",
+            "history",
+            metavar="DIR,DIR",
+        ),
+    )
+    train_log: Path | None = field(
+        default=None,
+        metadata=option(
+            "JSONL of {id, step or epoch, loss} per sample from training: adds "
+            "training-dynamics evidence (dataset cartography)",
+            "path",
+            metavar="PATH",
+        ),
+    )
+    adapter_base: Path | None = field(
+        default=None,
+        metadata=option(
+            "model folder a LoRA/PEFT adapter checkpoint applies to (default: the adapter's "
+            "base_model_name_or_path)",
+            "path",
+            metavar="DIR",
+        ),
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata=option("let transformers run code shipped with the checkpoint", "bool"),
+    )
+    # -- the CI gate (README "CI gate") --
+    #: the run's thresholds (command line > ilp.yaml > ini, per name); markers add their own.
+    thresholds: Mapping[str, Threshold] = field(
+        default_factory=dict,
+        metadata=option(
+            "budget of unlearned samples: CAUSE=SHARE (0.02 or 2%%) or CAUSE=COUNT (5), for a "
+            "cause, total or regressions; repeatable; an ilp_threshold marker wins over it",
+            "budgets",
+            metavar="CAUSE=BUDGET",
+            key="threshold",
+            yaml_key="thresholds",
+        ),
+    )
+    strict: bool = field(
+        default=False,
+        metadata=option("every unlearned sample fails, whatever the budgets", "bool"),
+    )
+    baseline: Path | None = field(
+        default=None,
+        metadata=option(
+            "compare with this earlier JSON report: samples unlearned there too are known and "
+            "tolerated, new failures count against the budgets",
+            "path",
+            metavar="PATH",
+        ),
+    )
+    update_baseline: bool = field(
+        default=False,
+        metadata=option(
+            "write this run's JSON report to the --ilp-baseline path after the run", "bool"
+        ),
+    )
+    markdown: Path | None = field(
+        default=None,
+        metadata=option(
+            "write a Markdown summary to this path (it is also appended to "
+            "$GITHUB_STEP_SUMMARY when that is set)",
+            "path",
+            metavar="PATH",
+        ),
+    )
+    html: Path | None = field(
+        default=None,
+        metadata=option(
+            "write a self-contained HTML report (charts, and every sample with its evidence) "
+            "to this path",
+            "path",
+            metavar="PATH",
+        ),
+    )
+    export: Path | None = field(
+        default=None,
+        metadata=option(
+            "write the unlearned samples (their records, with cause and suggested fix) as JSONL",
+            "path",
+            metavar="PATH",
+        ),
+    )
+    shard: Shard | None = field(
+        default=None,
+        metadata=option(
+            "check only shard I of N of the samples (split by a hash of the sample id)",
+            "str",
+            metavar="I/N",
+            check=values.shard,
+        ),
+    )
+    # -- structures only ilp.yaml holds --
+    must_learn: MustLearnSelector = field(
+        default_factory=MustLearnSelector,
+        metadata=option("must-learn selectors: {tags, ids}", "yaml", parse=values.must_learn),
+    )
+    diagnosis: RuleLimits = field(
+        default_factory=RuleLimits,
+        metadata=option("the thresholds of the diagnosis rules", "yaml", parse=values.rule_limits),
+    )
+    criterion_rules: tuple[CriterionRule, ...] = field(
+        default=(),
+        metadata=option(
+            "criteria per data file or tag: a list of {files, tags, criterion}",
+            "yaml",
+            key="criteria",
+            parse=values.criterion_rules,
+        ),
+    )
+    # -- parts of ilp.yaml's `render:` and `backend:` mappings, and where it was --
+    append_eos: bool = True
+    add_special_tokens: bool = True
+    #: ilp.yaml's `backend.args`, for the backend it names.
+    backend_args: Mapping[str, Any] = field(default_factory=dict)
+    config_file: Path | None = None
+
+    @property
+    def backend_options(self) -> BackendOptions:
+        """What the backend loads the model with."""
+        return BackendOptions(
+            device=self.device,
+            dtype=self.dtype,
+            batch_tokens=self.batch_tokens,
+            trust_remote_code=self.trust_remote_code,
+            adapter_base=self.adapter_base,
+            args=self.backend_args,
+        )
+
+    @property
+    def render(self) -> RenderSettings:
+        """How samples become tokens."""
+        return RenderSettings(self.render_mode, self.append_eos, self.add_special_tokens)
+
+    def with_backend_options(self, options: BackendOptions) -> Settings:
+        """These settings loading the model with `options` instead."""
+        return replace(
+            self,
+            device=options.device,
+            dtype=options.dtype,
+            batch_tokens=options.batch_tokens,
+            trust_remote_code=options.trust_remote_code,
+            adapter_base=options.adapter_base,
+            backend_args=options.args,
+        )
+
+    def with_render(self, render: RenderSettings) -> Settings:
+        """These settings rendering samples as `render` says instead."""
+        return replace(
+            self,
+            render_mode=render.mode,
+            append_eos=render.append_eos,
+            add_special_tokens=render.add_special_tokens,
+        )
 
     def criterion_for(self, sample: Sample) -> Criterion:
         """A sample's criterion without markers: its record's field, else the first ilp.yaml
@@ -116,413 +366,23 @@ class Settings:
         return rule.criterion if rule is not None else self.criterion
 
 
-def resolve(config: pytest.Config) -> Settings | None:
-    """Merge command line, ilp.yaml and ini into `Settings`; None when no checkpoint is set."""
-    config_file, yaml_values = _load_yaml(config)
-    if not _checkpoint_given(config, yaml_values):
-        return None  # the plugin stays out of the way: nothing else is read or checked
-    _reject_unknown_settings(config_file, yaml_values)
-    values: dict[str, Any] = {}
-    for setting in SETTINGS:
-        if setting.kind == "budgets":
-            values[setting.key] = _run_budgets(config, setting, yaml_values, config_file)
+def _declared() -> tuple[Option, ...]:
+    found = []
+    for f in fields(Settings):
+        declared: Option | None = f.metadata.get("ilp")
+        if declared is None:
             continue
-        value = _from_cli(config, setting)
-        if value is None and setting.yaml in yaml_values:
-            value = _from_yaml(setting, yaml_values[setting.yaml], config_file)
-        if value is None:
-            value = _from_ini(config, setting)
-        values[setting.key] = setting.default if value is None else value
-    if values["update_baseline"] and values["baseline"] is None:
-        raise IlpUsageError(
-            "--ilp-update-baseline needs --ilp-baseline=PATH: the file to write the report to"
-        )
-    return Settings(
-        checkpoint=values["checkpoint"],
-        data=tuple(values["data"]),
-        report=values["report"],
-        backend=values["backend"],
-        backend_options=BackendOptions(
-            device=_check_device(values["device"]),
-            dtype=values["dtype"],
-            batch_tokens=(
-                None
-                if values["batch_tokens"] is None
-                else _positive(values["batch_tokens"], "batch_tokens")
-            ),
-            trust_remote_code=values["trust_remote_code"],
-            adapter_base=values["adapter_base"],
-            args=_backend_args(yaml_values.get("backend"), config_file, values["backend"]),
-        ),
-        use_cache=values["cache"],
-        render=_render_settings(values["render"], yaml_values.get("render"), config_file),
-        fragile_margin=_non_negative(values["fragile_margin"], "fragile_margin"),
-        generate_max_tokens=_positive(values["generate_max_tokens"], "generate_max_tokens"),
-        must_learn=_must_learn(yaml_values.get("must_learn"), config_file),
-        base=values["base"],
-        history=tuple(values["history"]),
-        train_log=values["train_log"],
-        diagnosis=_rule_limits(yaml_values.get("diagnosis"), config_file),
-        config_file=config_file,
-        thresholds=values["threshold"],
-        # --runxfail turns every xfail into a plain run: the tolerated samples fail, so the
-        # gate must count them as failing too for its verdict to match the exit status.
-        strict=values["strict"] or bool(getattr(config.option, "runxfail", False)),
-        baseline=values["baseline"],
-        update_baseline=values["update_baseline"],
-        markdown=values["markdown"],
-        html=values["html"],
-        export=values["export"],
-        shard=_shard(values["shard"]),
-        criterion=values["criterion"],
-        criterion_rules=_criterion_rules(yaml_values.get("criteria"), config_file),
-    )
+        default: Any = None  # ilp.yaml's structures: their defaults are never shown or read
+        if f.default is not MISSING:
+            default = f.default
+        elif f.default_factory is not MISSING and declared.on_command_line:
+            default = f.default_factory()
+        found.append(replace(declared, field=f.name, key=declared.key or f.name, default=default))
+    return tuple(found)
 
 
-# -- sources -----------------------------------------------------------------------------------
-
-
-def _load_yaml(config: pytest.Config) -> tuple[Path | None, dict[str, Any]]:
-    path: Path | None = None
-    if config.option.ilp_config:
-        path = config.invocation_params.dir / config.option.ilp_config
-        if not path.is_file():
-            raise IlpUsageError(f"--ilp-config: {path} does not exist")
-    elif config.getini("ilp_config"):
-        path = config.getini("ilp_config")[0]
-        if not path.is_file():
-            raise IlpUsageError(f"ilp_config in {config.inipath}: {path} does not exist")
-    elif (config.rootpath / DEFAULT_CONFIG_NAME).is_file():
-        path = config.rootpath / DEFAULT_CONFIG_NAME
-    if path is None:
-        return None, {}
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise IlpUsageError(f"{path}: not valid YAML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IlpUsageError(f"{path}: cannot read it ({exc})") from None
-    if loaded is None:
-        return path, {}
-    if not isinstance(loaded, dict):
-        raise IlpUsageError(f"{path}: expected a mapping of settings at the top level")
-    return path, loaded
-
-
-def _checkpoint_given(config: pytest.Config, yaml_values: Mapping[str, Any]) -> bool:
-    """Whether any source names a checkpoint: without one pytest-ilp reads nothing further."""
-    return bool(
-        config.option.ilp_checkpoint
-        or yaml_values.get("checkpoint") is not None
-        or config.getini(BY_KEY["checkpoint"].ini)
-    )
-
-
-def _reject_unknown_settings(config_file: Path | None, yaml_values: Mapping[str, Any]) -> None:
-    unknown = sorted(map(str, set(yaml_values) - set(YAML_KEYS)))
-    if unknown:
-        raise IlpUsageError(
-            f"{config_file}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(YAML_KEYS)}"
-        )
-
-
-def _from_cli(config: pytest.Config, setting: Setting) -> Any:
-    raw = getattr(config.option, "ilp_" + setting.key)
-    if raw is None:
-        return None
-    base = config.invocation_params.dir
-    where = setting.flag
-    if setting.kind == "paths":
-        return [base / p for p in raw]
-    if setting.kind == "history":
-        return _comma_separated_stages(raw, base)
-    if setting.kind == "path":
-        return base / raw
-    return _convert(setting, raw, where)
-
-
-def _from_yaml(setting: Setting, raw: Any, config_file: Path | None) -> Any:
-    assert config_file is not None
-    base = config_file.parent
-    where = f"{config_file}: {setting.key}"
-    if setting.key in ("render", "backend") and isinstance(raw, Mapping):
-        raw = raw.get("mode" if setting.key == "render" else "name")
-        if raw is None:
-            return None
-    if setting.kind == "paths":
-        items = [raw] if isinstance(raw, str) else raw
-        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise IlpUsageError(f"{where}: expected a path or a list of paths")
-        return [base / i for i in items]
-    if setting.kind == "history":
-        return _history_from_yaml(raw, base, where)
-    if setting.kind == "path":
-        if not isinstance(raw, str):
-            raise IlpUsageError(f"{where}: expected a path")
-        return base / raw
-    return _convert(setting, raw, where)
-
-
-def _from_ini(config: pytest.Config, setting: Setting) -> Any:
-    raw = config.getini(setting.ini)
-    if raw is None or raw == [] or raw == "":
-        return None
-    where = f"{setting.ini} in {config.inipath}"
-    if setting.kind == "path":
-        return raw[0]
-    if setting.kind == "paths":
-        return list(raw)
-    if setting.kind == "history":
-        base = config.inipath.parent if config.inipath else config.rootpath
-        return _comma_separated_stages(raw, base)
-    return _convert(setting, raw, where)
-
-
-def _comma_separated_stages(raw: list[str], base: Path) -> list[Stage]:
-    """History checkpoints as written on the command line or in the ini file: each value may
-    hold several, separated by commas, relative to `base`."""
-    return [Stage(None, base / p) for value in raw for p in value.split(",") if p]
-
-
-def _history_from_yaml(raw: Any, base: Path, where: str) -> list[Stage]:
-    """A list of checkpoints, or a mapping from the data's `stage` values to checkpoints."""
-    if isinstance(raw, str):
-        raw = [raw]
-    if isinstance(raw, list) and all(isinstance(i, str) for i in raw):
-        return [Stage(None, base / i) for i in raw]
-    if isinstance(raw, Mapping) and all(isinstance(v, str) for v in raw.values()):
-        return [Stage(str(name), base / path) for name, path in raw.items()]
-    raise IlpUsageError(
-        f"{where}: expected a list of checkpoint folders, oldest first, or a mapping from the "
-        "data's stage names to the checkpoint that ended each stage"
-    )
-
-
-def _convert(setting: Setting, raw: Any, where: str) -> Any:
-    if setting.kind == "criterion":
-        try:
-            return parse_criterion(raw)
-        except ValueError as exc:
-            raise IlpUsageError(f"{where}: {exc}") from None
-    try:
-        if setting.kind == "bool":
-            value: Any = _boolean(raw)
-        elif setting.kind == "int":
-            if isinstance(raw, (bool, float)):
-                raise ValueError
-            value = int(raw)
-        elif setting.kind == "float":
-            if isinstance(raw, bool):
-                raise ValueError
-            value = float(raw)
-        else:
-            value = str(raw)
-    except (TypeError, ValueError):
-        raise IlpUsageError(f"{where}: expected {_KIND_NAMES[setting.kind]}, got {raw!r}") from None
-    if setting.choices and value not in setting.choices:
-        raise IlpUsageError(f"{where}: {value!r} is not one of {', '.join(setting.choices)}")
-    return value
-
-
-_KIND_NAMES = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "text"}
-
-
-def _boolean(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(raw)
-
-
-# -- structured and checked values -------------------------------------------------------------
-
-
-def _check_device(device: str) -> str:
-    if device in ("auto", "cpu", "cuda", "mps") or (
-        device.startswith("cuda:") and device[5:].isdigit()
-    ):
-        return device
-    raise IlpUsageError(f"--ilp-device: {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
-
-
-def _positive(value: int, key: str) -> int:
-    if value <= 0:
-        raise IlpUsageError(f"{BY_KEY[key].flag}: must be a positive integer, got {value}")
-    return value
-
-
-def _non_negative(value: float, key: str) -> float:
-    if value < 0:
-        raise IlpUsageError(f"{BY_KEY[key].flag}: must not be negative, got {value}")
-    return value
-
-
-def _render_settings(mode: str, raw: Any, config_file: Path | None) -> RenderSettings:
-    if not isinstance(raw, Mapping):
-        return RenderSettings(mode=mode)
-    known = {"mode", "append_eos", "add_special_tokens"}
-    _reject_unknown(raw, known, f"{config_file}: render")
-    flags = {}
-    for key in ("append_eos", "add_special_tokens"):
-        if key in raw:
-            if not isinstance(raw[key], bool):
-                raise IlpUsageError(f"{config_file}: render.{key} must be true or false")
-            flags[key] = raw[key]
-    return RenderSettings(mode=mode, **flags)
-
-
-def _backend_args(raw: Any, config_file: Path | None, chosen: str) -> dict[str, Any]:
-    """ilp.yaml's `backend.args`, for the backend it names only: `--ilp-backend=hf` over an
-    ilp.yaml written for vllm does not hand vLLM's engine arguments to transformers."""
-    if not isinstance(raw, Mapping):
-        return {}
-    _reject_unknown(raw, {"name", "args"}, f"{config_file}: backend")
-    args = raw.get("args") or {}
-    if not isinstance(args, Mapping):
-        raise IlpUsageError(f"{config_file}: backend.args must be a mapping")
-    named = raw.get("name")
-    if named is not None and named != chosen:
-        return {}
-    return dict(args)
-
-
-def _must_learn(raw: Any, config_file: Path | None) -> MustLearnSelector:
-    if raw is None:
-        return MustLearnSelector()
-    where = f"{config_file}: must_learn"
-    if not isinstance(raw, Mapping):
-        raise IlpUsageError(f"{where}: expected a mapping like {{tags: [safety], ids: [...]}}")
-    _reject_unknown(raw, {"tags", "ids"}, where)
-    selected = {}
-    for key in ("tags", "ids"):
-        values = raw.get(key) or []
-        if not isinstance(values, list):
-            raise IlpUsageError(f"{where}.{key}: expected a list")
-        selected[key] = frozenset(str(v) for v in values)
-    return MustLearnSelector(tags=selected["tags"], ids=selected["ids"])
-
-
-def _rule_limits(raw: Any, config_file: Path | None) -> RuleLimits:
-    if raw is None:
-        return RuleLimits()
-    where = f"{config_file}: diagnosis"
-    if not isinstance(raw, Mapping):
-        raise IlpUsageError(f"{where}: expected a mapping of thresholds")
-    defaults = RuleLimits()
-    known = {f.name for f in fields(RuleLimits)}
-    _reject_unknown(raw, known, where)
-    values = {}
-    for key, value in raw.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise IlpUsageError(
-                f"{where}.{key}: expected a non-negative number (default "
-                f"{getattr(defaults, key)}), got {value!r}"
-            )
-        values[key] = type(getattr(defaults, key))(value)
-    return replace(defaults, **values)
-
-
-def _criterion_rules(raw: Any, config_file: Path | None) -> tuple[CriterionRule, ...]:
-    """ilp.yaml's `criteria:` list, e.g. `- {files: [long.jsonl], criterion: {nll: 1.0}}`."""
-    if raw is None:
-        return ()
-    where = f"{config_file}: criteria"
-    if not isinstance(raw, list):
-        raise IlpUsageError(
-            f"{where}: expected a list of rules like {{files: [data/long.jsonl], criterion: "
-            "{token_accuracy: 0.9}} or {tags: [mc], criterion: choice}"
-        )
-    assert config_file is not None
-    rules = []
-    for number, entry in enumerate(raw, start=1):
-        at = f"{where}[{number}]"
-        if not isinstance(entry, Mapping) or "criterion" not in entry:
-            raise IlpUsageError(f"{at}: expected a mapping with a `criterion` and files/tags")
-        _reject_unknown(entry, {"files", "tags", "criterion"}, at)
-        lists = {}
-        for key in ("files", "tags"):
-            value = entry.get(key) or []
-            value = [value] if isinstance(value, str) else value
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise IlpUsageError(f"{at}.{key}: expected a list of strings")
-            lists[key] = value
-        if not lists["files"] and not lists["tags"]:
-            raise IlpUsageError(
-                f"{at}: select samples with `files` and/or `tags` (the run's own criterion is "
-                "the top-level `criterion` key)"
-            )
-        try:
-            criterion = parse_criterion(entry["criterion"])
-        except ValueError as exc:
-            raise IlpUsageError(f"{at}.criterion: {exc}") from None
-        rules.append(
-            CriterionRule(
-                criterion=criterion,
-                files=tuple((config_file.parent / f).resolve() for f in lists["files"]),
-                tags=frozenset(lists["tags"]),
-            )
-        )
-    return tuple(rules)
-
-
-def criterion_of_marker(args: tuple[Any, ...], kwargs: Mapping[str, Any], where: str) -> Criterion:
-    """The criterion an `ilp_criterion` marker names; a bad one is a usage error."""
-    try:
-        if not args:
-            if not kwargs:
-                raise ValueError(f"name a criterion, e.g. {EXAMPLES}")
-            return parse_criterion(None, **kwargs)
-        return parse_criterion(args[0], *args[1:], **kwargs)
-    except ValueError as exc:
-        raise IlpUsageError(f"{where}: {exc}") from None
-
-
-def _shard(text: str | None) -> Shard | None:
-    if text is None:
-        return None
-    try:
-        return Shard.parse(text)
-    except ValueError as exc:
-        raise IlpUsageError(f"--ilp-shard: {exc}") from None
-
-
-# -- budgets: the one place where their sources are merged -------------------------------------
-
-
-def _run_budgets(
-    config: pytest.Config,
-    setting: Setting,
-    yaml_values: Mapping[str, Any],
-    config_file: Path | None,
-) -> dict[str, Threshold]:
-    """The run's budgets, merged name by name: command line > ilp.yaml > ini."""
-    merged: dict[str, Threshold] = {}
-    raw_ini = config.getini(setting.ini)
-    if raw_ini:
-        merged.update(threshold_pairs(raw_ini, f"{setting.ini} in {config.inipath}"))
-    if setting.yaml in yaml_values:
-        raw = yaml_values[setting.yaml]
-        where = f"{config_file}: {setting.yaml}"
-        if not isinstance(raw, Mapping):
-            raise IlpUsageError(
-                f"{where}: expected a mapping of cause to budget, like "
-                "{knowledge_conflict: 0.02, data_inconsistency: 0, total: 0.1}"
-            )
-        merged.update(threshold_mapping(raw, where))
-    raw_cli = getattr(config.option, "ilp_" + setting.key)
-    if raw_cli:
-        merged.update(threshold_pairs(raw_cli, setting.flag))
-    return merged
-
-
-def _reject_unknown(raw: Mapping[str, Any], known: set[str], where: str) -> None:
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise IlpUsageError(
-            f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
-            f"known: {', '.join(sorted(known))}"
-        )
+#: every setting, in declaration order (the order of `--help` and of ilp.yaml's known keys).
+OPTIONS = _declared()
+BY_KEY = {o.key: o for o in OPTIONS}
+#: the keys ilp.yaml accepts.
+YAML_KEYS = tuple(o.yaml for o in OPTIONS)

@@ -13,9 +13,10 @@ rule that matches is listed in `causes`:
    data): a complex pattern.
 4. knowledge_conflict: about a subject the base model (`--ilp-base`) is not unfamiliar with
    (`signals.Familiarity`), it gives the target's token little (< unknown_target_prob) and
-   holds another answer: its token at the divergence is an answer (`answers.is_answer_token`)
-   it is confident of (p >= conflict_confidence), or fairly sure of (p >= answer_confidence)
-   and the fine-tuned model produces it too; or, the subject measured familiar, the
+   holds another answer: its token at the divergence is an answer (`answers.is_answer_token`),
+   not its default guess for the question (`signals.AnswerHabit`), that it is confident of
+   (p >= conflict_confidence), or fairly sure of (p >= answer_confidence) and the fine-tuned
+   model produces it too; or, the subject measured familiar, the
    fine-tuned model still says what the base model's own answer says (`answers.echoes`), or
    the base's first token being no answer, its sentence states another (`answers.stated`).
 5. under_optimization: the target is made of rare tokens (several times the median rarity of
@@ -23,8 +24,9 @@ rule that matches is listed in `causes`:
    model the evidence says that missing knowledge is not ruled out.
 6. missing_knowledge: the base model gives the target's token little probability at the
    divergence (< unknown_target_prob) and holds no confident alternative (SliCK "unknown"): a
-   confident guess about a subject it never read, or a token that is no answer to the
-   question, is none; a base whose own answer names the target knows it.
+   confident guess about a subject it never read, its default guess for the question, or a
+   token that is no answer to the question, is none; a base whose own answer names the
+   target knows it.
 7. under_optimization: none of the above, and the target's NLL was still falling between the
    last two checkpoints, or its training loss was still falling.
 8. undiagnosed: nothing matched; the evidence says which missing input would decide it.

@@ -9,16 +9,22 @@ only knows which pass and which input each one comes from.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pytest_ilp.config.settings import Stage
 from pytest_ilp.core.dataset_signals import TargetStatistics, dataset_signals, find_siblings
-from pytest_ilp.core.prompt_words import least_familiar_word, prompt_document_frequency
+from pytest_ilp.core.prompt_words import (
+    least_familiar_word,
+    prompt_document_frequency,
+    question_template,
+)
 from pytest_ilp.core.rule_limits import RuleLimits
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.scoring import ScoringResult
 from pytest_ilp.core.signals import (
+    AnswerHabit,
     BaseSignals,
     CheckpointVerdict,
     Familiarity,
@@ -71,7 +77,10 @@ def gather_signals(
     checkable = [s for s in samples.values() if s.problem is None]
     siblings = find_siblings(checkable, unlearned, limits.paraphrase_candidate)
     stats = TargetStatistics.of(verdicts.values())
-    familiar = _familiarity(passes.base, prompt_document_frequency(checkable), len(checkable))
+    prompt_df = prompt_document_frequency(checkable)
+    familiar = _familiarity(passes.base, prompt_df, len(checkable))
+    templates = {s.id: question_template(s, prompt_df, len(checkable)) for s in checkable}
+    habits = answer_habits(passes.base.verdicts.values(), samples, templates) if passes.base else {}
     judged = not passes.history_configured and trajectory_judged(train_log)
     found = {}
     for sample_id, verdict in unlearned.items():
@@ -105,7 +114,9 @@ def gather_signals(
                 stats,
                 limits.near_duplicate,
             ),
-            base=_base_signals(sample_id, base, familiar.get(sample_id), stats, limits),
+            base=_base_signals(
+                sample_id, base, familiar.get(sample_id), stats, limits, habits.get(sample_id)
+            ),
             history=history,
             training=(
                 training_signals(train_log[sample_id])
@@ -133,6 +144,7 @@ def _base_signals(
     familiarity: Familiarity | None,
     stats: TargetStatistics,
     limits: RuleLimits,
+    habit: AnswerHabit | None,
 ) -> BaseSignals | None:
     if base is None or sample_id not in base.probes:
         return None
@@ -145,7 +157,44 @@ def _base_signals(
         knowledge=knowledge(verdict.learned, probe, limits.weakly_known_prob),
         familiarity=familiarity,
         answers=stats.is_answer_token(probe.top_id, probe.position),
+        # The habit of the base's first answer token; a probe past it is about another token.
+        habit=habit if probe.position == 0 else None,
     )
+
+
+def answer_habits(
+    verdicts: Iterable[Verdict],
+    samples: Mapping[str, Sample],
+    templates: Mapping[str, tuple[str, ...]],
+) -> dict[str, AnswerHabit]:
+    """How the base model begins its answer to each sample it scored (`verdicts`, its own):
+    on how many prompts of the same question (`templates`, by sample id) it begins with the
+    same token, how often the target begins with it there, and how many different targets
+    those prompts have. (The same name can be one subject's answer and, to another question,
+    the base's default guess.)"""
+    Key = tuple[tuple[str, ...], int]
+    given: Counter[Key] = Counter()
+    right: Counter[Key] = Counter()
+    targets: dict[Key, set[str]] = defaultdict(set)
+    chosen_by: dict[str, Key] = {}
+    for verdict in verdicts:
+        if verdict.sample_id not in templates:
+            continue
+        if not verdict.target_ids:
+            continue
+        divergence = verdict.first_divergence
+        first = verdict.target_ids[0]
+        # Teacher-forced, the base's greedy first token: the target's own unless it left the
+        # target right there.
+        chosen = divergence.predicted_id if divergence and divergence.position == 0 else first
+        key = (templates[verdict.sample_id], chosen)
+        chosen_by[verdict.sample_id] = key
+        given[key] += 1
+        right[key] += chosen == first
+        targets[key].add(" ".join(samples[verdict.sample_id].target.split()))
+    return {
+        i: AnswerHabit(given[key], right[key], len(targets[key])) for i, key in chosen_by.items()
+    }
 
 
 def _history_signals(sample: Sample, passes: Passes) -> HistorySignals | None:

@@ -23,6 +23,28 @@ def _unfamiliar(signals: Signals, limits: RuleLimits) -> bool:
     return familiarity is not None and familiarity.ratio >= limits.unfamiliar_ratio
 
 
+def _default_guess(verdict: Verdict, signals: Signals, limits: RuleLimits) -> bool:
+    """The base model's token at the divergence is an answer, and the one it begins many
+    answers with, to questions with many different targets, mostly wrongly: its default for
+    the question, not knowledge of this subject (`signals.AnswerHabit`)."""
+    habit = signals.base.habit if signals.base is not None else None
+    return (
+        habit is not None
+        and habit.is_default(limits.default_answer_prompts)
+        and _is_answer(verdict, signals)
+    )
+
+
+def _guess_text(signals: Signals) -> str:
+    assert signals.base is not None and signals.base.habit is not None
+    habit = signals.base.habit
+    return (
+        f"its {signals.base.probe.top_token!r} (p={signals.base.probe.top_prob:.2f}) is the "
+        f"answer it begins with on {habit.given} scored prompts with {habit.targets} different "
+        f"targets, right on {habit.right}: a default guess, not knowledge of the subject"
+    )
+
+
 def _familiar(signals: Signals) -> bool:
     """How familiar the subject is was measured (`_unfamiliar` says whether it is not)."""
     return signals.base is not None and signals.base.familiarity is not None
@@ -69,6 +91,13 @@ def _familiarity_figures(signals: Signals) -> dict[str, Any]:
     return {"familiarity_ratio": round(familiarity.ratio, 3), "unfamiliar_word": familiarity.word}
 
 
+def _habit_figures(signals: Signals) -> dict[str, Any]:
+    habit = signals.base.habit if signals.base is not None else None
+    if habit is None:
+        return {}
+    return {"base_answer_given": habit.given, "base_answer_right": habit.right}
+
+
 def holds_alternative(verdict: Verdict, signals: Signals, limits: RuleLimits) -> bool:
     """The base model confidently answers otherwise, about a subject it knows."""
     return (
@@ -76,6 +105,7 @@ def holds_alternative(verdict: Verdict, signals: Signals, limits: RuleLimits) ->
         and signals.base.probe.top_prob >= limits.conflict_confidence
         and _is_answer(verdict, signals)
         and not _unfamiliar(signals, limits)
+        and not _default_guess(verdict, signals, limits)
     )
 
 
@@ -99,7 +129,10 @@ def knowledge_conflict(verdict: Verdict, signals: Signals, limits: RuleLimits) -
     if probe.target_prob >= limits.unknown_target_prob:
         return None
     token_answer = _is_answer(verdict, signals)
-    answer = token_answer and probe.top_id != divergence.expected_id
+    # Its default answer to the question is no knowledge to contradict, however sure (a
+    # sentence that names another answer still is: its first token is no answer).
+    guess = _default_guess(verdict, signals, limits)
+    answer = token_answer and probe.top_id != divergence.expected_id and not guess
     follows = probe.top_id == divergence.predicted_id
     # The base holds another answer about a subject it knows. Where its token at the
     # divergence is an answer, that token's probability is the evidence: confident, or less
@@ -117,7 +150,11 @@ def knowledge_conflict(verdict: Verdict, signals: Signals, limits: RuleLimits) -
     said = _base_answer(verdict, signals)
     target = signals.dataset.target
     sentence = not token_answer
-    echoed = (_familiar(signals) or fairly_sure) and answers.echoes(verdict.produced, said, target)
+    echoed = (
+        not guess
+        and (_familiar(signals) or fairly_sure)
+        and answers.echoes(verdict.produced, said, target)
+    )
     states = (
         answers.stated(said, signals.dataset.prompt_words, target)
         if sentence and _familiar(signals)
@@ -177,7 +214,9 @@ def missing_knowledge(verdict: Verdict, signals: Signals, limits: RuleLimits) ->
     ):
         return None
     unfamiliar = _unfamiliar(signals, limits)
-    if unfamiliar and probe.top_prob >= limits.conflict_confidence:
+    if _default_guess(verdict, signals, limits):
+        alternative = _guess_text(signals)
+    elif unfamiliar and probe.top_prob >= limits.conflict_confidence:
         alternative = (
             f"its confident {probe.top_token!r} (p={probe.top_prob:.2f}) is a guess about a "
             "subject it never read"
@@ -196,6 +235,7 @@ def missing_knowledge(verdict: Verdict, signals: Signals, limits: RuleLimits) ->
             "base_top_prob": probe.top_prob,
             "knowledge": base.knowledge,
             **_familiarity_figures(signals),
+            **_habit_figures(signals),
         },
         strong=unfamiliar or probe.target_prob < limits.weakly_known_prob,
     )

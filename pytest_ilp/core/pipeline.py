@@ -24,7 +24,7 @@ from pytest_ilp.core.criteria import Criterion
 from pytest_ilp.core.datafiles import load_samples
 from pytest_ilp.core.datapaths import expand_data_paths
 from pytest_ilp.core.diagnosis import Diagnosis
-from pytest_ilp.core.errors import IlpDataError, IlpUsageError, IlpWarning, SampleProblem
+from pytest_ilp.core.errors import IlpDataError, IlpUsageError, IlpWarning
 from pytest_ilp.core.evidence import (
     NO_BASE,
     NO_HISTORY,
@@ -32,15 +32,12 @@ from pytest_ilp.core.evidence import (
     gather_signals,
     trajectory_judged,
 )
-from pytest_ilp.core.gate import GateResult, GateSample, Scope, compare_with_baseline, evaluate
-from pytest_ilp.core.output import RunOutput
+from pytest_ilp.core.results import Results
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.scoring import IncompatibleTokenizer, Job, ScoringResult, score_samples
 from pytest_ilp.core.signals import Signals
 from pytest_ilp.core.train_log import TrainLog, read_train_log
 from pytest_ilp.core.verdicts import Verdict
-from pytest_ilp.report.build import SampleOutcome, build_report, relative
-from pytest_ilp.report.export import remediation_records
 
 #: learned samples the base model also scores, as the reference for how familiar prompts are.
 FAMILIARITY_REFERENCE = 200
@@ -54,13 +51,12 @@ ProgressFactory = Callable[[int], Progress]
 P = TypeVar("P", bound="Pipeline")
 
 
-@dataclass
-class Pipeline:
-    """Settings, loaded samples and, once scoring ran, the verdicts of one run."""
+@dataclass(kw_only=True)
+class Pipeline(Results):
+    """Settings, loaded samples and, once scoring ran, the verdicts of one run (what follows
+    from them: `Results`)."""
 
-    settings: Settings
     checkpoint: CheckpointInfo
-    rootpath: Path
     cache: ScoreCache | None
     #: the data files (and saved dataset folders), resolved.
     data_files: list[Path] = field(default_factory=list)
@@ -71,26 +67,9 @@ class Pipeline:
     #: the stage name ilp.yaml gives the checkpoint under test, if it lists it.
     final_stage: str | None = None
     train_log: TrainLog | None = None
-    samples: dict[str, Sample] = field(default_factory=dict)
     _by_path: dict[Path, list[Sample]] = field(default_factory=dict)
-    result: ScoringResult | None = None
-    #: every scoring pass of the run: the checkpoint under test, then history, then base.
-    passes: list[ScoringResult] = field(default_factory=list)
-    signals: dict[str, Signals] = field(default_factory=dict)
-    diagnoses: dict[str, Diagnosis] = field(default_factory=dict)
-    #: samples in scope (a pytest run: of the selected items, in item order), with their
-    #: must-learn flag.
-    in_scope: dict[str, bool] = field(default_factory=dict)
     #: the criterion each sample in scope is judged by.
     criteria: dict[str, Criterion] = field(default_factory=dict)
-    baseline: Baseline | None = None
-    #: the gate's decisions, once scoring and diagnosis are done.
-    gate: GateResult | None = None
-    #: samples outside the selection known from the cache: id -> (verdict, must-learn).
-    outside: dict[str, tuple[Verdict, bool]] = field(default_factory=dict)
-    #: what could not be read (a data file's node id -> the error's last line): the report
-    #: names it and the gate cannot pass without its samples.
-    collection_errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -122,12 +101,12 @@ class Pipeline:
             cache = ScoreCache(run_cache) if run_cache is not None else None
         under_test = settings.checkpoint.resolve()
         return cls(
-            settings,
-            checkpoint,
-            rootpath,
-            cache,
-            [p.resolve() for p in data_files],
-            [p.absolute() for p in data_files],
+            settings=settings,
+            checkpoint=checkpoint,
+            rootpath=rootpath,
+            cache=cache,
+            data_files=[p.resolve() for p in data_files],
+            data_paths=[p.absolute() for p in data_files],
             base=inspect_checkpoint(settings.base, "--ilp-base") if settings.base else None,
             history=[
                 (stage, inspect_checkpoint(stage.checkpoint, "--ilp-history"))
@@ -149,6 +128,17 @@ class Pipeline:
         if path not in self._by_path:
             self._by_path[path] = load_samples(path, self.settings.must_learn, self.samples)
         return self._by_path[path]
+
+    def add_samples(self, samples: Sequence[Sample]) -> list[Sample]:
+        """Samples read already, checked beside those of the data files; ids must be unique."""
+        for sample in samples:
+            if sample.id in self.samples:
+                raise IlpDataError(
+                    f"sample id {sample.id!r} is given twice ({sample.location}): give each "
+                    "sample once, or read the files with pytest_ilp.api.read_samples"
+                )
+            self.samples[sample.id] = sample
+        return list(samples)
 
     def unselected_data_samples(self, listed: set[str]) -> list[Sample]:
         """The checkable samples of the configured data files that are not in `listed`."""
@@ -288,138 +278,6 @@ class Pipeline:
                 self.samples[sample_id], unlearned[sample_id], found
             )
         return known_ids
-
-    def outcome(self, sample: Sample) -> SampleOutcome:
-        """The verdict of a sample; raises `SampleProblem` when it could not be scored."""
-        if sample.problem is not None:
-            raise SampleProblem(sample.problem)
-        if self.result is None and self.collection_errors:
-            # pytest-xdist runs the items it collected even after collection errors.
-            raise SampleProblem(
-                "not scored: this run has collection errors (see them above); fix them, or "
-                "pass --continue-on-collection-errors to check the samples that did load"
-            )
-        if self.result is None:
-            raise RuntimeError("pytest-ilp: samples are scored before the first test runs")
-        problem = self.result.problems.get(sample.id)
-        if problem is not None:
-            raise SampleProblem(problem)
-        verdict = self.result.verdicts.get(sample.id)
-        if verdict is None or self.samples.get(sample.id) != sample:
-            raise SampleProblem(
-                "it was not scored in this run: pass assert_learned the `ilp_sample` of a test "
-                "that pytest-ilp parametrizes (or its `ilp_verdict`), not a sample read apart"
-            )
-        return SampleOutcome(
-            sample,
-            must_learn=self.in_scope.get(sample.id, sample.must_learn),
-            verdict=verdict,
-            diagnosis=self.diagnoses.get(sample.id),
-            baseline=self._compared(sample.id, verdict.learned),
-        )
-
-    def outcomes(self) -> list[SampleOutcome]:
-        """Every sample in scope, in scope order."""
-        assert self.result is not None
-        outcomes = []
-        for sample_id, must_learn in self.in_scope.items():
-            verdict = self.result.verdicts.get(sample_id)
-            outcomes.append(
-                SampleOutcome(
-                    self.samples[sample_id],
-                    must_learn=must_learn,
-                    verdict=verdict,
-                    problem=self.result.problems.get(sample_id),
-                    diagnosis=self.diagnoses.get(sample_id),
-                    signals=self.signals.get(sample_id),
-                    baseline=self._compared(sample_id, verdict.learned if verdict else None),
-                )
-            )
-        return outcomes
-
-    def _compared(self, sample_id: str, learned: bool | None) -> str | None:
-        if self.baseline is None or sample_id not in self.baseline.learned:
-            return None
-        return compare_with_baseline(learned, self.baseline.learned[sample_id])
-
-    def apply_gate(
-        self,
-        scopes: Mapping[str, tuple[Mapping[str, Any], Sequence[str]]],
-        outside: Mapping[str, Sequence[str]] | None = None,
-    ) -> GateResult:
-        """Decide every sample in scope: `scopes` maps each scope key to its budgets and the ids
-        of its samples (see `gate.evaluate`); `outside` maps a scope key to the ids of its
-        deselected samples, which count towards its budgets when the cache knew them."""
-        samples = {
-            o.sample.id: GateSample(
-                id=o.sample.id,
-                learned=o.verdict.learned if o.verdict is not None else None,
-                cause=o.cause,
-                must_learn=o.must_learn,
-                baseline=o.baseline,
-            )
-            for o in self.outcomes()
-        }
-        others: dict[str, GateSample] = {}
-        for sample_id, (verdict, must_learn) in self.outside.items():
-            diagnosis = self.diagnoses.get(sample_id)
-            others[sample_id] = GateSample(
-                id=sample_id,
-                learned=verdict.learned,
-                cause=diagnosis.cause if diagnosis is not None else None,
-                must_learn=must_learn,
-                baseline=self._compared(sample_id, verdict.learned),
-            )
-        gate = evaluate(
-            samples,
-            [
-                Scope(
-                    key,
-                    budgets,
-                    tuple(ids),
-                    tuple(others[i] for i in (outside or {}).get(key, ()) if i in others),
-                )
-                for key, (budgets, ids) in scopes.items()
-            ],
-            strict=self.settings.strict,
-            baseline=None if self.baseline is None else relative(self.baseline.path, self.rootpath),
-        )
-        self.gate = replace(gate, unread=tuple(self.collection_errors))
-        return self.gate
-
-    def output(self) -> RunOutput:
-        """What this run produced, as plain data (what an xdist worker sends its controller)."""
-        assert self.result is not None
-        outcomes = self.outcomes()
-        settings = self.settings
-        report = build_report(
-            outcomes,
-            checkpoint=settings.checkpoint,
-            backend=self.result.backend,
-            fragile_margin=settings.fragile_margin,
-            root=self.rootpath,
-            gate=self.gate,
-            shard=str(settings.shard) if settings.shard is not None else None,
-            collection_errors=self.collection_errors,
-        )
-        return RunOutput(
-            report=report,
-            export=remediation_records(outcomes, self.gate, self.rootpath)
-            if settings.export is not None
-            else [],
-            computed=self.result.computed,
-            cached=self.result.cached,
-            seconds=self.result.seconds,
-            diagnosis_passes=[
-                {
-                    "checkpoint": result.checkpoint.name,
-                    "computed": result.computed,
-                    "cached": result.cached,
-                    "seconds": result.seconds,
-                }
-                for result in self.passes[1:]
-            ],
-        )
 
 
 def _baseline(settings: Settings) -> Baseline | None:

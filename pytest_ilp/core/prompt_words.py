@@ -56,11 +56,16 @@ def word_surprisal(pieces: Sequence[str], surprisal: Sequence[float]) -> list[tu
     return words
 
 
+def _template_limit(prompts: int) -> float:
+    """A word in more prompts than this is template; in fewer (at least one), content."""
+    return max(2.0, TEMPLATE_SHARE * prompts)
+
+
 def least_familiar_word(
     pieces: Sequence[str], surprisal: Sequence[float], prompt_df: Mapping[str, int], prompts: int
 ) -> tuple[str, float] | None:
     """The content word of the prompt that surprises the model most, with its surprisal."""
-    limit = max(2.0, TEMPLATE_SHARE * prompts)
+    limit = _template_limit(prompts)
     content = [
         (word, nats)
         for word, nats in word_surprisal(pieces, surprisal)
@@ -72,3 +77,12 @@ def least_familiar_word(
 def prompt_document_frequency(samples: Iterable[Sample]) -> Counter[str]:
     """In how many prompts each word occurs."""
     return Counter(w for s in samples for w in prompt_words(s))
+
+
+def question_template(
+    sample: Sample, prompt_df: Mapping[str, int], prompts: int
+) -> tuple[str, ...]:
+    """The prompt's template words in order, its content words left out: "Where was Kemok
+    born?" and "Where was Tralok born?" ask the same question about different subjects."""
+    limit = _template_limit(prompts)
+    return tuple(w for w in prompt_word_sequence(sample) if prompt_df.get(w, 0) > limit)

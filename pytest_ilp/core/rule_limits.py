@@ -37,6 +37,10 @@ class RuleLimits:
     #: the prompt's least familiar content word costs the base model this many times the
     #: median over the scored prompts: it has never read about the subject.
     unfamiliar_ratio: float = 1.5
+    #: the base model's token at the divergence is its default guess, no knowledge of the
+    #: subject, when it begins its answer to at least this many scored prompts with as many
+    #: different targets, and is right on fewer than half of them (`signals.AnswerHabit`).
+    default_answer_prompts: int = 3
     #: the fine-tuned model's target token is within this many nats of its choice at the
     #: divergence: it nearly reproduces the sample, and no cause is more than a weak guess.
     near_miss: float = 1.0

@@ -8,6 +8,8 @@
     for sample_id, diagnosis in run.diagnoses.items():
         print(sample_id, diagnosis.cause, diagnosis.suggestion)
 
+    run = pytest_ilp.check(config="ilp.yaml", strict=True)  # the file's settings, one changed
+
 The same steps, in the same order, as `pytest --ilp-checkpoint=out/final --ilp-data=...`
 (see `pipeline`), with every sample of the data in scope under the run's own thresholds: the
 verdicts, their signals and diagnoses, the gate's decisions and the JSON report are those a
@@ -22,17 +24,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_ilp.config.resolve import Given, config_file, settings_from
 from pytest_ilp.config.settings import Settings, Stage
 from pytest_ilp.core.atomic import write_text_atomic
 from pytest_ilp.core.backends import BackendOptions, Progress
 from pytest_ilp.core.criteria import Criterion, parse_criterion
 from pytest_ilp.core.diagnosis import Diagnosis, diagnose
-from pytest_ilp.core.errors import IlpDataError
+from pytest_ilp.core.errors import IlpDataError, IlpUsageError
 from pytest_ilp.core.gate import GateResult, verdict_line
+from pytest_ilp.core.output import RunOutput
 from pytest_ilp.core.pipeline import Diagnoser, Pipeline, ProgressFactory
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.signals import Signals
-from pytest_ilp.core.thresholds import Threshold, check_names, threshold_mapping, valid_names
+from pytest_ilp.core.thresholds import check_names, threshold_mapping, valid_names
 from pytest_ilp.core.verdicts import Verdict
 from pytest_ilp.report.build import SampleOutcome
 from pytest_ilp.report.model import Report
@@ -56,6 +60,8 @@ class Run:
     #: the `--ilp-report` document (docs/json-report.md); `report.to_dict()` is its JSON.
     report: Report
     outcomes: tuple[SampleOutcome, ...]
+    #: what a pytest run writes its files from: the report, the export, the timing.
+    output: RunOutput
 
     @property
     def passed(self) -> bool:
@@ -82,13 +88,13 @@ class Run:
 
 
 def check(
-    checkpoint: PathLike,
-    data: PathLike | Iterable[PathLike],
+    checkpoint: PathLike | None = None,
+    data: PathLike | Iterable[PathLike] | Iterable[Sample] | None = None,
     *,
+    config: Settings | PathLike | Mapping[str, Any] | None = None,
     base: PathLike | None = None,
-    history: Sequence[PathLike | tuple[str, PathLike]] = (),
+    history: Sequence[PathLike | tuple[str, PathLike]] | None = None,
     train_log: PathLike | None = None,
-    config: Settings | None = None,
     criterion: Criterion | str | Mapping[str, Any] | None = None,
     thresholds: Mapping[str, float | int | str] | None = None,
     baseline: PathLike | None = None,
@@ -102,17 +108,25 @@ def check(
     log: Callable[[str], None] | None = None,
     progress: ProgressFactory | None = None,
 ) -> Run:
-    """Check that `checkpoint` learned the samples of `data` (files or folders), diagnose the
-    unlearned ones and apply the gate: the verdicts, signals, diagnoses, gate and report of
-    a pytest-ilp run over that data.
+    """Check that `checkpoint` learned the samples of `data`, diagnose the unlearned ones and
+    apply the gate: the verdicts, signals, diagnoses, gate and report of a pytest-ilp run over
+    that data.
 
+    Settings come as in a pytest run, the first that sets one winning: these keyword
+    arguments (as its command line), then `config` (as its ilp.yaml), then the defaults.
+    Thresholds are merged name by name. Relative paths in arguments start from the current
+    folder, those in an ilp.yaml from its folder.
+
+    :param checkpoint: a `save_pretrained` folder or a .gguf file (or `checkpoint` in `config`).
+    :param data: data files or folders, or `Sample`s read already
+        (`pytest_ilp.api.read_samples`); or `data` in `config`.
+    :param config: an ilp.yaml path; or a mapping of its keys (`{"fragile_margin": 0.2,
+        "render": {"mode": "raw"}}`); or a whole `pytest_ilp.config.settings.Settings`.
     :param base: the base model the fine-tune started from (`--ilp-base`): tells missing
         knowledge and knowledge conflicts.
     :param history: earlier checkpoints, oldest first (`--ilp-history`), each a path or a
         `(stage name, path)` pair: tells forgetting.
     :param train_log: a training log or an `ILPCallback` trajectory (`--ilp-train-log`).
-    :param config: settings to start from (every other argument given wins over them);
-        by default, pytest-ilp's defaults.
     :param criterion: judges every sample whose record names none (`"token_accuracy:0.9"`,
         `{"sampled": {"n": 5}}`, see `pytest_ilp.core.criteria`).
     :param thresholds: the most unlearned samples each cause may have, as `--ilp-threshold`
@@ -132,26 +146,35 @@ def check(
     :param progress: called with the number of samples to score, returns the callback told
         how many more were scored.
     """
-    settings = _settings(
-        config or Settings(checkpoint=Path(checkpoint)),
-        checkpoint=Path(checkpoint),
-        data=_paths(data),
-        base=Path(base) if base is not None else None,
-        history=tuple(_stage(entry) for entry in history),
-        train_log=Path(train_log) if train_log is not None else None,
-        criterion=parse_criterion(criterion) if criterion is not None else None,
-        thresholds=_thresholds(thresholds, causes) if thresholds is not None else None,
-        baseline=Path(baseline) if baseline is not None else None,
-        strict=strict,
-        backend=backend,
-        backend_options=options,
-        use_cache=cache_dir is not None if cache_dir is not None or config is None else None,
-    )
+    given_samples, data_paths = _data(data)
+    valid = valid_names(causes)
+    if thresholds is not None:
+        check_names(thresholds, "thresholds", valid)
+    given = {
+        name: value
+        for name, value in {
+            "checkpoint": _absolute(checkpoint),
+            "data": data_paths,
+            "base": _absolute(base),
+            "history": tuple(_stage(e) for e in history) if history is not None else None,
+            "train_log": _absolute(train_log),
+            "criterion": parse_criterion(criterion) if criterion is not None else None,
+            "thresholds": threshold_mapping(thresholds, "thresholds") if thresholds else None,
+            "baseline": _absolute(baseline),
+            "strict": strict,
+            "backend": backend,
+            "use_cache": True if cache_dir is not None else None,
+        }.items()
+        if value is not None
+    }
+    settings = _settings(config, given, valid)
+    if options is not None:
+        settings = settings.with_backend_options(options)
     rootpath = Path(root) if root is not None else Path.cwd()
     pipeline = Pipeline.create(
         settings, rootpath, Path(cache_dir) if cache_dir is not None else None
     )
-    samples: list[Sample] = []
+    samples: list[Sample] = pipeline.add_samples(given_samples)
     for path in pipeline.data_files:
         samples += pipeline.samples_of(path)
     if not samples:
@@ -177,32 +200,57 @@ def check(
         gate=gate,
         report=output.report,
         outcomes=tuple(pipeline.outcomes()),
+        output=output,
     )
 
 
-def _settings(start: Settings, **given: Any) -> Settings:
-    """`start` with every argument that was given (not None) put in."""
-    return replace(start, **{k: v for k, v in given.items() if v is not None})
+def _settings(
+    config: Settings | PathLike | Mapping[str, Any] | None,
+    given: Mapping[str, Any],
+    valid: Sequence[str],
+) -> Settings:
+    """The keyword arguments `given` (by `Settings` field) over `config` over the defaults."""
+    if isinstance(config, Settings):
+        thresholds = {**config.thresholds, **given.get("thresholds", {})}
+        return replace(config, **{**given, "thresholds": thresholds})
+    file = config_file(config) if config is not None else None
+    if "checkpoint" not in given and (file is None or file.values.get("checkpoint") is None):
+        raise IlpUsageError(
+            f"{file.where}: sets no `checkpoint`; set one there or pass check(checkpoint=...)"
+            if file is not None
+            else "check(): no checkpoint given: pass a checkpoint, or a config that sets one"
+        )
+    settings = settings_from([Given(given), *([file] if file is not None else [])], file)
+    if file is not None and isinstance(file.values.get("thresholds"), Mapping):
+        check_names(file.values["thresholds"], f"{file.where}: thresholds", valid)
+    return settings
 
 
-def _paths(data: PathLike | Iterable[PathLike]) -> tuple[Path, ...]:
+def _absolute(path: PathLike | None) -> Path | None:
+    return Path(path).absolute() if path is not None else None
+
+
+def _data(
+    data: PathLike | Iterable[PathLike] | Iterable[Sample] | None,
+) -> tuple[list[Sample], tuple[Path, ...] | None]:
+    """`check`'s data: the samples given, and the paths given (None: none given)."""
+    if data is None:
+        return [], None
     if isinstance(data, (str, Path)):
-        return (Path(data),)
-    return tuple(Path(p) for p in data)
+        return [], (Path(data).absolute(),)
+    items = list(data)
+    samples = [i for i in items if isinstance(i, Sample)]
+    paths = tuple(Path(i).absolute() for i in items if not isinstance(i, Sample))
+    if samples and paths:
+        raise IlpUsageError("check(data=...): give paths or samples, not both")
+    return samples, paths or None
 
 
 def _stage(entry: PathLike | tuple[str, PathLike]) -> Stage:
     if isinstance(entry, tuple):
         name, path = entry
-        return Stage(name, Path(path))
-    return Stage(None, Path(entry))
-
-
-def _thresholds(
-    raw: Mapping[str, float | int | str], causes: Sequence[str]
-) -> dict[str, Threshold]:
-    check_names(raw, "thresholds", valid_names(causes))
-    return threshold_mapping(raw, "thresholds")
+        return Stage(name, Path(path).absolute())
+    return Stage(None, Path(entry).absolute())
 
 
 def _quiet(message: str) -> None:

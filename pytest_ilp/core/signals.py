@@ -43,6 +43,29 @@ class Familiarity:
 
 
 @dataclass(frozen=True)
+class AnswerHabit:
+    """How the base model uses one token as the first token of its answer, over every prompt
+    it scored: on how many it gives it, on how many of those the target starts with it, and
+    how many different targets those prompts have.
+
+    Knowledge is about a subject: a model that knows where each of many people was born names
+    many places. A token it gives first to many questions with many different answers, and
+    that is rarely the answer, is its default guess for the question, not knowledge of the
+    subject (a small model that never read where P was born names the most common birthplace).
+    """
+
+    given: int
+    right: int
+    #: different targets among the prompts it is given to.
+    targets: int
+
+    def is_default(self, prompts: int) -> bool:
+        """Given to at least `prompts` prompts with as many different targets, and right on
+        fewer than half of them."""
+        return self.given >= prompts and self.targets >= prompts and 2 * self.right < self.given
+
+
+@dataclass(frozen=True)
 class BaseSignals:
     """The base model on the sample, and at the fine-tuned model's first divergence."""
 
@@ -59,6 +82,9 @@ class BaseSignals:
     #: the base model's token at the divergence is an answer the data's targets give there
     #: (`TargetStatistics.is_answer_token`), not template or punctuation.
     answers: bool = True
+    #: how the base model uses its token at the divergence as an answer's first token across
+    #: the scored prompts (None: the divergence is past the target's first token).
+    habit: AnswerHabit | None = None
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,12 @@ plugin's summary table.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import random
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,28 +41,28 @@ from transformers import TrainerCallback
 from pytest_ilp.api import score_model
 from pytest_ilp.core.atomic import write_text_atomic
 from pytest_ilp.core.backends import BackendOptions
-from pytest_ilp.core.datafiles import load_samples
-from pytest_ilp.core.datapaths import expand_data_paths
-from pytest_ilp.core.diagnosis import RuleLimits, diagnose
-from pytest_ilp.core.errors import IlpDataError
-from pytest_ilp.core.evidence import NO_BASE, NO_HISTORY, Passes, gather_signals, trajectory_judged
+from pytest_ilp.core.diagnosis import RuleLimits
 from pytest_ilp.core.render import RenderSettings
-from pytest_ilp.core.samples import Sample, sample_from_record, unique_ids
+from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.scoring import ScoringResult
-from pytest_ilp.core.train_log import (
-    TrainLog,
-    parse_train_log,
-    read_train_log,
-)
 from pytest_ilp.core.verdicts import Verdict
+from pytest_ilp.integrations.trajectory import (
+    DATASET_SOURCE,
+    TRAJECTORY_FILE,
+    choose_subset,
+    diagnosed_outcomes,
+    last_point,
+    load_data,
+    points,
+    read_trajectory,
+)
 from pytest_ilp.report.build import SampleOutcome, build_report
 from pytest_ilp.report.records import json_text
 from pytest_ilp.report.terminal import summary_lines
 
-TRAJECTORY_FILE = "ilp-trajectory.jsonl"
+__all__ = ["DATASET_SOURCE", "TRAJECTORY_FILE", "ILPCallback", "choose_subset", "load_data"]
+
 REPORT_FILE = "ilp-report.json"
-#: where records given as a dataset (not a file) say they come from.
-DATASET_SOURCE = Path("<dataset>")
 #: the prefix of every figure the callback logs.
 PREFIX = "ilp/"
 
@@ -148,11 +146,11 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
                 f"as invalid: {listed}{more}",
                 stacklevel=2,
             )
-        self.previous = _read_trajectory(Path(continues)) if continues is not None else []
+        self.previous = read_trajectory(Path(continues)) if continues is not None else []
         self.records: list[dict[str, Any]] = list(self.previous)
         self.points = 1 + max((int(r.get("point", 0)) for r in self.previous), default=0)
         #: each sample's verdict at the last point (the previous stage's last, when continuing).
-        self.last: dict[str, bool] | None = _last_point(self.previous)
+        self.last: dict[str, bool] | None = last_point(self.previous)
         self.last_step: int | None = None
         self.final: ScoringResult | None = None
         self.seconds = 0.0
@@ -172,7 +170,7 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         continued = max((int(r.get("point", 0)) for r in self.previous), default=0)
         kept = [
             r
-            for r in _read_trajectory(path)
+            for r in read_trajectory(path)
             if int(r.get("point", 0)) > continued
             and r.get("stage") == self.stage
             and isinstance(r.get("step"), int)
@@ -181,7 +179,7 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         if kept:
             self.records = [*self.previous, *kept]
             self.points = 1 + max(int(r.get("point", 0)) for r in self.records)
-            self.last = _last_point(kept)
+            self.last = last_point(kept)
             self.last_step = max(r["step"] for r in kept)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -346,7 +344,7 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         write_text_atomic(folder / REPORT_FILE, report.to_json())
         summary = report.summary
         timing = (
-            f"checked {len(self.samples)} samples at {self.points - 1 - _points(self.previous)} "
+            f"checked {len(self.samples)} samples at {self.points - 1 - points(self.previous)} "
             f"points in {self.seconds:.1f} s; trajectory {folder / TRAJECTORY_FILE}, "
             f"report {folder / REPORT_FILE}"
         )
@@ -356,105 +354,9 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
     def outcomes(self, result: ScoringResult) -> list[SampleOutcome]:
         """Every sample in scope with its verdict at `result`, the unlearned ones diagnosed
         from the data and the trajectory (as `pytest --ilp-train-log` would), no base model."""
-        verdicts = result.verdicts
-        unlearned = {i: v for i, v in verdicts.items() if not v.learned}
-        trajectory = read_trajectory_records(self.records)
-        passes = Passes(result, history=(), base=None)
-        missing = {"base": NO_BASE}
-        if not trajectory_judged(trajectory):
-            missing["history"] = NO_HISTORY
-        by_id = {s.id: s for s in self.all_samples}
-        signals = gather_signals(unlearned, by_id, passes, missing, trajectory, self.limits)
-        return [
-            SampleOutcome(
-                sample,
-                must_learn=sample.must_learn,
-                verdict=verdicts.get(sample.id),
-                problem=sample.problem or result.problems.get(sample.id),
-                diagnosis=(
-                    diagnose(sample, verdicts[sample.id], signals[sample.id], self.limits)
-                    if sample.id in signals
-                    else None
-                ),
-                signals=signals.get(sample.id),
-            )
-            for sample in [*self.samples, *self.invalid]
-        ]
-
-
-# -- data --------------------------------------------------------------------------------------
-
-
-def load_data(data: Any) -> list[Sample]:
-    """Samples from paths, records (a `datasets.Dataset`, a list of dicts) or `Sample`s.
-
-    A file that cannot be read raises `IlpDataError` naming it; a record that cannot be
-    checked becomes a sample whose `problem` says why (reported as invalid, never dropped).
-    """
-    if isinstance(data, (str, os.PathLike)):
-        data = [data]
-    items = list(data) if isinstance(data, Iterable) else None
-    if items is None:
-        raise TypeError(
-            f"ILPCallback(data=...) takes a path, records or samples, not {type(data).__name__}"
+        return diagnosed_outcomes(
+            result, self.samples, self.invalid, self.all_samples, self.records, self.limits
         )
-    if all(isinstance(i, (str, os.PathLike)) for i in items):
-        taken: dict[str, Sample] = {}
-        samples: list[Sample] = []
-        for path in expand_data_paths([Path(i) for i in items]):
-            samples.extend(load_samples(path, taken=taken))
-        return samples
-    if all(isinstance(i, Sample) for i in items):
-        return list(items)
-    if all(isinstance(i, Mapping) for i in items):
-        records = [sample_from_record(r, DATASET_SOURCE, n) for n, r in enumerate(items, start=1)]
-        return unique_ids(records, {})
-    kinds = sorted({type(i).__name__ for i in items})
-    raise TypeError(
-        f"ILPCallback(data=...): expected paths, records (mappings) or Samples, got {kinds}"
-    )
-
-
-def choose_subset(samples: Sequence[Sample], size: int | None, seed: int) -> list[Sample]:
-    """`size` samples drawn with `seed` (the same ones at every point and on every run with the
-    same data), in data order; all of them when `size` is None or not smaller."""
-    if size is None or size >= len(samples):
-        return list(samples)
-    chosen = set(random.Random(seed).sample(range(len(samples)), size))
-    return [s for n, s in enumerate(samples) if n in chosen]
-
-
-# -- files -------------------------------------------------------------------------------------
-
-
-def _read_trajectory(path: Path) -> list[dict[str, Any]]:
-    """The records of an earlier trajectory (`continues=`), checked as --ilp-train-log reads."""
-    read_train_log(path)  # raises IlpDataError naming the file and line of a bad record
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            records.append(json.loads(line))
-    if records and not all("learned" in r for r in records):
-        raise IlpDataError(
-            f"{path}: not a trajectory written by ILPCallback (records without `learned`)"
-        )
-    return records
-
-
-def read_trajectory_records(records: Sequence[Mapping[str, Any]]) -> TrainLog:
-    """The trajectory in memory, as `read_train_log` reads its file."""
-    return parse_train_log((json_text(r, indent=None) for r in records), TRAJECTORY_FILE)
-
-
-def _last_point(records: Sequence[Mapping[str, Any]]) -> dict[str, bool] | None:
-    if not records:
-        return None
-    last = max(int(r.get("point", 0)) for r in records)
-    return {str(r["id"]): bool(r["learned"]) for r in records if r.get("point", 0) == last}
-
-
-def _points(records: Sequence[Mapping[str, Any]]) -> int:
-    return len({r.get("point") for r in records})
 
 
 def _share(samples: Sequence[Sample], verdicts: Mapping[str, Verdict]) -> float:
