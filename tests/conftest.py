@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from filelock import FileLock
 
-from world import World, build_fake_world, build_world
+from world import World, build_fake_world, build_world, greedy_generations
 
 # Imported once for the whole session: pytester's in-process runs unload modules first
 # imported inside them, and pyarrow refuses to register datasets' types a second time.
@@ -108,18 +108,12 @@ def trained_truth(_trained: World) -> dict[str, bool]:
 
     tokenizer = AutoTokenizer.from_pretrained(_trained.checkpoint)
     model = AutoModelForCausalLM.from_pretrained(_trained.checkpoint, dtype=torch.float32).eval()
+    records = _trained.raw_records[:100]
+    prompts = [tokenizer(r["prompt"])["input_ids"] for r in records]
+    generated = greedy_generations(model, tokenizer, prompts, [40] * len(records))
     answers = {}
-    for record in _trained.raw_records[:100]:
-        prompt = tokenizer(record["prompt"], return_tensors="pt")["input_ids"]
-        with torch.inference_mode():
-            output = model.generate(
-                input_ids=prompt,
-                max_new_tokens=40,
-                do_sample=False,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        text = tokenizer.decode(output[0, prompt.shape[1] :], skip_special_tokens=False)
+    for record, tokens in zip(records, generated):
+        text = tokenizer.decode(tokens, skip_special_tokens=False)
         answers[record["id"]] = text.startswith(record["completion"] + tokenizer.eos_token)
     return answers
 

@@ -16,19 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import write_jsonl
-from world import World
-
-
-def greedy(model: Any, tokenizer: Any, prompt_ids: list[int], max_new: int) -> list[int]:
-    with torch.inference_mode():
-        output = model.generate(
-            input_ids=torch.tensor([prompt_ids]),
-            max_new_tokens=max_new,
-            do_sample=False,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    return list(output[0, len(prompt_ids) :].tolist())
+from world import World, greedy_generations
 
 
 def prompt_ids_of(record: dict[str, Any], tokenizer: Any) -> list[int]:
@@ -61,11 +49,16 @@ def test_verdict_equals_greedy_generation(
     tokenizer = AutoTokenizer.from_pretrained(world.checkpoint)
     model = AutoModelForCausalLM.from_pretrained(world.checkpoint, dtype=torch.float32).eval()
     eos = tokenizer.eos_token_id
+    # Greedy generation from each prompt: as long as the target and EOS, and 8 tokens more.
+    generations = greedy_generations(
+        model,
+        tokenizer,
+        [prompt_ids_of(record, tokenizer) for record in records],
+        [len(tokenizer(target_of(r), add_special_tokens=False)["input_ids"]) + 9 for r in records],
+    )
     learned = mismatched_production = 0
-    for record in records:
+    for record, new in zip(records, generations):
         target = target_of(record)
-        target_len = len(tokenizer(target, add_special_tokens=False)["input_ids"]) + 1
-        new = greedy(model, tokenizer, prompt_ids_of(record, tokenizer), target_len + 8)
         reproduces = (
             eos in new
             and tokenizer.decode(new[: new.index(eos)], skip_special_tokens=False) == target

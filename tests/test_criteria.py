@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import random
 import string
-from functools import cache
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from pytest_ilp.core.criteria import parse_criterion
 
 from conftest import write_jsonl
-from world import COLOURS, World
+from world import COLOURS, World, greedy_generations
 
 #: samples per criterion (the bar asks for at least 200), and for `sampled`.
 SAMPLES = 200
@@ -102,6 +101,8 @@ class Reference:
         ).eval()
         self.eos = self.tokenizer.eos_token_id
         self.pad = self.tokenizer.pad_token_id
+        self.forwards: dict[tuple[str, str], tuple[list[int], list[float], list[int]]] = {}
+        self.greedy: dict[tuple[str, int], tuple[str, bool]] = {}
 
     def ids(self, prompt: str, completion: str) -> tuple[list[int], list[int]]:
         """Prompt ids, and the target ids (completion + EOS) as TRL splits them."""
@@ -109,12 +110,45 @@ class Reference:
         full = self.tokenizer(prompt + completion + self.tokenizer.eos_token)["input_ids"]
         return prompt_ids, full[len(prompt_ids) :]
 
-    @cache  # noqa: B019 - one Reference per module
+    def prepare(self, pairs: list[tuple[str, str]], greedy: list[tuple[str, int]]) -> None:
+        """Compute `forward` for these (prompt, completion) pairs and `greedy_text` for these
+        (prompt, max_new) at once: sequences of one length share a forward pass (no padding,
+        so each row is its own sequence's pass), prompts of one length a `generate` call."""
+        by_length: dict[int, list[tuple[str, str, list[int], list[int]]]] = {}
+        for prompt, completion in dict.fromkeys(pairs):
+            prompt_ids, target = self.ids(prompt, completion)
+            by_length.setdefault(len(prompt_ids) + len(target), []).append(
+                (prompt, completion, prompt_ids, target)
+            )
+        for group in by_length.values():
+            with torch.inference_mode():
+                logits = self.model(input_ids=torch.tensor([p + t for *_, p, t in group])).logits
+            for (prompt, completion, prompt_ids, target), row in zip(group, logits):
+                self.forwards[prompt, completion] = self._figures(prompt_ids, target, row)
+        prompts = list(dict.fromkeys(greedy))
+        generated = greedy_generations(
+            self.model,
+            self.tokenizer,
+            [self.tokenizer(prompt)["input_ids"] for prompt, _ in prompts],
+            [max_new for _, max_new in prompts],
+        )
+        for key, tokens in zip(prompts, generated):
+            stopped = self.eos in tokens
+            self.greedy[key] = (self.tokenizer.decode(tokens[:-1] if stopped else tokens), stopped)
+
     def forward(self, prompt: str, completion: str) -> tuple[list[int], list[float], list[int]]:
         """Target ids, their log-probabilities and the argmax at each target position."""
-        prompt_ids, target = self.ids(prompt, completion)
-        with torch.inference_mode():
-            logits = self.model(input_ids=torch.tensor([prompt_ids + target])).logits[0]
+        if (prompt, completion) not in self.forwards:
+            prompt_ids, target = self.ids(prompt, completion)
+            with torch.inference_mode():
+                logits = self.model(input_ids=torch.tensor([prompt_ids + target])).logits[0]
+            self.forwards[prompt, completion] = self._figures(prompt_ids, target, logits)
+        return self.forwards[prompt, completion]
+
+    @staticmethod
+    def _figures(
+        prompt_ids: list[int], target: list[int], logits: torch.Tensor
+    ) -> tuple[list[int], list[float], list[int]]:
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         rows = range(len(prompt_ids) - 1, len(prompt_ids) + len(target) - 1)
         return (
@@ -124,17 +158,7 @@ class Reference:
         )
 
     def greedy_text(self, prompt: str, max_new: int) -> tuple[str, bool]:
-        prompt_ids = self.tokenizer(prompt)["input_ids"]
-        with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=torch.tensor([prompt_ids]),
-                max_new_tokens=max_new,
-                do_sample=False,
-                eos_token_id=self.eos,
-                pad_token_id=self.pad,
-            )[0, len(prompt_ids) :].tolist()
-        stopped = self.eos in out
-        return self.tokenizer.decode(out[: out.index(self.eos)] if stopped else out), stopped
+        return self.greedy[prompt, max_new]
 
     def sampled_passes(self, prompt: str, completion: str, seed: int) -> int:
         prompt_ids, target = self.ids(prompt, completion)
@@ -194,6 +218,19 @@ def test_every_criterion_matches_its_brute_force_reference(
         for key, spec in CRITERIA.items()
     }
     ref = Reference(world)
+    ref.prepare(
+        [
+            (r["prompt"], option)
+            for r in records
+            if not r["id"].startswith("sampled")
+            for option in [r["completion"], *r.get("distractors", ())]
+        ],
+        [
+            (r["prompt"], 2 * len(ref.ids(r["prompt"], r["completion"])[1]) + 64)
+            for r in records
+            if r["id"].startswith("normalized")
+        ],
+    )
     outcomes: dict[str, list[bool]] = {key: [] for key in CRITERIA}
     skipped: dict[str, int] = {key: 0 for key in CRITERIA}
     seeds = set()

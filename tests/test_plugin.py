@@ -186,13 +186,14 @@ def test_second_run_reads_the_cache_and_loads_no_model(
     write_jsonl(pytester.path / "data.jsonl", records)
     pytester.makeconftest(CHECK_IMPORTS)
     args = (f"--ilp-checkpoint={world.checkpoint}", "--ilp-data=data.jsonl", "-s")
-    first = pytester.runpytest_subprocess(*args)
+    first = pytester.runpytest(*args)
     first.stdout.fnmatch_lines(["ilp: scoring 12 samples*", "scored 12 samples*; 0 from cache"])
+    # A fresh process, whose imports are its own: this test's process has torch loaded.
     second = pytester.runpytest_subprocess(*args)
     second.stdout.fnmatch_lines(["scored 0 samples*; 12 from cache", "*6 failed, 6 passed*"])
     second.stdout.fnmatch_lines(["*heavy modules loaded: none"])
     assert "ilp: scoring" not in second.stdout.str()
-    third = pytester.runpytest_subprocess(*args, "--ilp-no-cache")
+    third = pytester.runpytest(*args, "--ilp-no-cache")
     third.stdout.fnmatch_lines(["scored 12 samples*; 0 from cache"])
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,25 @@ def smollm2() -> Path:
 @pytest.fixture(scope="session")
 def chat(smollm2: Path) -> ChatData:
     return chat_data(smollm2, questions=QUESTIONS)
+
+
+@pytest.fixture(scope="module")
+def folder_report(smollm2: Path, chat: ChatData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report of one run on the checkpoint folder, for every test here that needs it (a
+    135M model's run costs tens of seconds of CPU): a pytest subprocess, as a user's run is."""
+    folder = tmp_path_factory.mktemp("smollm2-folder")
+    env = {**os.environ, "HOME": str(folder)}  # as pytester's runs: no user config
+    env.pop("PYTEST_ADDOPTS", None)
+    # What this process's pytest set for its own test: the run sets and clears its own.
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_CURRENT_TEST"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", f"--ilp-checkpoint={smollm2}", f"--ilp-data={chat.path}",
+         "--ilp-report=report.json", "-p", "no:randomly"],
+        cwd=folder, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert (folder / "report.json").is_file(), done.stdout + done.stderr
+    return folder / "report.json"
 
 
 def run_report(
@@ -79,11 +102,11 @@ def assert_verdicts_are_greedy_generations(samples: dict[str, Any], chat: ChatDa
 
 
 def test_own_answers_are_learned_and_swapped_words_are_not(
-    pytester: pytest.Pytester, smollm2: Path, chat: ChatData
+    chat: ChatData, folder_report: Path
 ) -> None:
     assert chat.learned and chat.unlearned, "the data should hold own and altered answers"
     assert chat.retokenized, "an own answer spelled through other tokens was expected"
-    assert_verdicts_are_greedy_generations(by_id(run_report(pytester, smollm2, chat.path)), chat)
+    assert_verdicts_are_greedy_generations(by_id(json.loads(folder_report.read_text())), chat)
 
 
 @pytest.mark.skipif(
@@ -103,12 +126,12 @@ def test_vllm_reaches_the_same_text_level_verdicts(
 
 
 def test_a_gguf_file_is_checked_like_the_folder_made_from_it(
-    pytester: pytest.Pytester, smollm2: Path, chat: ChatData
+    pytester: pytest.Pytester, chat: ChatData, folder_report: Path
 ) -> None:
     from pytest_ilp.testing.real_model import smollm2_gguf
 
-    folder = by_id(run_report(pytester, smollm2, chat.path))
-    (pytester.path / "report.json").rename(pytester.path / "folder-report.json")
+    folder = by_id(json.loads(folder_report.read_text()))
+    shutil.copy(folder_report, pytester.path / "folder-report.json")
     # The folder holds the GGUF's de-quantized weights: the same verdicts, and, against the
     # folder's report as baseline, no regressions.
     gguf = run_report(pytester, smollm2_gguf(), chat.path, "--ilp-baseline=folder-report.json")

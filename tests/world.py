@@ -144,3 +144,36 @@ def build_fake_world(
     truth |= {r["id"]: a["messages"][-1] == r["messages"][-1] for r, a in zip(chat, answers[1::2])}
     world = World(folder, checkpoint, raw, chat, held_out_ids(held_out))
     return world, truth
+
+
+def greedy_generations(
+    model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: Sequence[int]
+) -> list[list[int]]:
+    """What greedy `model.generate` gives each prompt on its own: its new tokens, at most
+    `max_new_tokens[i]`, up to and with EOS.
+
+    Prompts of one length run as one batch: with no padding, each row is exactly that prompt's
+    own generation (a row that stops early is padded after its EOS, and cut there). One call per
+    prompt length instead of one per prompt: the reference costs a fraction of the per-prompt
+    loop, and stays independent of the plugin's code."""
+    import torch
+
+    by_length: dict[int, list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        by_length.setdefault(len(prompt), []).append(index)
+    eos = tokenizer.eos_token_id
+    generations: list[list[int]] = [[] for _ in prompts]
+    for length, members in by_length.items():
+        with torch.inference_mode():
+            output = model.generate(
+                input_ids=torch.tensor([list(prompts[i]) for i in members]),
+                attention_mask=torch.ones((len(members), length), dtype=torch.long),
+                max_new_tokens=max(max_new_tokens[i] for i in members),
+                do_sample=False,
+                eos_token_id=eos,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        for row, index in enumerate(members):
+            tokens = output[row, length:].tolist()[: max_new_tokens[index]]
+            generations[index] = tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
+    return generations
