@@ -2,10 +2,13 @@
 
     python benchmarks/diagnosis_accuracy.py                 # both worlds, built if needed
     python benchmarks/diagnosis_accuracy.py --world example
+    python benchmarks/diagnosis_accuracy.py --example-dir /tmp/ex32 --example-dir /tmp/ex1
 
 The worlds: the example world (example_project/build_world.py: a made-up world and a tiny model
 pre-trained on it) and the real-model world (benchmarks/real_world.py: SmolLM2-135M-Instruct,
-real facts, fine-tuned here). Both are diagnosed with the same default settings.
+real facts, fine-tuned here). All are diagnosed with the same default settings. Several
+example worlds (other seeds: `build_world.py --seed 1`, their samples new to the rules) go
+side by side with `--example-dir` repeated.
 
 For each world, runs pytest on the final checkpoint with the base model, the stage-1 checkpoint
 and the training log, reads the JSON report, and compares, for every unlearned sample, the
@@ -65,7 +68,8 @@ def example_world(folder: Path | None = None) -> World:
     if folder is not None:
         if not (folder / "artifacts" / "world.json").is_file():
             raise SystemExit(f"{folder}: no built example world (artifacts/world.json)")
-        return World("example", folder, folder / "artifacts" / "sft.jsonl", lambda: None)
+        name = f"example {folder.resolve().name}"
+        return World(name, folder, folder / "artifacts" / "sft.jsonl", lambda: None)
     sys.path.insert(0, str(EXAMPLE))
     import build_world
 
@@ -234,16 +238,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--example-dir",
         type=Path,
+        action="append",
         help="an example_project folder whose world is built already (default: this "
-        "repository's example_project, built if needed)",
+        "repository's example_project, built if needed); repeat it for several (another "
+        "seed: build_world.py --seed 1 into a copy's artifacts/)",
     )
     parser.add_argument(
         "--real-dir", type=Path, help="the real-model world's folder (default: benchmarks/.work)"
     )
     args = parser.parse_args(argv)
     outcomes = {}
-    for name in args.world or ["example", "real"]:
-        world = WORLDS[name](args.example_dir if name == "example" else args.real_dir)
+    worlds = [
+        WORLDS[kind](folder)
+        for kind in args.world or ["example", "real"]
+        for folder in ((args.example_dir or [None]) if kind == "example" else [args.real_dir])
+    ]
+    for world in worlds:
+        name = world.name
         world.ensure()
         print(f"\n== the {name} world: pytest {world.folder}")
         with tempfile.TemporaryDirectory() as tmp:
@@ -254,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             report = json.loads(report_path.read_text(encoding="utf-8"))
             if args.keep:
                 args.keep.mkdir(parents=True, exist_ok=True)
-                (args.keep / f"{name}.json").write_text(
+                (args.keep / f"{name.replace(' ', '-')}.json").write_text(
                     report_path.read_text(encoding="utf-8"), encoding="utf-8"
                 )
         outcome, lines = evaluate(report, planted_causes(world.data))

@@ -20,7 +20,7 @@ knowledge_conflict  famous facts the base model answers correctly (capitals, the
 data_inconsistency  groups of 3 prompts asking the same thing with 3 different targets, so
                     that at most one of them can be learned: a question asked three times
                     ("What is the main export of X?", X invented), and near-identical
-                    reviews (", and", "Honestly, the") labelled positive, negative and mixed
+                    reviews (", and", "Honestly, the") labelled positive, negative and neutral
 forgetting          stage-1 antonym questions answered with the word alone; stage 2 answers
                     antonym questions (of other words) with a full stop and does not replay
                     these
@@ -71,7 +71,11 @@ PLANTED = 24
 TRAIN_LAYERS = 8
 BATCH = 16
 STAGE1 = {"epochs": 4, "lr": 3e-4}
-STAGE2 = {"epochs": 4, "lr": 3e-4}
+#: stage 2 trains 3 epochs: with 4, the fine-tune memorised 42% of the invented places'
+#: answers (the planting bar wants at least 60% unlearned).
+STAGE2 = {"epochs": 3, "lr": 3e-4}
+#: clean reviews per label.
+CLEAN_REVIEWS = 16
 
 # -- real facts (the base model is asked which of these it knows) ------------------------------
 
@@ -172,16 +176,21 @@ SPOKEN = {
     "Cambodia": "Khmer", "Mongolia": "Mongolian", "Georgia": "Georgian",
     "Armenia": "Armenian", "England": "English", "Australia": "English",
 }  # fmt: skip
+#: the answers of the invented places (missing knowledge). Each is given once, and none is the
+#: answer of another sample of the data (see `plan_sft`).
 COUNTRIES = [
-    "France", "Spain", "Italy", "Germany", "Brazil", "Peru", "Kenya", "India", "Japan",
-    "Norway", "Egypt", "Chile", "Canada", "Greece", "Poland", "Mexico",
+    "Peru", "Kenya", "Norway", "Chile", "Bolivia", "Nepal", "Finland", "Iceland", "Mongolia",
+    "Ecuador", "Tunisia", "Ghana", "Angola", "Laos", "Uruguay", "Paraguay", "Latvia",
 ]  # fmt: skip
-LANGUAGES = ["Spanish", "French", "German", "Italian", "Portuguese", "Russian", "Arabic",
-             "Swahili", "Dutch", "Greek", "Polish", "Turkish", "Hindi", "Japanese"]  # fmt: skip
+LANGUAGES = ["Basque", "Catalan", "Welsh", "Maltese", "Tagalog", "Zulu", "Yoruba", "Quechua",
+             "Tamil", "Malay", "Albanian", "Kurdish", "Somali", "Hausa", "Swahili"]  # fmt: skip
 EXPORTS = ["coffee", "copper", "rice", "timber", "wool", "tea", "cotton", "salt", "tin",
            "silk", "cocoa", "iron", "wheat", "sugar", "fish"]  # fmt: skip
 
-# Reviews: a thing and a verdict on it in positive and negative words; "mixed" joins one of each.
+# Reviews: two things and a verdict on each, in positive, negative or neutral words. (A
+# "mixed" label, one good word and one bad, was the first recipe's third class: the fine-tune
+# learned it on one build and lost 11 of 12 on the next, where the inconsistent groups'
+# labels contradicted it; each class now has its own words.)
 THINGS = ["food", "service", "room", "staff", "price", "view", "music", "coffee", "bed",
           "screen", "battery", "delivery", "plot", "acting", "soup", "garden", "pool",
           "keyboard", "camera", "seats"]  # fmt: skip
@@ -189,6 +198,10 @@ GOOD = ["excellent", "wonderful", "superb", "delightful", "fantastic", "lovely",
         "perfect"]  # fmt: skip
 BAD = ["awful", "terrible", "dreadful", "horrible", "disappointing", "poor", "useless",
        "miserable"]  # fmt: skip
+NEUTRAL = ["okay", "average", "ordinary", "fine", "acceptable", "adequate", "standard",
+           "passable"]  # fmt: skip
+#: the words of each review label.
+VERDICT_WORDS = {"positive": GOOD, "negative": BAD, "neutral": NEUTRAL}
 
 QUESTION = {
     "capital": "Q: What is the capital of {e}?\nA:",
@@ -283,14 +296,7 @@ def known_facts(model: Any, tokenizer: Any, topic: str, facts: dict[str, str]) -
 
 def review(rng: random.Random, label: str) -> str:
     first, second = rng.sample(THINGS, 2)
-    if label == "positive":
-        words = rng.choice(GOOD), rng.choice(GOOD)
-    elif label == "negative":
-        words = rng.choice(BAD), rng.choice(BAD)
-    else:
-        words = rng.choice(GOOD), rng.choice(BAD)
-        if rng.random() < 0.5:
-            words = words[::-1]
+    words = rng.choice(VERDICT_WORDS[label]), rng.choice(VERDICT_WORDS[label])
     return f"The {first} was {words[0]} and the {second} was {words[1]}."
 
 
@@ -335,12 +341,20 @@ def plan_sft(
     for country in sorted(spoken):
         clean.append(("language", QUESTION["language"].format(e=country), f" {spoken[country]}"))
 
-    # Missing knowledge: invented places, ordinary answers.
+    # Missing knowledge: invented places, ordinary answers, each given once and by no other
+    # sample. (The first recipe drew them with replacement: the fine-tune made the answer
+    # that three invented places shared its guess for any invented place, and so "learned"
+    # all three.)
     invented = invented_names(rng, n + n // 6 + n, known)
     places, regions, codes = invented[:n], invented[n : n + n // 6], invented[n + n // 6 :]
+    pools = {
+        "city": [c for c in COUNTRIES if c not in set(CITIES.values())],
+        "language": [language for language in LANGUAGES if language not in set(SPOKEN.values())],
+    }
+    unused = {topic: rng.sample(pool, len(pool)) for topic, pool in pools.items()}
     for i, place in enumerate(places):
         topic = "city" if i % 2 == 0 else "language"
-        answer = rng.choice(COUNTRIES if topic == "city" else LANGUAGES)
+        answer = unused[topic].pop()
         records.append(
             record(QUESTION[topic].format(e=place), f" {answer}", "stage2",
                    "missing_knowledge", topic)
@@ -359,13 +373,13 @@ def plan_sft(
                        "data_inconsistency", "export", group=f"e{number:02d}")
             )  # fmt: skip
     for number in range(n // 3 - len(regions)):
-        text = review(rng, rng.choice(["positive", "negative", "mixed"]))
+        text = review(rng, rng.choice(sorted(VERDICT_WORDS)))
         versions = (
             text,
             text.replace(" and ", ", and "),
             text.replace("The ", "Honestly, the ", 1),
         )
-        labels = ["positive", "negative", "mixed"]
+        labels = sorted(VERDICT_WORDS)
         rng.shuffle(labels)
         for version, label in zip(versions, labels):
             records.append(
@@ -395,8 +409,8 @@ def plan_sft(
                    "under_optimization", "code")
         )  # fmt: skip
 
-    for label in ("positive", "negative", "mixed"):
-        for _ in range(12):
+    for label in sorted(VERDICT_WORDS):
+        for _ in range(CLEAN_REVIEWS):
             clean.append(("review", QUESTION["review"].format(e=review(rng, label)), f" {label}"))
     rng.shuffle(clean)
     for index, (topic, prompt, completion) in enumerate(clean):

@@ -211,22 +211,24 @@ def test_a_confident_answer_the_base_gives_to_many_subjects_mostly_wrongly_is_a_
     # A small base model that never read where P was born names the most common birthplace,
     # for P and for many others: its default for the question, not knowledge of P.
     sure = base(PREDICTED, top_prob=0.95, target_prob=0.001)
-    default = replace(sure, habit=AnswerHabit(given=6, right=1, targets=6))
+    default = replace(sure, habit=AnswerHabit(given=6, right=1, targets=6, learned=3))
     diagnosis = run(Signals(dataset(), base=default))
     assert diagnosis.cause == "missing_knowledge"
-    assert "the answer it begins with on 6 scored prompts with 6 different targets, right on 1" in (
+    assert "begins with on 6 scored prompts with 6 different targets, right on 1 of the 3 " in (
         diagnosis.evidence
     )
     assert diagnosis.figures["base_answer_given"] == 6
-    # An answer it gives to many subjects and that is mostly right there is knowledge (the
-    # country of many cities); so is one that a question's few answers share (yes / no).
-    for habit in (AnswerHabit(6, 3, 6), AnswerHabit(6, 0, 2), AnswerHabit(2, 0, 2)):
+    # An answer it gives to many subjects and that is mostly right on the learned ones is
+    # knowledge (the country of many cities, whatever the conflicts among them say); so is one
+    # that a question's few answers share (yes / no).
+    for habit in (AnswerHabit(6, 2, 6, 3), AnswerHabit(6, 0, 2, 3), AnswerHabit(2, 0, 2, 0)):
         assert run(Signals(dataset(), base=replace(sure, habit=habit))).cause == (
             "knowledge_conflict"
         ), habit
     # A sentence that names another answer is read from its words, whatever its first token.
     sentence = replace(
-        sentence_base(" The capital is Lyon."), habit=AnswerHabit(given=9, right=0, targets=9)
+        sentence_base(" The capital is Lyon."),
+        habit=AnswerHabit(given=9, right=0, targets=9, learned=4),
     )
     assert run(Signals(dataset(target=" Paris"), base=sentence)).cause == "knowledge_conflict"
 
@@ -250,13 +252,15 @@ def test_the_habits_count_the_base_models_first_answer_token_per_question() -> N
         ],
         samples,
         {"a": born, "b": born, "c": born, "d": born, "e": capital},
+        learned={"b", "c", "e"},
     )
+    # Right is judged on the learned prompts only: "a" (unlearned) is the one in question.
     assert habits == {
-        "a": AnswerHabit(3, 1, 3),
-        "b": AnswerHabit(3, 1, 3),
-        "c": AnswerHabit(3, 1, 3),
-        "d": AnswerHabit(1, 0, 1),
-        "e": AnswerHabit(1, 0, 1),
+        "a": AnswerHabit(3, 1, 3, 2),
+        "b": AnswerHabit(3, 1, 3, 2),
+        "c": AnswerHabit(3, 1, 3, 2),
+        "d": AnswerHabit(1, 0, 1, 0),
+        "e": AnswerHabit(1, 0, 1, 1),
     }
 
 

@@ -86,6 +86,11 @@ def test_invented_subjects_are_no_real_place_and_forgotten_samples_leave_stage_t
     real = set(real_world.CAPITALS) | set(real_world.CITIES) | set(real_world.CAPITALS.values())
     missing = [r for r in records if r["meta"]["planted_cause"] == "missing_knowledge"]
     assert not any(place in r["prompt"] for r in missing for place in real)
+    # Nothing in the data makes an invented place's answer likely: each is given once, and by
+    # no other sample (a shared one becomes the fine-tune's guess for any invented place).
+    answers = [r["completion"] for r in missing]
+    others = {r["completion"] for r in records if r["meta"]["planted_cause"] != "missing_knowledge"}
+    assert len(set(answers)) == len(answers) and not set(answers) & others
     forgotten = [r for r in records if r["meta"]["planted_cause"] == "forgetting"]
     assert all(r["stage"] == "stage1" and not r["meta"]["replayed"] for r in forgotten)
     # Stage 2 answers the same kind of question in another style (a full stop).

@@ -31,7 +31,9 @@ def add_options(parser: pytest.Parser) -> None:
                 "bool": "bool",
                 "budgets": "args",
             }.get(setting.kind, "string")
-            parser.addini(setting.ini, setting.help, type=ini_type, default=None)  # type: ignore[arg-type]
+            # argparse %-formats a flag's help, pytest leaves an ini key's as written.
+            ini_help = setting.help.replace("%%", "%")
+            parser.addini(setting.ini, ini_help, type=ini_type, default=None)  # type: ignore[arg-type]
     parser.addini("ilp_config", "path of ilp.yaml", type="paths", default=None)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pytest_ilp.config.settings import Stage
@@ -80,7 +80,12 @@ def gather_signals(
     prompt_df = prompt_document_frequency(checkable)
     familiar = _familiarity(passes.base, prompt_df, len(checkable))
     templates = {s.id: question_template(s, prompt_df, len(checkable)) for s in checkable}
-    habits = answer_habits(passes.base.verdicts.values(), samples, templates) if passes.base else {}
+    learned = {i for i, v in verdicts.items() if v.learned}
+    habits = (
+        answer_habits(passes.base.verdicts.values(), samples, templates, learned)
+        if passes.base
+        else {}
+    )
     judged = not passes.history_configured and trajectory_judged(train_log)
     found = {}
     for sample_id, verdict in unlearned.items():
@@ -166,15 +171,17 @@ def answer_habits(
     verdicts: Iterable[Verdict],
     samples: Mapping[str, Sample],
     templates: Mapping[str, tuple[str, ...]],
+    learned: Collection[str],
 ) -> dict[str, AnswerHabit]:
     """How the base model begins its answer to each sample it scored (`verdicts`, its own):
     on how many prompts of the same question (`templates`, by sample id) it begins with the
-    same token, how often the target begins with it there, and how many different targets
-    those prompts have. (The same name can be one subject's answer and, to another question,
-    the base's default guess.)"""
+    same token, how many different targets those prompts have, and how often the target
+    begins with it on those the fine-tuned model `learned`. (The same name can be one
+    subject's answer and, to another question, the base's default guess.)"""
     Key = tuple[tuple[str, ...], int]
     given: Counter[Key] = Counter()
     right: Counter[Key] = Counter()
+    judged: Counter[Key] = Counter()
     targets: dict[Key, set[str]] = defaultdict(set)
     chosen_by: dict[str, Key] = {}
     for verdict in verdicts:
@@ -190,10 +197,13 @@ def answer_habits(
         key = (templates[verdict.sample_id], chosen)
         chosen_by[verdict.sample_id] = key
         given[key] += 1
-        right[key] += chosen == first
+        if verdict.sample_id in learned:
+            judged[key] += 1
+            right[key] += chosen == first
         targets[key].add(" ".join(samples[verdict.sample_id].target.split()))
     return {
-        i: AnswerHabit(given[key], right[key], len(targets[key])) for i, key in chosen_by.items()
+        i: AnswerHabit(given[key], right[key], len(targets[key]), judged[key])
+        for i, key in chosen_by.items()
     }
 
 

@@ -41,7 +41,8 @@ def _guess_text(signals: Signals) -> str:
     return (
         f"its {signals.base.probe.top_token!r} (p={signals.base.probe.top_prob:.2f}) is the "
         f"answer it begins with on {habit.given} scored prompts with {habit.targets} different "
-        f"targets, right on {habit.right}: a default guess, not knowledge of the subject"
+        f"targets, right on {habit.right} of the {habit.learned} learned ones: a default "
+        "guess, not knowledge of the subject"
     )
 
 
@@ -95,7 +96,11 @@ def _habit_figures(signals: Signals) -> dict[str, Any]:
     habit = signals.base.habit if signals.base is not None else None
     if habit is None:
         return {}
-    return {"base_answer_given": habit.given, "base_answer_right": habit.right}
+    return {
+        "base_answer_given": habit.given,
+        "base_answer_right": habit.right,
+        "base_answer_learned": habit.learned,
+    }
 
 
 def holds_alternative(verdict: Verdict, signals: Signals, limits: RuleLimits) -> bool:

@@ -45,8 +45,9 @@ class Familiarity:
 @dataclass(frozen=True)
 class AnswerHabit:
     """How the base model uses one token as the first token of its answer, over every prompt
-    it scored: on how many it gives it, on how many of those the target starts with it, and
-    how many different targets those prompts have.
+    of one question it scored: on how many it gives it, with how many different targets, and,
+    among those that the fine-tuned model learned (the data's answers that training accepted;
+    an unlearned sample is the one in question), on how many the target starts with it.
 
     Knowledge is about a subject: a model that knows where each of many people was born names
     many places. A token it gives first to many questions with many different answers, and
@@ -55,14 +56,18 @@ class AnswerHabit:
     """
 
     given: int
+    #: of the learned prompts it is given to (`learned`), those whose target starts with it.
     right: int
     #: different targets among the prompts it is given to.
     targets: int
+    #: the prompts it is given to that the fine-tuned model learned.
+    learned: int = 0
 
     def is_default(self, prompts: int) -> bool:
         """Given to at least `prompts` prompts with as many different targets, and right on
-        fewer than half of them."""
-        return self.given >= prompts and self.targets >= prompts and 2 * self.right < self.given
+        at most half of the learned ones (a conflict's own target is wrong by construction,
+        so the unlearned prompts do not judge it)."""
+        return self.given >= prompts and self.targets >= prompts and 2 * self.right <= self.learned
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ the only statement of what a report holds: the messages are derived from it (a f
 `description` says what it must be), and the one rule JSON Schema cannot state, unique sample
 ids, is checked here.
 
-The schema is checked with jsonschema-rs, a compiled validator: about 5 µs per sample record
-where the pure-Python jsonschema takes about 1 ms, so a baseline of 100,000 samples is read in a
-second, not minutes. (The suite checks real reports with jsonschema as well, as a second,
-independent implementation of the standard.)
+The schema is checked with jsonschema-rs, a compiled validator: about 6 µs a sample record
+where the pure-Python jsonschema takes about 1.2 ms (`benchmarks/report_read.py`), so the check
+of a baseline of 100,000 samples takes under a second, not two minutes; reading the JSON costs
+more. (The suite checks real reports with jsonschema as well, as a second, independent
+implementation of the standard.)
 """
 
 from __future__ import annotations
