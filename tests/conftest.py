@@ -23,6 +23,42 @@ with contextlib.suppress(Exception):  # any failure shows in the tests that use 
     from trl import SFTConfig, SFTTrainer  # noqa: F401
 
 
+#: Test files whose tests one xdist worker runs, one file after the other, so that the file's
+#: costly module fixture (a vLLM run, SmolLM2's report, a trained adapter, a subprocess run of the
+#: plugin) is built once; every other test goes to whichever worker is free (`--dist loadgroup`
+#: in pyproject.toml). A table here and not `xdist_group` marks: pytest-xdist 3.8 groups by a
+#: suffix it writes into each node id, which pytest 9.2 no longer reads, so the marks are
+#: silently ignored (pytest-dev/pytest-xdist#1386) and each such fixture was built twice.
+ONE_WORKER = frozenset(
+    {
+        "test_vllm.py",
+        "test_real_model.py",
+        "test_adapters.py",
+        "test_html_report.py",
+        "test_gate.py",
+        "test_trainer_callback.py",
+        "test_benchmarks.py",
+    }
+)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup`, grouping the files of `ONE_WORKER` by file name."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ByFile(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if path.rsplit("/", 1)[-1] in ONE_WORKER:
+                return path  # one unit per file: its module fixture is built once
+            return str(super()._split_scope(nodeid))
+
+    return ByFile(config, log)
+
+
 #: a conftest for pytester runs whose `pytest_ilp_diagnose` hook gives the causes in
 #: `PLANT.format(planted={sample id: cause})`, and leaves the other samples to the rules.
 PLANT = """

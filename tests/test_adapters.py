@@ -26,8 +26,6 @@ from pytest_ilp.testing import tiny
 from conftest import write_jsonl
 from world import World
 
-# One worker runs this module (--dist loadgroup): its trained adapter is built once.
-pytestmark = pytest.mark.xdist_group("adapters")
 
 needs_vllm = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None,

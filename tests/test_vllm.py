@@ -22,8 +22,7 @@ import pytest
 from conftest import write_jsonl
 from world import World
 
-# One worker runs this module (--dist loadgroup): its one vLLM run is made once.
-pytestmark = pytest.mark.xdist_group("vllm")
+# One worker runs this file (`ONE_WORKER` in conftest.py): its one vLLM run is made once.
 
 needs_vllm = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None,
