@@ -12,49 +12,52 @@ from filelock import FileLock
 
 from world import World, build_fake_world, build_world, greedy_generations
 
-# Imported once for the whole session: pytester's in-process runs unload modules first
-# imported inside them, and pyarrow refuses to register datasets' types a second time.
-with contextlib.suppress(ImportError):
-    import datasets  # noqa: F401
-# Likewise TRL's trainer modules (trl loads them lazily): one first imported inside an
-# in-process run is unloaded after it, while `trl` keeps the old class, and pickling the
-# trainer's arguments then fails ("not the same object as trl.trainer.sft_config.SFTConfig").
-with contextlib.suppress(Exception):  # any failure shows in the tests that use TRL
-    from trl import SFTConfig, SFTTrainer  # noqa: F401
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Import datasets and TRL once for the whole session, in each process that runs tests
+    (not in xdist's controller, which runs none: 13 s of imports before any worker starts).
+
+    pytester's in-process runs unload modules first imported inside them: pyarrow then refuses
+    to register datasets' types a second time, and TRL's trainer modules (loaded lazily) come
+    back as new classes while `trl` keeps the old ones, so pickling the trainer's arguments
+    fails ("not the same object as trl.trainer.sft_config.SFTConfig")."""
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # the xdist controller
+    with contextlib.suppress(ImportError):
+        import datasets  # noqa: F401
+    with contextlib.suppress(Exception):  # any failure shows in the tests that use TRL
+        from trl import SFTConfig, SFTTrainer  # noqa: F401
 
 
-#: Test files whose tests one xdist worker runs, one file after the other, so that the file's
-#: costly module fixture (a vLLM run, SmolLM2's report, a trained adapter, a subprocess run of the
-#: plugin) is built once; every other test goes to whichever worker is free (`--dist loadgroup`
-#: in pyproject.toml). A table here and not `xdist_group` marks: pytest-xdist 3.8 groups by a
-#: suffix it writes into each node id, which pytest 9.2 no longer reads, so the marks are
-#: silently ignored (pytest-dev/pytest-xdist#1386) and each such fixture was built twice.
-ONE_WORKER = frozenset(
-    {
-        "test_vllm.py",
-        "test_real_model.py",
-        "test_adapters.py",
-        "test_html_report.py",
-        "test_gate.py",
-        "test_trainer_callback.py",
-        "test_benchmarks.py",
-    }
-)
+#: Test files whose tests one xdist worker runs, one after the other (file name -> its unit:
+#: the files of one unit share a worker), so that a costly module fixture (a trained adapter,
+#: SmolLM2's report, a subprocess run of the plugin) is built once, and vLLM, which the files
+#: of the "vllm" unit run in the worker's own process, is imported once; every other test goes
+#: to whichever worker is free (`--dist loadgroup` in pyproject.toml). A table here and not
+#: `xdist_group` marks: pytest-xdist 3.8 groups by a suffix it writes into each node id, which
+#: pytest 9.2 no longer reads, so the marks are silently ignored (pytest-dev/pytest-xdist#1386).
+ONE_WORKER = {
+    "test_vllm.py": "vllm",
+    "test_adapters.py": "vllm",
+    "test_real_model.py": "vllm",
+    "test_html_report.py": "test_html_report.py",
+    "test_gate.py": "test_gate.py",
+    "test_trainer_callback.py": "test_trainer_callback.py",
+    "test_benchmarks.py": "test_benchmarks.py",
+}
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """`--dist loadgroup`, grouping the files of `ONE_WORKER` by file name."""
+    """`--dist loadgroup`, with the units of `ONE_WORKER`."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadGroupScheduling
 
     class ByFile(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            if path.rsplit("/", 1)[-1] in ONE_WORKER:
-                return path  # one unit per file: its module fixture is built once
-            return str(super()._split_scope(nodeid))
+            unit = ONE_WORKER.get(nodeid.split("::", 1)[0].rsplit("/", 1)[-1])
+            return unit or str(super()._split_scope(nodeid))
 
     return ByFile(config, log)
 

