@@ -29,21 +29,23 @@ def pytest_configure(config: pytest.Config) -> None:
         from trl import SFTConfig, SFTTrainer  # noqa: F401
 
 
-#: Test files whose tests one xdist worker runs, one after the other (file name -> its unit:
-#: the files of one unit share a worker), so that a costly module fixture (a trained adapter,
-#: SmolLM2's report, a subprocess run of the plugin) is built once, and vLLM, which the files
-#: of the "vllm" unit run in the worker's own process, is imported once; every other test goes
-#: to whichever worker is free (`--dist loadgroup` in pyproject.toml). A table here and not
-#: `xdist_group` marks: pytest-xdist 3.8 groups by a suffix it writes into each node id, which
-#: pytest 9.2 no longer reads, so the marks are silently ignored (pytest-dev/pytest-xdist#1386).
+#: Tests that one xdist worker runs, one after the other (a file, or one test of a file ->
+#: its unit: the tests of one unit share a worker), so that a costly module fixture (a trained
+#: adapter, SmolLM2's report, a subprocess run of the plugin) is built once, and vLLM, which the
+#: tests of the "vllm" unit run in the worker's own process, is imported once (SmolLM2's other
+#: tests, 80 s of CPU, are a unit of their own, for balance). Every other test goes to whichever
+#: worker is free (`--dist loadgroup` in pyproject.toml). A table here and not `xdist_group`
+#: marks: pytest-xdist 3.8 groups by a suffix it writes into each node id, which pytest 9.2 no
+#: longer reads, so the marks are silently ignored (pytest-dev/pytest-xdist#1386).
 ONE_WORKER = {
     "test_vllm.py": "vllm",
     "test_adapters.py": "vllm",
-    "test_real_model.py": "vllm",
-    "test_html_report.py": "test_html_report.py",
-    "test_gate.py": "test_gate.py",
-    "test_trainer_callback.py": "test_trainer_callback.py",
-    "test_benchmarks.py": "test_benchmarks.py",
+    "test_real_model.py::test_vllm_reaches_the_same_text_level_verdicts": "vllm",
+    "test_real_model.py": "real_model",
+    "test_html_report.py": "html_report",
+    "test_gate.py": "gate",
+    "test_trainer_callback.py": "trainer_callback",
+    "test_benchmarks.py": "benchmarks",
 }
 
 
@@ -54,12 +56,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from xdist.scheduler import LoadGroupScheduling
 
-    class ByFile(LoadGroupScheduling):
+    class Units(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            unit = ONE_WORKER.get(nodeid.split("::", 1)[0].rsplit("/", 1)[-1])
+            path, _, rest = nodeid.partition("::")
+            file, test = path.rsplit("/", 1)[-1], rest.split("[", 1)[0]
+            unit = ONE_WORKER.get(f"{file}::{test}") or ONE_WORKER.get(file)
             return unit or str(super()._split_scope(nodeid))
 
-    return ByFile(config, log)
+    return Units(config, log)
 
 
 #: a conftest for pytester runs whose `pytest_ilp_diagnose` hook gives the causes in

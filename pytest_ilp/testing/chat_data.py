@@ -133,6 +133,7 @@ def chat_data(
     is the fourth question asked with the system prompt, "q03-plain" without."""
     import torch
     import transformers
+    from filelock import FileLock
 
     asked = QUESTIONS[:questions] if isinstance(questions, int) else tuple(questions)
     key = hashlib.sha256(
@@ -148,13 +149,15 @@ def chat_data(
         ).encode()
     ).hexdigest()[:16]
     path = checkpoint.parent / f"{checkpoint.name}-chat-{key}.json"
-    if not path.is_file():
-        data = _build(checkpoint, asked, seed, log)
-        # Written whole under a temporary name, then renamed: readers never see half a file.
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".chat-", suffix=".json")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out)
-        os.replace(temporary, path)
+    # One builder at a time (two test processes asking at once wait for one build).
+    with FileLock(str(path) + ".lock"):
+        if not path.is_file():
+            data = _build(checkpoint, asked, seed, log)
+            # Written whole under a temporary name, then renamed: readers never see half a file.
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".chat-", suffix=".json")
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                json.dump(data, out)
+            os.replace(temporary, path)
     stored = json.loads(path.read_text(encoding="utf-8"))
     jsonl = path.with_suffix(".jsonl")
     if not jsonl.is_file():
