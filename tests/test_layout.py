@@ -102,7 +102,8 @@ def test_no_module_grows_past_the_line_limit() -> None:
 
 #: what importing the plugin's entry module may load. pytest imports it on every run of every
 #: project that has pytest-ilp installed, checkpoint or not (benchmarks/README.md, "What the
-#: plugin costs a run that does not use it"): the hook specs and two modules of literals.
+#: installed plugin costs a project that does not use it"): the hook specs and two modules of
+#: literals.
 ENTRY_MODULES = {
     "pytest_ilp",
     "pytest_ilp.plugin",
