@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytest_ilp.config.options import add_flags
+from pytest_ilp.config.option_table import FLAGS
 from pytest_ilp.core.atomic import write_text_atomic
 from pytest_ilp.report.build import relative
 from pytest_ilp.report.check import ReportError, read_report
@@ -42,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="check a checkpoint on its SFT data without pytest: pytest's --ilp-* flags, the "
         "same summary, gate and files",
     )
-    add_flags(check.add_argument)
+    for flag, arguments in FLAGS:
+        check.add_argument(flag, **arguments)
     merge = commands.add_parser(
         "merge",
         help="merge the JSON reports of shards (--ilp-shard=i/n) and evaluate the budgets on the "

@@ -2,8 +2,10 @@
 
 pytest imports this module on every run of every project that has pytest-ilp installed, so it
 imports almost nothing: the options and markers must exist for `--help`, `--strict-markers`
-and `-p no:ilp`, and everything else (`shell`: the hooks of a run, and the core behind them)
-is imported only once the settings may name a checkpoint.
+and `-p no:ilp`, and come from modules of literals (`config.option_table`, generated from
+`Settings`, and `markers`); everything else (`shell`: the hooks of a run, and the core behind
+them) is imported only once the settings may name a checkpoint. `tests/test_layout.py` pins
+what importing this module loads.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_ilp import hooks
-from pytest_ilp.config import options
+from pytest_ilp.config.option_table import DEFAULT_CONFIG_NAME, FLAGS, INI
 from pytest_ilp.markers import MARKERS
-from pytest_ilp.usage import usage_errors
 
 if TYPE_CHECKING:
     from pytest_ilp.core.samples import Sample
@@ -24,7 +25,11 @@ if TYPE_CHECKING:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    options.add_options(parser)
+    group = parser.getgroup("ilp", "pytest-ilp: test that a checkpoint learned its SFT data")
+    for flag, arguments in FLAGS:
+        group.addoption(flag, **arguments)
+    for key, help, ini_type in INI:
+        parser.addini(key, help, type=ini_type, default=None)  # type: ignore[arg-type]
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -35,14 +40,28 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
-    if not options.may_be_active(config):
+    if not may_be_active(config):
         return
+    from pytest_ilp.usage import usage_errors
+
     # Through sys.modules, not the package's attribute: an in-process pytest run (pytester)
     # drops the modules it imported, and the hooks must see the session module the fixtures do.
     shell = importlib.import_module("pytest_ilp.shell")
     with usage_errors():
         if shell.activate(config):
             config.pluginmanager.register(shell, "ilp-run")
+
+
+def may_be_active(config: pytest.Config) -> bool:
+    """Whether any source may name a checkpoint: the command line, the ini file, or an
+    ilp.yaml (given, or in the rootdir). Without one the plugin loads nothing further."""
+    return bool(
+        config.option.ilp_checkpoint
+        or config.getini("ilp_checkpoint")
+        or config.option.ilp_config
+        or config.getini("ilp_config")
+        or (config.rootpath / DEFAULT_CONFIG_NAME).is_file()
+    )
 
 
 @pytest.fixture

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from pytest_ilp.config import option_table, options
 from pytest_ilp.config.settings import OPTIONS, Settings
 from pytest_ilp.session import STATE_KEY
 
@@ -183,6 +185,22 @@ def test_options_are_listed_in_one_group_in_help(pytester: pytest.Pytester) -> N
         assert flag in result.stdout.str()
     for ini in ("ilp_checkpoint", "ilp_data", "ilp_report", "ilp_cache", "ilp_batch_tokens"):
         assert ini in result.stdout.str()
+
+
+def test_the_option_table_is_what_settings_declares() -> None:
+    """The entry module registers `option_table`'s literals, generated from `Settings`: they
+    must be what it declares today."""
+    written = options.TABLE.read_text(encoding="utf-8")
+    stale = f"{options.TABLE.name} is out of date with Settings: run `{options.COMMAND}`"
+    assert written == options.table_source(), stale
+    assert list(option_table.FLAGS) == options.flag_arguments()
+    assert list(option_table.INI) == options.ini_arguments()
+    assert options.main(["--check"]) == 0
+
+
+def test_a_changed_setting_makes_the_option_table_stale() -> None:
+    changed = [replace(OPTIONS[0], help="another help"), *OPTIONS[1:]]
+    assert options.table_source(changed) != options.TABLE.read_text(encoding="utf-8")
 
 
 def test_markers_are_registered_with_their_signatures(pytester: pytest.Pytester) -> None:

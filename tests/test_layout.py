@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest_ilp
@@ -95,3 +98,42 @@ def test_no_module_grows_past_the_line_limit() -> None:
     too_long = {path for path, lines in lengths.items() if lines > MOST_LINES}
     assert too_long - NOT_YET_SPLIT == set(), "split these by job"
     assert NOT_YET_SPLIT - too_long == set(), "split: take these off NOT_YET_SPLIT"
+
+
+#: what importing the plugin's entry module may load. pytest imports it on every run of every
+#: project that has pytest-ilp installed, checkpoint or not (benchmarks/README.md, "What the
+#: installed plugin costs a project that does not use it"): the hook specs and two modules of
+#: literals.
+ENTRY_MODULES = {
+    "pytest_ilp",
+    "pytest_ilp.plugin",
+    "pytest_ilp.hooks",
+    "pytest_ilp.markers",
+    "pytest_ilp.config",
+    "pytest_ilp.config.option_table",
+}
+
+#: the modules each statement loads, in a fresh interpreter, in order.
+LOADS = """
+import json, sys
+
+def loads(statement):
+    before = set(sys.modules)
+    exec(statement)
+    return sorted(set(sys.modules) - before)
+
+print(json.dumps([loads(s) for s in sys.argv[1:]]))
+"""
+
+
+def test_the_entry_module_loads_no_more_than_its_literals() -> None:
+    statements = ["import pytest", "import pytest_ilp.plugin", "import pytest_ilp.config.settings"]
+    done = subprocess.run(
+        [sys.executable, "-c", LOADS, *statements], capture_output=True, text=True, check=True
+    )
+    _, entry, settings = json.loads(done.stdout)
+    assert {m for m in entry if m.startswith("pytest_ilp")} == ENTRY_MODULES
+    others = {m.split(".")[0] for m in entry if not m.startswith(("pytest_ilp", "_"))}
+    assert others - set(sys.stdlib_module_names) == set(), "third-party modules"
+    # What the entry loaded before its options became literals: the probe sees it.
+    assert {"pytest_ilp.core.criteria", "pytest_ilp.config.values"} <= set(settings)

@@ -1,92 +1,158 @@
-"""The options pytest registers from the settings `Settings` declares (`add_options`), and
-whether any source may name a checkpoint (`may_be_active`).
+"""The flags and ini keys the settings `Settings` declares, as pytest and argparse register
+them, and the command that writes them into `option_table`:
 
-The entry module registers these on every pytest run of every project that has pytest-ilp
-installed, checkpoint or not (`--help` lists them, `-p no:ilp` removes them), so this module
-and `settings` import only light core modules. `resolve` reads the values into `Settings`.
+    python -m pytest_ilp.config.options            # rewrite pytest_ilp/config/option_table.py
+    python -m pytest_ilp.config.options --check    # exit 1 if it is out of date
+
+pytest imports the plugin's entry module on every run of every project that has pytest-ilp
+installed, checkpoint or not, and it must register every option then (`--help` lists them,
+`-p no:ilp` removes them). Deriving them from `Settings` at that moment means importing what
+`Settings` is made of (criteria, render modes, backends, checks, their dataclasses): most of
+what the plugin cost a run that never uses it. So the derivation runs here, when a setting
+changes, and `option_table` holds its result as plain literals that import nothing;
+`tests/test_config.py` fails while the two differ and names the command above.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from pytest_ilp.config.settings import BY_KEY, DEFAULT_CONFIG_NAME, OPTIONS
+from pytest_ilp.config.settings import DEFAULT_CONFIG_NAME, OPTIONS, Option
+from pytest_ilp.core.atomic import write_text_atomic
 from pytest_ilp.core.criteria import Criterion
 
-if TYPE_CHECKING:
-    import pytest
+TABLE = Path(__file__).with_name("option_table.py")
+COMMAND = "python -m pytest_ilp.config.options"
+
+#: pytest's ini type for each kind of setting; "string" for the others.
+INI_TYPES = {
+    "path": "paths",
+    "paths": "paths",
+    "history": "args",  # split on commas as well as whitespace, see resolve.Ini
+    "bool": "bool",
+    "budgets": "args",
+}
 
 
-def add_options(parser: pytest.Parser) -> None:
-    """Register every setting's flag and ini key with pytest, and `--ilp-config`."""
-    group = parser.getgroup("ilp", "pytest-ilp: test that a checkpoint learned its SFT data")
-    add_flags(group.addoption)
-    for setting in OPTIONS:
-        if setting.on_command_line:
-            ini_type = {
-                "path": "paths",
-                "paths": "paths",
-                "history": "args",  # split on commas as well as whitespace, see resolve.Ini
-                "bool": "bool",
-                "budgets": "args",
-            }.get(setting.kind, "string")
-            # argparse %-formats a flag's help, pytest leaves an ini key's as written.
-            ini_help = setting.help.replace("%%", "%")
-            parser.addini(setting.ini, ini_help, type=ini_type, default=None)  # type: ignore[arg-type]
-    parser.addini("ilp_config", "path of ilp.yaml", type="paths", default=None)
-
-
-def add_flags(add: Callable[..., Any]) -> None:
-    """Add every setting's `--ilp-*` flag, and `--ilp-config`, through `add`: pytest's
-    `addoption` or argparse's `add_argument` (`python -m pytest_ilp check`), which take the
-    same arguments."""
-    for setting in OPTIONS:
+def flag_arguments(options: Sequence[Option] = OPTIONS) -> list[tuple[str, dict[str, Any]]]:
+    """Every setting's `--ilp-*` flag, and `--ilp-config`, with the keyword arguments of
+    pytest's `addoption` and argparse's `add_argument` (`python -m pytest_ilp check`), which
+    take the same ones."""
+    flags: list[tuple[str, dict[str, Any]]] = []
+    for setting in options:
         if not setting.on_command_line:
             continue
+        dest = "ilp_" + setting.key
         if setting.kind == "bool":
             negative = setting.default is True
             flag = "--ilp-no-" + setting.key.replace("_", "-") if negative else setting.flag
-            add(
-                flag,
-                action="store_const",
-                const=not negative,
-                default=None,
-                dest="ilp_" + setting.key,
-                help=("do not " if negative else "") + setting.help,
+            flags.append(
+                (
+                    flag,
+                    {
+                        "action": "store_const",
+                        "const": not negative,
+                        "default": None,
+                        "dest": dest,
+                        "help": ("do not " if negative else "") + setting.help,
+                    },
+                )
             )
         else:
-            add(
-                setting.flag,
-                action="append" if setting.kind in ("paths", "history", "budgets") else "store",
-                dest="ilp_" + setting.key,
-                default=None,
-                metavar=setting.metavar or setting.key.upper(),
-                choices=setting.choices or None,
-                help=setting.help
-                + (f" (default: {_shown(setting.default)})" if setting.default else ""),
+            shown = f" (default: {_shown(setting.default)})" if setting.default else ""
+            flags.append(
+                (
+                    setting.flag,
+                    {
+                        "action": "append"
+                        if setting.kind in ("paths", "history", "budgets")
+                        else "store",
+                        "dest": dest,
+                        "default": None,
+                        "metavar": setting.metavar or setting.key.upper(),
+                        "choices": setting.choices or None,
+                        "help": setting.help + shown,
+                    },
+                )
             )
-    add(
-        "--ilp-config",
-        dest="ilp_config",
-        default=None,
-        metavar="PATH",
-        help=f"ilp.yaml with the settings above and more (default: {DEFAULT_CONFIG_NAME} in "
-        "the rootdir, if present)",
+    config_help = (
+        f"ilp.yaml with the settings above and more (default: {DEFAULT_CONFIG_NAME} in the "
+        "rootdir, if present)"
     )
+    flags.append(
+        (
+            "--ilp-config",
+            {"dest": "ilp_config", "default": None, "metavar": "PATH", "help": config_help},
+        )
+    )
+    return flags
+
+
+def ini_arguments(options: Sequence[Option] = OPTIONS) -> list[tuple[str, str, str]]:
+    """Every setting's ini key, and `ilp_config`: (name, help, pytest's ini type)."""
+    keys = [
+        # argparse %-formats a flag's help, pytest leaves an ini key's as written.
+        (setting.ini, setting.help.replace("%%", "%"), INI_TYPES.get(setting.kind, "string"))
+        for setting in options
+        if setting.on_command_line
+    ]
+    return [*keys, ("ilp_config", "path of ilp.yaml", "paths")]
 
 
 def _shown(default: Any) -> str:
     return default.spec if isinstance(default, Criterion) else str(default)
 
 
-def may_be_active(config: pytest.Config) -> bool:
-    """Whether any source may name a checkpoint: the command line, the ini file, or an
-    ilp.yaml (given, or in the rootdir). Without one the plugin loads nothing further."""
-    return bool(
-        config.option.ilp_checkpoint
-        or config.getini(BY_KEY["checkpoint"].ini)
-        or config.option.ilp_config
-        or config.getini("ilp_config")
-        or (config.rootpath / DEFAULT_CONFIG_NAME).is_file()
-    )
+def table_source(options: Sequence[Option] = OPTIONS) -> str:
+    """The text of `option_table.py` for these settings: literals only, one entry a line."""
+    lines = [
+        f'"""Generated by `{COMMAND}` from `Settings`: do not edit.',
+        "",
+        "The flags and ini keys the plugin's entry module registers on every pytest run, as",
+        "literals that import nothing (`pytest_ilp.config.options` says why they are generated).",
+        '"""',
+        "",
+        "# ruff: noqa: E501",
+        "# fmt: off",
+        "",
+        "from __future__ import annotations",
+        "",
+        "from typing import Any",
+        "",
+        f"DEFAULT_CONFIG_NAME = {DEFAULT_CONFIG_NAME!r}",
+        "",
+        "#: (flag, keyword arguments of pytest's `addoption` and argparse's `add_argument`).",
+        "FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (",
+        *(f"    {entry!r}," for entry in flag_arguments(options)),
+        ")",
+        "",
+        "#: (ini key, help, pytest's ini type).",
+        "INI: tuple[tuple[str, str, str], ...] = (",
+        *(f"    {entry!r}," for entry in ini_arguments(options)),
+        ")",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the table is stale")
+    args = parser.parse_args(argv)
+    source = table_source()
+    if TABLE.is_file() and TABLE.read_text(encoding="utf-8") == source:
+        return 0
+    if args.check:
+        print(f"{TABLE} is out of date with Settings: run `{COMMAND}`", file=sys.stderr)
+        return 1
+    write_text_atomic(TABLE, source)
+    print(f"wrote {TABLE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,11 +4,13 @@ Each field a user sets carries an `Option` in its metadata: its help, how its va
 (a path, a number, a criterion...) and checked. From the field's name follow its command-line
 flag (`--ilp-fragile-margin`), its ini key (`ilp_fragile_margin`) and its ilp.yaml key
 (`fragile_margin`); its default is the field's. `OPTIONS` lists them in declaration order:
-`options` registers them with pytest (and the command line's `check`), `resolve` reads them.
-Adding a setting is adding a field here.
+`options` derives their flags and ini keys (written into `option_table`, which pytest and the
+command line's `check` register), `resolve` reads them. Adding a setting is adding a field here,
+then running `python -m pytest_ilp.config.options`.
 
-The plugin's entry module imports this module on every pytest run (`--help` lists the
-options), so it imports only light core modules: no yaml, no torch.
+The plugin's entry module registers `option_table`'s literals and imports this module only
+once a run may name a checkpoint; it imports no yaml and no torch all the same, so that
+`pytest_ilp.check` and the command line stay light until they score.
 """
 
 from __future__ import annotations

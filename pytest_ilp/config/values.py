@@ -2,8 +2,7 @@
 the value was written (a flag, `<ilp.yaml>: key`, `key in <ini file>`).
 
 Nothing here reads a file or knows pytest: `resolve` finds the raw values, `settings` declares
-which conversion each setting takes. The plugin's entry module loads this module on every
-pytest run (through `settings`), so what only some values need is imported when they are read.
+which conversion each setting takes. What only some values need is imported when they are read.
 """
 
 from __future__ import annotations
