@@ -56,6 +56,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from xdist.scheduler import LoadGroupScheduling
 
+    if not hasattr(LoadGroupScheduling, "_split_scope"):
+        return None  # another xdist: its own loadgroup (slower here, never wrong)
+
     class Units(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path, _, rest = nodeid.partition("::")
