@@ -14,15 +14,22 @@ from world import World, build_fake_world, build_world, greedy_generations
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Import datasets and TRL once for the whole session, in each process that runs tests
-    (not in xdist's controller, which runs none: 13 s of imports before any worker starts).
+    """Import hypothesis, datasets and TRL once for the whole session, in each process that
+    runs tests (not in xdist's controller, which runs none: 13 s of imports before any worker
+    starts).
 
-    pytester's in-process runs unload modules first imported inside them: pyarrow then refuses
-    to register datasets' types a second time, and TRL's trainer modules (loaded lazily) come
-    back as new classes while `trl` keeps the old ones, so pickling the trainer's arguments
-    fails ("not the same object as trl.trainer.sft_config.SFTConfig")."""
+    pytester's in-process runs unload modules first imported inside them. hypothesis's pytest
+    plugin imports hypothesis in every run, and pytest rewrites the asserts of its 70-odd
+    modules on each import (a plugin's package; with PYTHONDONTWRITEBYTECODE no rewritten
+    bytecode is kept): 2 s per in-process run, over a third of the suite's CPU time, had the
+    session not imported it first. pyarrow refuses to register datasets' types a second time,
+    and TRL's trainer modules (loaded lazily) come back as new classes while `trl` keeps the
+    old ones, so pickling the trainer's arguments fails ("not the same object as
+    trl.trainer.sft_config.SFTConfig")."""
     if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
         return  # the xdist controller
+    with contextlib.suppress(ImportError):
+        import hypothesis  # noqa: F401
     with contextlib.suppress(ImportError):
         import datasets  # noqa: F401
     with contextlib.suppress(Exception):  # any failure shows in the tests that use TRL
