@@ -59,3 +59,32 @@ def test_a_folder_with_several_gguf_files_asks_for_one(tmp_path: Path) -> None:
     write_gguf(tmp_path / "b.gguf")
     with pytest.raises(IlpUsageError, match=r"holds 2 \.gguf files \(a\.gguf, b\.gguf\)"):
         inspect_checkpoint(tmp_path)
+
+
+def test_within_gguf_loading_a_file_is_parsed_once_until_it_changes_and_draws_no_bar(
+    tmp_path: Path,
+) -> None:
+    from pytest_ilp.core.backends.gguf_loading import gguf_loading
+
+    path = write_gguf(tmp_path / "model.gguf")
+    from transformers import modeling_gguf_pytorch_utils as transformers_gguf
+
+    originals = gguf.GGUFReader, gguf.get_tensor_name_map, transformers_gguf.tqdm
+    original_reader = originals[0]
+    with gguf_loading():
+        # transformers imports these from gguf where it calls them: it gets these ones.
+        from gguf import GGUFReader, get_tensor_name_map
+
+        first = GGUFReader(path)
+        assert GGUFReader(str(path)) is first
+        assert isinstance(first, original_reader) and len(first.fields) == len(
+            original_reader(path).fields
+        )
+        names = get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
+        assert get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is names
+        assert names.get_name("model.layers.1.self_attn.q_proj") == "blk.1.attn_q"
+        write_gguf(tmp_path / "other.gguf").replace(path)  # another file at the same path
+        assert GGUFReader(path) is not first
+        assert transformers_gguf.tqdm(range(3)).disable  # its de-quantizing bar
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map, transformers_gguf.tqdm) == originals
+    assert original_reader(path) is not original_reader(path)

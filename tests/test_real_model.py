@@ -56,7 +56,9 @@ def folder_report(smollm2: Path, chat: ChatData, tmp_path_factory: pytest.TempPa
     )
 
 
-def run_report(pytester: pytest.Pytester, checkpoint: Path, data: Path, *extra: str) -> Any:
+def run_report(
+    pytester: pytest.Pytester, checkpoint: Path, data: Path, *extra: str
+) -> tuple[pytest.RunResult, Any]:
     result = pytester.runpytest(
         f"--ilp-checkpoint={checkpoint}",
         f"--ilp-data={data}",
@@ -67,7 +69,7 @@ def run_report(pytester: pytest.Pytester, checkpoint: Path, data: Path, *extra: 
     )
     report_path = pytester.path / "report.json"
     assert report_path.is_file(), result.stdout.str()
-    return json.loads(report_path.read_text())
+    return result, json.loads(report_path.read_text())
 
 
 def by_id(report: Any) -> dict[str, Any]:
@@ -122,8 +124,12 @@ def test_a_gguf_file_is_checked_like_the_folder_made_from_it(
     shutil.copy(folder_report, pytester.path / "folder-report.json")
     # The folder holds the GGUF's de-quantized weights: the same verdicts, and, against the
     # folder's report as baseline, no regressions.
-    gguf = run_report(pytester, smollm2_gguf(), chat.path, "--ilp-baseline=folder-report.json")
+    result, gguf = run_report(
+        pytester, smollm2_gguf(), chat.path, "--ilp-baseline=folder-report.json"
+    )
     assert {i: s["learned"] for i, s in by_id(gguf).items()} == {
         i: s["learned"] for i, s in folder.items()
     }
     assert gguf["checkpoint"].endswith(".gguf")
+    # transformers' own de-quantizing bar does not cut into pytest's output.
+    assert "de-quantizing" not in result.stdout.str() + result.stderr.str()

@@ -122,13 +122,18 @@ def _convert(gguf: Path, folder: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
+    from pytest_ilp.core.backends.gguf_loading import gguf_loading
+
     hf_logging.disable_progress_bar()
     source, name = str(gguf.parent), gguf.name
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=name)
-    config = AutoConfig.from_pretrained(source, gguf_file=name)
+    with gguf_loading():
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=name)
+        config = AutoConfig.from_pretrained(source, gguf_file=name)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            source, gguf_file=name, dtype=torch.float32
+        )
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    quantized = AutoModelForCausalLM.from_pretrained(source, gguf_file=name, dtype=torch.float32)
     model = LlamaForCausalLM(config).to(torch.float32)
     model.load_state_dict(quantized.state_dict())
     model.generation_config.eos_token_id = tokenizer.eos_token_id
