@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 from collections.abc import Sequence
@@ -13,23 +14,40 @@ from filelock import FileLock
 from world import World, build_fake_world, build_world, greedy_generations
 
 
+#: imported once per test process, so that pytester's in-process runs find them imported
+#: (below): the plugin's modules that a run loads lazily (no model backend: those bring torch),
+#: and the near-duplicate search (datasketch, which brings scipy).
+PRELOADED = (
+    "pytest_ilp.session",
+    "pytest_ilp.shell",
+    "pytest_ilp.core.pipeline",
+    "pytest_ilp.core.scoring.compute",
+    "pytest_ilp.report.html_report",
+    "pytest_ilp.report.markdown",
+    "datasketch",
+    "hypothesis",
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Import hypothesis, datasets and TRL once for the whole session, in each process that
+    """Import `PRELOADED`, datasets and TRL once for the whole session, in each process that
     runs tests (not in xdist's controller, which runs none: 13 s of imports before any worker
     starts).
 
-    pytester's in-process runs unload modules first imported inside them. hypothesis's pytest
-    plugin imports hypothesis in every run, and pytest rewrites the asserts of its 70-odd
-    modules on each import (a plugin's package; with PYTHONDONTWRITEBYTECODE no rewritten
-    bytecode is kept): 2 s per in-process run, over a third of the suite's CPU time, had the
-    session not imported it first. pyarrow refuses to register datasets' types a second time,
-    and TRL's trainer modules (loaded lazily) come back as new classes while `trl` keeps the
-    old ones, so pickling the trainer's arguments fails ("not the same object as
+    pytester's in-process runs unload the modules first imported inside them, and the next
+    run imports them again, and pytest rewrites the asserts of a plugin's modules on each
+    import (pytest-ilp's, hypothesis's; with PYTHONDONTWRITEBYTECODE no rewritten bytecode is
+    kept). hypothesis's pytest plugin imports hypothesis in every run: 2 s per in-process run
+    had the session not imported it first; the plugin's own modules and scipy, most of a
+    second more. pyarrow refuses to register datasets' types a second time, and TRL's trainer
+    modules (loaded lazily) come back as new classes while `trl` keeps the old ones, so
+    pickling the trainer's arguments fails ("not the same object as
     trl.trainer.sft_config.SFTConfig")."""
     if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
         return  # the xdist controller
-    with contextlib.suppress(ImportError):
-        import hypothesis  # noqa: F401
+    for module in PRELOADED:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
     with contextlib.suppress(ImportError):
         import datasets  # noqa: F401
     with contextlib.suppress(Exception):  # any failure shows in the tests that use TRL
