@@ -13,7 +13,6 @@ from filelock import FileLock
 
 from world import World, build_fake_world, build_world, greedy_generations
 
-
 #: imported once per test process, so that pytester's in-process runs find them imported
 #: (below): the plugin's modules that a run loads lazily (no model backend: those bring torch),
 #: and the near-duplicate search (datasketch, which brings scipy).
