@@ -313,7 +313,9 @@ def _scoped(samples: Sequence[Sample], scope: Iterable[str] | None) -> list[Samp
     if scope is None:
         return list(samples)
     by_id = {s.id: s for s in samples}
-    ids = list(dict.fromkeys(scope))
+    ids = list(dict.fromkeys([scope] if isinstance(scope, str) else scope))
+    if not ids:
+        raise IlpUsageError("check(scope=...) names no sample: give ids, or leave it out")
     unknown = [i for i in ids if i not in by_id]
     if unknown:
         raise IlpUsageError(
