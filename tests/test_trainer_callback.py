@@ -447,6 +447,10 @@ def test_bad_callback_arguments_and_records_say_what_to_do(tmp_path: Path) -> No
         write_jsonl(tmp_path / "log.jsonl", [{"id": "a", "epoch": 1, "loss": 1.0}])
         ILPCallback(data=records[:1], continues=tmp_path / "log.jsonl")
     samples = load_data([{"prompt": f"Q: {i}?", "completion": f" {i}"} for i in range(50)])
+    with pytest.raises(
+        IlpDataError, match=r"sample id\(s\) given twice: .*; give each sample once"
+    ):
+        ILPCallback(data=[*samples[:3], samples[1]])
     subset = choose_subset(samples, 10, seed=0)
     assert subset == choose_subset(samples, 10, seed=0) != choose_subset(samples, 10, seed=1)
     assert len(subset) == 10 and math.isclose(len(choose_subset(samples, 99, 0)), 50)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,14 @@ def load_data(data: Any) -> list[Sample]:
             samples.extend(load_samples(path, taken=taken))
         return samples
     if all(isinstance(i, Sample) for i in items):
+        # Refused now rather than when training ends, where the report's check would refuse it.
+        counts = Counter(i.id for i in items)
+        repeated = sorted(i for i, n in counts.items() if n > 1)
+        if repeated:
+            raise IlpDataError(
+                f"ILPCallback(data=...): sample id(s) given twice: {', '.join(repeated[:5])}; "
+                "give each sample once (pytest_ilp.api.read_samples keeps ids unique)"
+            )
         return list(items)
     if all(isinstance(i, Mapping) for i in items):
         records = [sample_from_record(r, DATASET_SOURCE, n) for n, r in enumerate(items, start=1)]
