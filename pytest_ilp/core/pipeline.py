@@ -4,7 +4,8 @@ diagnose them, decide the gate, build the report.
 
 A `Pipeline` holds one run's inputs and results. The pytest plugin drives it step by step
 (its items decide what is in scope, its markers the criteria and the budget scopes);
-`pytest_ilp.check` runs every step on a data set at once. Nothing here imports pytest.
+`pytest_ilp.check` runs every step on a data set at once, also on a model in memory with
+verdicts scored already (the trainer callback's final report). Nothing here imports pytest.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ class Run:
 
     @property
     def unlearned(self) -> list[str]:
-        """The ids of the samples the checkpoint did not learn, in data order."""
+        """The ids of the samples the checkpoint did not learn, in the order of `samples`."""
         return [
             s.id for s in self.samples if s.id in self.verdicts and not self.verdicts[s.id].learned
         ]
