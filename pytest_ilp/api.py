@@ -98,10 +98,11 @@ def score_model(
     the same weights saved with `save_pretrained` into `folder`: the same rendering, batching
     and verdicts, on the model's own device and in its own dtype. Nothing is cached.
 
-    Put the model in eval mode first (dropout changes the figures) and back in training mode
-    after. `produce=False` skips generating what the unlearned samples produce (the verdicts
-    stay the same). `criterion` judges the samples whose records name none, as in
-    `score_checkpoint`. Samples that cannot be checked are in the result's `problems`.
+    The model is in eval mode for the pass (dropout would change the figures), then back in
+    the mode it was in. `produce=False` skips generating what the unlearned samples produce
+    (the verdicts stay the same). `criterion` judges the samples whose records name none, as in
+    `score_checkpoint`. Samples that cannot be checked are in the result's `problems`. The
+    result, given to `pytest_ilp.check(model=..., scored=...)`, is not scored again there.
     """
     settings = Settings(
         checkpoint=Path(folder),

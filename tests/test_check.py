@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import pytest_ilp
-from pytest_ilp.core.errors import IlpUsageError
+from pytest_ilp.core.errors import IlpDataError, IlpUsageError
 
 from conftest import write_jsonl
 from world import World
@@ -80,3 +80,67 @@ def test_the_core_imports_no_pytest() -> None:
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert found.returncode == 0, found.stderr
     assert found.stdout.split("\n")[:2] == ["[]", "[]"]
+
+
+def test_check_narrows_to_a_scope_reads_a_train_log_as_records_and_may_skip_the_gate(
+    tmp_path: Path, world: World
+) -> None:
+    records = world.raw_records[35:65]  # held-out facts, then trained ones
+    data = write_jsonl(tmp_path / "sft.jsonl", records)
+    ids = [r["id"] for r in records]
+    scope = [*ids[20:], *ids[:3]]
+    log = [{"id": i, "step": step, "loss": 3.0 / step} for i in ids for step in (1, 2, 3)]
+    from_file = pytest_ilp.check(
+        world.checkpoint, data, scope=scope, train_log=write_jsonl(tmp_path / "log.jsonl", log)
+    )
+    from_records = pytest_ilp.check(world.checkpoint, data, scope=scope, train_log=log, gate=False)
+
+    assert [s.id for s in from_records.samples] == scope == list(from_records.verdicts)
+    assert from_file.gate is not None and from_records.gate is None
+    with pytest.raises(IlpUsageError, match=r"check\(gate=False\) decided no gate"):
+        assert from_records.passed
+    gated = from_file.report.to_dict()
+    document = from_records.report.to_dict()
+    assert "gate" in gated and "gate" not in document
+    # A sample's record is the same but for the gate's decision on it.
+    decision = {"gate", "gate_reason", "gate_scopes", "baseline"}
+    assert [{k: v for k, v in s.items() if k not in decision} for s in gated["samples"]] == (
+        document["samples"]
+    )
+    assert {s["learned"] for s in document["samples"]} == {True, False}
+    assert all(s["signals"]["training"] is not None for s in document["samples"] if s["cause"])
+    # The budget is a share of the scope: 13 samples, not the data's 30.
+    assert gated["gate"]["scopes"][0]["samples"] == len(scope)
+
+
+def test_check_refuses_a_bad_model_scope_verdicts_or_train_log_saying_what_to_do(
+    tmp_path: Path, world: World
+) -> None:
+    from pytest_ilp.core.checkpoint import inspect_checkpoint
+    from pytest_ilp.core.scoring import ScoringResult
+
+    data = write_jsonl(tmp_path / "sft.jsonl", world.raw_records[:3])
+    model = object()  # refused before it is looked at
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"model": model}, r"check\(model=\.\.\.\) needs the tokenizer"),
+        (
+            {"checkpoint": world.checkpoint, "tokenizer": model},
+            r"tokenizer=\.\.\.\) goes with model",
+        ),
+        ({"model": model, "tokenizer": model, "cache_dir": tmp_path}, "never cached"),
+        ({"model": model, "tokenizer": model, "backend": "vllm"}, "scored by the hf backend"),
+        ({"checkpoint": world.checkpoint, "scope": ["nope"]}, r"no sample of the data \('nope'\)"),
+        ({"checkpoint": world.checkpoint, "scope": []}, "names no sample"),
+        (
+            {
+                "checkpoint": world.checkpoint,
+                "scored": ScoringResult(inspect_checkpoint(world.checkpoint), "hf"),
+            },
+            r"scored: no verdict for 3 sample\(s\) in scope",
+        ),
+    ]
+    for arguments, message in cases:
+        with pytest.raises(IlpUsageError, match=message):
+            pytest_ilp.check(data=data, **arguments)  # type: ignore[arg-type]
+    with pytest.raises(IlpDataError, match=r"check\(train_log=\.\.\.\) record:2: expected a JSON"):
+        pytest_ilp.check(world.checkpoint, data, train_log=[{"id": "a", "step": 1, "loss": 1}, {}])

@@ -209,6 +209,113 @@ def test_the_trajectory_alone_tells_forgetting_as_saved_history_checkpoints_do(
     assert_round_trip(stage2.folder / "ilp-report.json")
 
 
+@pytest.mark.parametrize("max_steps", [2 * EVERY, 3 * EVERY], ids=["to_the_end", "stopped_early"])
+def test_the_final_report_is_what_check_writes_for_the_saved_model_subset_and_trajectory(
+    tmp_path: Path, two_stages: tuple[Path, Run, Run], max_steps: int
+) -> None:
+    """Stage 2 again, on the checkpoints its trainer saved (each as the model in memory at its
+    step), watched by a callback that checks a subset: its report equals `pytest_ilp.check` of
+    the step-60 checkpoint with that subset as the scope and its trajectory as the training log.
+    Stopped early, the last point had no generation: the report scores the model again."""
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        TrainerControl,
+        TrainerState,
+        TrainingArguments,
+    )
+
+    import pytest_ilp
+    from pytest_ilp.integrations.transformers import ILPCallback
+
+    data, stage1, stage2 = two_stages
+    records = [json.loads(line) for line in data.read_text().splitlines()]
+
+    def callback_on(partner: dict[str, Any]) -> Any:
+        # A record that cannot be checked, and an untrained twin of `partner` with another
+        # target: the data-level signals look at the whole data, not the subset alone.
+        twin = {**partner, "id": "twin", "completion": " purple."}
+        extended = write_jsonl(tmp_path / "data.jsonl", [*records, {"id": "bad"}, twin])
+        with pytest.warns(UserWarning, match=r"1 sample\(s\) cannot be checked"):
+            return ILPCallback(
+                data=extended,
+                every=EVERY,
+                sample=12,
+                seed=9,  # draws the twin, the data's last sample
+                stage="stage2",
+                continues=stage1.folder / "ilp-trajectory.jsonl",
+                output_dir=tmp_path / "out",
+            )
+
+    subset = [s.id for s in callback_on(records[0]).samples]
+    assert "twin" in subset
+    partner = next(r for r in records if r["id"] not in subset)
+    callback = callback_on(partner)
+    assert [s.id for s in callback.samples] == subset  # the draw depends on the count alone
+
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    final = stage2.checkpoint(2 * EVERY)
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    with pytest.warns(UserWarning, match="ILPCallback has no trainer"):
+        for step in (EVERY, 2 * EVERY):
+            state = TrainerState(global_step=step, max_steps=max_steps, epoch=step / 5)
+            model = AutoModelForCausalLM.from_pretrained(stage2.checkpoint(step)).train()
+            events = {"model": model, "processing_class": tokenizer}
+            callback.on_step_end(args, state, TrainerControl(), **events)
+        callback.on_train_end(args, state, TrainerControl(), **events)
+    assert (callback.final is None) is (max_steps > 2 * EVERY)
+
+    written = tmp_path / "out" / "ilp-report.json"
+    own = json.loads(written.read_text())
+    run = pytest_ilp.check(
+        final,
+        tmp_path / "data.jsonl",
+        scope=[*subset, "bad"],
+        train_log=tmp_path / "out" / "ilp-trajectory.jsonl",
+        gate=False,
+    )
+    expected = run.report.to_dict()
+    assert own.pop("checkpoint") == str(tmp_path / "out") != expected.pop("checkpoint")
+    assert own == expected
+    assert [s["id"] for s in own["samples"]] == [*subset, "bad"]
+    by_id = {s["id"]: s for s in own["samples"]}
+    assert by_id["bad"]["error"] and "gate" not in own
+    assert partner["id"] in {s["id"] for s in by_id["twin"]["signals"]["dataset"]["siblings"]}
+    causes = {s["cause"] for s in own["samples"]}
+    assert {"forgetting", "data_inconsistency"} <= causes  # the trajectory and the whole data
+    assert_round_trip(written)
+
+
+def test_check_of_the_model_in_memory_equals_check_of_its_saved_checkpoint(
+    two_stages: tuple[Path, Run, Run],
+) -> None:
+    """`check(model=..., tokenizer=...)`, base model included (its samples are rendered with
+    the tokenizer given: a model in memory has no folder to read one from), gives the report
+    `check` gives the checkpoint saved from it; the model is back in training mode after."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import pytest_ilp
+
+    data, stage1, stage2 = two_stages
+    final, base = stage2.checkpoint(2 * EVERY), stage1.checkpoint(2 * EVERY)
+    model = AutoModelForCausalLM.from_pretrained(final).train()
+    thresholds = {"forgetting": 0.5}
+    saved = pytest_ilp.check(final, data, base=base, thresholds=thresholds)
+    live = pytest_ilp.check(
+        data=data,
+        model=model,
+        tokenizer=AutoTokenizer.from_pretrained(final),
+        base=base,
+        thresholds=thresholds,
+    )
+    assert model.training
+    document, expected = live.report.to_dict(), saved.report.to_dict()
+    assert document.pop("checkpoint") == "in-memory" != expected.pop("checkpoint")
+    assert document == expected
+    assert live.verdict_line == saved.verdict_line
+    assert any(live.signals[i].base is not None for i in live.unlearned)
+
+
 @pytest.mark.parametrize("conversational", [False, True], ids=["prompt_completion", "chat"])
 def test_sft_trainer_points_equal_the_plugins_and_its_tokens_are_ours(
     pytester: pytest.Pytester, tmp_path: Path, conversational: bool
@@ -340,6 +447,10 @@ def test_bad_callback_arguments_and_records_say_what_to_do(tmp_path: Path) -> No
         write_jsonl(tmp_path / "log.jsonl", [{"id": "a", "epoch": 1, "loss": 1.0}])
         ILPCallback(data=records[:1], continues=tmp_path / "log.jsonl")
     samples = load_data([{"prompt": f"Q: {i}?", "completion": f" {i}"} for i in range(50)])
+    with pytest.raises(
+        IlpDataError, match=r"sample id\(s\) given twice: .*; give each sample once"
+    ):
+        ILPCallback(data=[*samples[:3], samples[1]])
     subset = choose_subset(samples, 10, seed=0)
     assert subset == choose_subset(samples, 10, seed=0) != choose_subset(samples, 10, seed=1)
     assert len(subset) == 10 and math.isclose(len(choose_subset(samples, 99, 0)), 50)

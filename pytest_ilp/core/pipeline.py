@@ -4,7 +4,8 @@ diagnose them, decide the gate, build the report.
 
 A `Pipeline` holds one run's inputs and results. The pytest plugin drives it step by step
 (its items decide what is in scope, its markers the criteria and the budget scopes);
-`pytest_ilp.check` runs every step on a data set at once. Nothing here imports pytest.
+`pytest_ilp.check` runs every step on a data set at once, also on a model in memory with
+verdicts scored already (the trainer callback's final report). Nothing here imports pytest.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pytest_ilp.config.settings import Settings, Stage
-from pytest_ilp.core.backends import Progress
+from pytest_ilp.core.backends import LiveModel, Progress
 from pytest_ilp.core.baseline import Baseline, BaselineError, load_baseline
 from pytest_ilp.core.cache import ScoreCache, stable_hash
-from pytest_ilp.core.checkpoint import CheckpointInfo, inspect_checkpoint
+from pytest_ilp.core.checkpoint import CheckpointInfo, in_memory, inspect_checkpoint
 from pytest_ilp.core.criteria import Criterion
 from pytest_ilp.core.datafiles import load_samples
 from pytest_ilp.core.datapaths import expand_data_paths
@@ -70,6 +71,9 @@ class Pipeline(Results):
     _by_path: dict[Path, list[Sample]] = field(default_factory=dict)
     #: the criterion each sample in scope is judged by.
     criteria: dict[str, Criterion] = field(default_factory=dict)
+    #: the model under test when it is in memory (a training run's), scored as it is instead
+    #: of loading `checkpoint`, which then only names it.
+    live: LiveModel | None = None
 
     @classmethod
     def create(
@@ -78,25 +82,38 @@ class Pipeline(Results):
         rootpath: Path,
         cache_root: Path | None,
         run_cache: Path | None = None,
+        *,
+        live: LiveModel | None = None,
+        train_log: TrainLog | None = None,
     ) -> P:
         """The run's checkpoints inspected, its data files found and its baseline read; raises
         `IlpUsageError` saying what is wrong with them.
 
         `run_cache`: a cache folder shared by the processes of this run only (xdist workers
-        with the persistent cache off), so that they still score each sample once."""
-        checkpoint = inspect_checkpoint(
-            settings.checkpoint, adapter_base=settings.backend_options.adapter_base
-        )
+        with the persistent cache off), so that they still score each sample once.
+        `live`: the model under test in memory, described as if saved into
+        `settings.checkpoint`; never cached (its weights change while it trains).
+        `train_log`: the training log read already (a trajectory in memory), instead of
+        `settings.train_log`'s file."""
+        if live is not None:
+            checkpoint = in_memory(live.model, settings.checkpoint)
+        else:
+            checkpoint = inspect_checkpoint(
+                settings.checkpoint, adapter_base=settings.backend_options.adapter_base
+            )
         try:
             data_files = expand_data_paths(settings.data)
         except IlpDataError as exc:
             raise IlpUsageError(f"--ilp-data: {exc}") from None
-        try:
-            train_log = read_train_log(settings.train_log) if settings.train_log else None
-        except IlpDataError as exc:
-            raise IlpUsageError(f"--ilp-train-log: {exc}") from None
-        if settings.use_cache and cache_root is not None:
-            cache: ScoreCache | None = ScoreCache(cache_root)
+        if train_log is None and settings.train_log is not None:
+            try:
+                train_log = read_train_log(settings.train_log)
+            except IlpDataError as exc:
+                raise IlpUsageError(f"--ilp-train-log: {exc}") from None
+        if live is not None:
+            cache: ScoreCache | None = None
+        elif settings.use_cache and cache_root is not None:
+            cache = ScoreCache(cache_root)
         else:
             cache = ScoreCache(run_cache) if run_cache is not None else None
         under_test = settings.checkpoint.resolve()
@@ -120,6 +137,7 @@ class Pipeline(Results):
             ),
             train_log=train_log,
             baseline=_baseline(settings),
+            live=live,
         )
 
     def samples_of(self, path: Path) -> list[Sample]:
@@ -159,9 +177,13 @@ class Pipeline(Results):
         diagnoser: Diagnoser,
         criteria: Mapping[str, Criterion] | None = None,
         others: Sequence[tuple[Sample, bool]] = (),
+        scored: ScoringResult | None = None,
     ) -> None:
         """Score every sample in scope (deduplicated) once per run, then diagnose the
         unlearned ones: the checkpoint under test, each history checkpoint, the base model.
+
+        `scored`: the checkpoint under test's verdicts on the samples in scope, scored already
+        (the trainer callback's last point): taken as they are, that pass is not run again.
 
         `criteria`: each sample's criterion (markers applied); by default the settings'.
         Every checkpoint judges a sample by the same criterion, so "learned at an earlier
@@ -200,9 +222,22 @@ class Pipeline(Results):
             return result
 
         def job(info: CheckpointInfo, **kwargs: Any) -> Job:
-            return Job(info, self.checkpoint, criteria=self.criteria, **kwargs)
+            # A model in memory has no folder to load its tokenizer from: the base and history
+            # checkpoints' samples are rendered with the one given with it.
+            tokenizer = self.live.tokenizer if self.live is not None else None
+            return Job(
+                info,
+                self.checkpoint,
+                criteria=self.criteria,
+                renderer_tokenizer=tokenizer,
+                **kwargs,
+            )
 
-        self.result = final = run(job(self.checkpoint), samples, known)
+        if scored is not None:
+            self.result = final = _scored_already(scored, samples)
+            self.passes.append(final)
+        else:
+            self.result = final = run(job(self.checkpoint, live=self.live), samples, known)
         known_ids = {s.id for s in known} & set(final.verdicts)
         unlearned = {
             i: v
@@ -278,6 +313,32 @@ class Pipeline(Results):
                 self.samples[sample_id], unlearned[sample_id], found
             )
         return known_ids
+
+
+def _scored_already(scored: ScoringResult, samples: Sequence[Sample]) -> ScoringResult:
+    """`scored` narrowed to `samples`, as scoring them would give it: a sample that cannot be
+    checked has its problem; one that `scored` lacks is a usage error."""
+    ids = {s.id for s in samples}
+    lacking = [
+        s.id
+        for s in samples
+        if s.problem is None and s.id not in scored.verdicts and s.id not in scored.problems
+    ]
+    if lacking:
+        raise IlpUsageError(
+            f"scored: no verdict for {len(lacking)} sample(s) in scope "
+            f"({', '.join(lacking[:5])}): score every sample in scope, or leave `scored` out"
+        )
+    return replace(
+        scored,
+        verdicts={i: v for i, v in scored.verdicts.items() if i in ids},
+        problems={
+            **{s.id: s.problem for s in samples if s.problem is not None},
+            **{i: p for i, p in scored.problems.items() if i in ids},
+        },
+        probes={i: p for i, p in scored.probes.items() if i in ids},
+        prompts={i: p for i, p in scored.prompts.items() if i in ids},
+    )
 
 
 def _baseline(settings: Settings) -> Baseline | None:

@@ -1,6 +1,6 @@
 """What `ILPCallback` checks and writes, apart from the trainer: the samples it takes (from
-paths, records or `Sample`s, all or a seeded subset), its trajectory file (`continues=`,
-resuming), and the final outcomes diagnosed from the data and the trajectory.
+paths, records or `Sample`s, all or a seeded subset) and its trajectory file (`continues=`,
+resuming). Its final report is `pytest_ilp.check`'s.
 
 Nothing here imports transformers; `integrations.transformers` holds the callback itself.
 """
@@ -10,20 +10,16 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pytest_ilp.core.datafiles import load_samples
 from pytest_ilp.core.datapaths import expand_data_paths
-from pytest_ilp.core.diagnosis import RuleLimits, diagnose
 from pytest_ilp.core.errors import IlpDataError
-from pytest_ilp.core.evidence import NO_BASE, NO_HISTORY, Passes, gather_signals, trajectory_judged
 from pytest_ilp.core.samples import Sample, sample_from_record, unique_ids
-from pytest_ilp.core.scoring import ScoringResult
-from pytest_ilp.core.train_log import TrainLog, parse_train_log, read_train_log
-from pytest_ilp.report.build import SampleOutcome
-from pytest_ilp.report.records import json_text
+from pytest_ilp.core.train_log import read_train_log
 
 TRAJECTORY_FILE = "ilp-trajectory.jsonl"
 #: where records given as a dataset (not a file) say they come from.
@@ -53,6 +49,14 @@ def load_data(data: Any) -> list[Sample]:
             samples.extend(load_samples(path, taken=taken))
         return samples
     if all(isinstance(i, Sample) for i in items):
+        # Refused now rather than when training ends, where the report's check would refuse it.
+        counts = Counter(i.id for i in items)
+        repeated = sorted(i for i, n in counts.items() if n > 1)
+        if repeated:
+            raise IlpDataError(
+                f"ILPCallback(data=...): sample id(s) given twice: {', '.join(repeated[:5])}; "
+                "give each sample once (pytest_ilp.api.read_samples keeps ids unique)"
+            )
         return list(items)
     if all(isinstance(i, Mapping) for i in items):
         records = [sample_from_record(r, DATASET_SOURCE, n) for n, r in enumerate(items, start=1)]
@@ -72,7 +76,7 @@ def choose_subset(samples: Sequence[Sample], size: int | None, seed: int) -> lis
     return [s for n, s in enumerate(samples) if n in chosen]
 
 
-# -- the trajectory and the outcomes ---------------------------------------------------------
+# -- the trajectory ----------------------------------------------------------------------------
 
 
 def read_trajectory(path: Path) -> list[dict[str, Any]]:
@@ -89,11 +93,6 @@ def read_trajectory(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def read_trajectory_records(records: Sequence[Mapping[str, Any]]) -> TrainLog:
-    """The trajectory in memory, as `read_train_log` reads its file."""
-    return parse_train_log((json_text(r, indent=None) for r in records), TRAJECTORY_FILE)
-
-
 def last_point(records: Sequence[Mapping[str, Any]]) -> dict[str, bool] | None:
     if not records:
         return None
@@ -103,40 +102,3 @@ def last_point(records: Sequence[Mapping[str, Any]]) -> dict[str, bool] | None:
 
 def points(records: Sequence[Mapping[str, Any]]) -> int:
     return len({r.get("point") for r in records})
-
-
-def diagnosed_outcomes(
-    result: ScoringResult,
-    samples: Sequence[Sample],
-    invalid: Sequence[Sample],
-    everything: Sequence[Sample],
-    records: Sequence[Mapping[str, Any]],
-    limits: RuleLimits,
-) -> list[SampleOutcome]:
-    """Each of `samples` with its verdict at `result` (then the `invalid` ones), the unlearned
-    ones diagnosed from the data (`everything`) and the trajectory `records`, as `pytest
-    --ilp-train-log` diagnoses them; no base model."""
-    verdicts = result.verdicts
-    unlearned = {i: v for i, v in verdicts.items() if not v.learned}
-    trajectory = read_trajectory_records(records)
-    passes = Passes(result, history=(), base=None)
-    missing = {"base": NO_BASE}
-    if not trajectory_judged(trajectory):
-        missing["history"] = NO_HISTORY
-    by_id = {s.id: s for s in everything}
-    signals = gather_signals(unlearned, by_id, passes, missing, trajectory, limits)
-    return [
-        SampleOutcome(
-            sample,
-            must_learn=sample.must_learn,
-            verdict=verdicts.get(sample.id),
-            problem=sample.problem or result.problems.get(sample.id),
-            diagnosis=(
-                diagnose(sample, verdicts[sample.id], signals[sample.id], limits)
-                if sample.id in signals
-                else None
-            ),
-            signals=signals.get(sample.id),
-        )
-        for sample in [*samples, *invalid]
-    ]

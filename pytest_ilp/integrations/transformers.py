@@ -21,8 +21,9 @@ point on how many samples were newly learned and newly forgotten. It rewrites (a
 
 which `pytest --ilp-train-log` reads: forgetting events, dataset cartography and the forgetting
 rule without saved history checkpoints. When training ends it writes `<output_dir>/ilp-report.json`
-(the plugin's JSON report, with causes diagnosed from the data and the trajectory) and prints the
-plugin's summary table.
+and prints the plugin's summary table: the report is `pytest_ilp.check` of the final model in
+memory, with the last point's verdicts (not scored again), the subset as its scope (the whole
+data for the data-level signals), the trajectory as its training log and no gate.
 """
 
 from __future__ import annotations
@@ -33,16 +34,19 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
 from pytest_ilp.api import score_model
+from pytest_ilp.config.settings import Settings
 from pytest_ilp.core.atomic import write_text_atomic
 from pytest_ilp.core.backends import BackendOptions
 from pytest_ilp.core.diagnosis import RuleLimits
 from pytest_ilp.core.render import RenderSettings
+from pytest_ilp.core.run import IN_MEMORY, check
 from pytest_ilp.core.samples import Sample
 from pytest_ilp.core.scoring import ScoringResult
 from pytest_ilp.core.verdicts import Verdict
@@ -50,13 +54,11 @@ from pytest_ilp.integrations.trajectory import (
     DATASET_SOURCE,
     TRAJECTORY_FILE,
     choose_subset,
-    diagnosed_outcomes,
     last_point,
     load_data,
     points,
     read_trajectory,
 )
-from pytest_ilp.report.build import SampleOutcome, build_report
 from pytest_ilp.report.records import json_text
 from pytest_ilp.report.terminal import summary_lines
 
@@ -126,11 +128,17 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         self.stage = stage
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.tokenizer = tokenizer
-        self.render = render or RenderSettings()
-        self.options = BackendOptions(batch_tokens=batch_tokens)
-        self.fragile_margin = fragile_margin
-        self.generate_max_tokens = generate_max_tokens
-        self.limits = diagnosis or RuleLimits()
+        #: the settings of every point's scoring and of the final report's `check`.
+        self.settings = (
+            Settings(
+                checkpoint=IN_MEMORY,
+                fragile_margin=fragile_margin,
+                generate_max_tokens=generate_max_tokens,
+                diagnosis=diagnosis or RuleLimits(),
+            )
+            .with_backend_options(BackendOptions(batch_tokens=batch_tokens))
+            .with_render(render or RenderSettings())
+        )
         self.write_report = report
         everything = load_data(data)
         self.invalid = [s for s in everything if s.problem is not None]
@@ -195,11 +203,8 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
             return
         if self.last_step != state.global_step:  # steps since the last point: one more
             self._check(args, state, control, kwargs, final=True)
-        if not self.write_report:
-            return
-        if self.final is None:  # the last point (early stopping) skipped generation
-            self.final = self._score(kwargs, produce=True)
-        self._report(self._output_dir(args))
+        if self.write_report:
+            self._report(self._output_dir(args), kwargs)
 
     # -- a check point -------------------------------------------------------------------------
 
@@ -253,6 +258,21 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         self._log(state, control, figures)
 
     def _score(self, kwargs: Mapping[str, Any], produce: bool) -> ScoringResult:
+        # In eval mode for the pass (no dropout), then back in training mode: score_model
+        # switches a model in memory.
+        model, tokenizer = self._model(kwargs)
+        return score_model(
+            model,
+            tokenizer,
+            self.samples,
+            produce=produce,
+            options=self.settings.backend_options,
+            render=self.settings.render,
+            generate_max_tokens=self.settings.generate_max_tokens,
+        )
+
+    def _model(self, kwargs: Mapping[str, Any]) -> tuple[Any, Any]:
+        """The trainer's model and the tokenizer that renders the samples."""
         model = kwargs.get("model")
         tokenizer = self.tokenizer or kwargs.get("processing_class")
         if model is None:
@@ -262,22 +282,7 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
                 "ILPCallback needs the tokenizer that renders the samples: give the trainer "
                 "processing_class=tokenizer, or ILPCallback(tokenizer=...)"
             )
-        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps one
-        was_training = model.training
-        model.eval()  # no dropout: the figures of the weights, as a saved checkpoint gives
-        try:
-            result = score_model(
-                model,
-                tokenizer,
-                self.samples,
-                produce=produce,
-                options=self.options,
-                render=self.render,
-                generate_max_tokens=self.generate_max_tokens,
-            )
-        finally:
-            model.train(was_training)
-        return result
+        return model, getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps one
 
     def _figures(self, verdicts: Mapping[str, Verdict]) -> dict[str, float]:
         """The learned shares, must-learn count and changes since the last point."""
@@ -331,32 +336,34 @@ class ILPCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
 
     # -- the final report ----------------------------------------------------------------------
 
-    def _report(self, folder: Path) -> None:
-        assert self.final is not None
-        outcomes = self.outcomes(self.final)
-        report = build_report(
-            outcomes,
-            checkpoint=folder,
-            backend=self.final.backend,
-            fragile_margin=self.fragile_margin,
-            root=Path.cwd(),
+    def _report(self, folder: Path, kwargs: Mapping[str, Any]) -> None:
+        """`pytest_ilp.check` of the final model, named after `folder`: the samples checked
+        (then those that cannot be) in scope, the whole data for the data-level signals, the
+        trajectory as its training log (as `--ilp-train-log` gives it), no base model, no
+        gate. The last point's verdicts are used as they are; after an early stop (a last
+        point without generation) the model is scored once more."""
+        model, tokenizer = self._model(kwargs)
+        run = check(
+            data=self.all_samples,
+            config=replace(self.settings, checkpoint=folder),
+            model=model,
+            tokenizer=tokenizer,
+            scope=[s.id for s in [*self.samples, *self.invalid]],
+            scored=self.final,
+            train_log=self.records,
+            gate=False,
         )
-        write_text_atomic(folder / REPORT_FILE, report.to_json())
-        summary = report.summary
+        run.write_report(folder / REPORT_FILE)
         timing = (
             f"checked {len(self.samples)} samples at {self.points - 1 - points(self.previous)} "
             f"points in {self.seconds:.1f} s; trajectory {folder / TRAJECTORY_FILE}, "
             f"report {folder / REPORT_FILE}"
         )
-        lines = summary_lines(summary, str(folder), self.final.backend, timing, self.fragile_margin)
-        print("\n".join(["pytest-ilp (ILPCallback)", *lines]), file=sys.stderr, flush=True)
-
-    def outcomes(self, result: ScoringResult) -> list[SampleOutcome]:
-        """Every sample in scope with its verdict at `result`, the unlearned ones diagnosed
-        from the data and the trajectory (as `pytest --ilp-train-log` would), no base model."""
-        return diagnosed_outcomes(
-            result, self.samples, self.invalid, self.all_samples, self.records, self.limits
+        report = run.report
+        lines = summary_lines(
+            report.summary, str(folder), report.backend, timing, report.fragile_margin
         )
+        print("\n".join(["pytest-ilp (ILPCallback)", *lines]), file=sys.stderr, flush=True)
 
 
 def _share(samples: Sequence[Sample], verdicts: Mapping[str, Verdict]) -> float:

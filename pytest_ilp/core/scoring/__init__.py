@@ -16,7 +16,8 @@ the sample's prompt, `sampled` draws completions, `normalized` generates the gre
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -88,7 +89,8 @@ def score_samples(
         checkable = [s for s in checkable if s.id in entries]
         result.cached = len(checkable)
     elif cache is None:
-        entries = compute(checkable, settings, job, log, progress)
+        with _eval_mode(job):
+            entries = compute(checkable, settings, job, log, progress)
         result.computed = len(checkable)
     else:
         run_key = _run_key(settings, job, cache, description)
@@ -121,6 +123,22 @@ def score_samples(
             )
     result.seconds = time.perf_counter() - started
     return result
+
+
+@contextmanager
+def _eval_mode(job: Job) -> Iterator[None]:
+    """A model in memory (a training run's) is scored in eval mode, then put back in the mode
+    it was in: no dropout, so its figures are those of its weights, as a saved checkpoint's."""
+    if job.live is None:
+        yield
+        return
+    model = job.live.model
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def sample_key(sample: Sample) -> str:

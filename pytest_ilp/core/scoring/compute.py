@@ -61,7 +61,12 @@ def _compute(
     progress: Callable[[int], Progress | None],
 ) -> dict[str, dict[str, Any]]:
     trust = settings.backend_options.trust_remote_code
-    tokenizer = job.live.tokenizer if job.live is not None else load_tokenizer(job.renderer, trust)
+    if job.live is not None:
+        tokenizer = job.live.tokenizer
+    else:
+        tokenizer = job.renderer_tokenizer
+        if tokenizer is None:
+            tokenizer = load_tokenizer(job.renderer, trust)
     if not job.is_renderer:
         check_same_tokenizer(tokenizer, load_tokenizer(job.checkpoint, trust), job)
     stop_ids = frozenset({tokenizer.eos_token_id, *job.checkpoint.generation_stop_ids()} - {None})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from pytest_ilp.core.backends import BackendOptions, LiveModel
 from pytest_ilp.core.checkpoint import CheckpointInfo
@@ -101,6 +101,10 @@ class Job:
     #: see `checkpoint.in_memory`), with the tokenizer that renders the samples. Never cached:
     #: its weights change while it trains.
     live: LiveModel | None = None
+    #: the renderer's tokenizer, when the checkpoint under test is a model in memory (whose
+    #: folder holds no tokenizer to load): a base or history checkpoint's samples are rendered
+    #: with it.
+    renderer_tokenizer: Any = None
 
     def criterion_of(self, sample_id: str) -> Criterion:
         return self.criteria.get(sample_id, EXACT)
