@@ -29,28 +29,34 @@ PRELOADED = (
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Import `PRELOADED`, datasets and TRL once for the whole session, in each process that
-    runs tests (not in xdist's controller, which runs none: 13 s of imports before any worker
-    starts).
+    """Import `PRELOADED` and datasets once for the whole session, in each process that runs
+    tests (not in xdist's controller, which runs none).
 
     pytester's in-process runs unload the modules first imported inside them, and the next
     run imports them again, and pytest rewrites the asserts of a plugin's modules on each
     import (pytest-ilp's, hypothesis's; with PYTHONDONTWRITEBYTECODE no rewritten bytecode is
-    kept). hypothesis's pytest plugin imports hypothesis in every run: 2 s per in-process run
-    had the session not imported it first; the plugin's own modules and scipy, most of a
-    second more. pyarrow refuses to register datasets' types a second time, and TRL's trainer
-    modules (loaded lazily) come back as new classes while `trl` keeps the old ones, so
-    pickling the trainer's arguments fails ("not the same object as
-    trl.trainer.sft_config.SFTConfig")."""
+    kept). pyarrow refuses to register datasets' types a second time."""
     if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
         return  # the xdist controller
-    for module in PRELOADED:
+    for module in (*PRELOADED, "datasets"):
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
-    with contextlib.suppress(ImportError):
-        import datasets  # noqa: F401
-    with contextlib.suppress(Exception):  # any failure shows in the tests that use TRL
-        from trl import SFTConfig, SFTTrainer  # noqa: F401
+
+
+#: test files whose tests train with TRL in the test process.
+TRAINS_WITH_TRL = {"test_trainer_callback.py"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """TRL imported, before the first test that trains with it runs (8 s of imports, so only
+    in the worker that runs such tests). Imported inside an in-process run instead, TRL's
+    trainer modules (loaded lazily) would come back as new classes while `trl` keeps the old
+    ones, and pickling the trainer's arguments fails ("not the same object as
+    trl.trainer.sft_config.SFTConfig")."""
+    if item.path.name in TRAINS_WITH_TRL:
+        with contextlib.suppress(Exception):  # any failure shows in the tests that use TRL
+            from trl import SFTConfig, SFTTrainer  # noqa: F401
 
 
 #: Tests that one xdist worker runs, one after the other (a file, or one test of a file ->
