@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from typing import Any
 
 from pytest_ilp.core.backends import Progress, describe_backend
+from pytest_ilp.core.backends.gguf_loading import gguf_loading
 from pytest_ilp.core.cache import CACHE_SCHEMA, ScoreCache, stable_hash
 from pytest_ilp.core.checkpoint import CheckpointInfo
 from pytest_ilp.core.criteria import Criterion
@@ -89,7 +90,7 @@ def score_samples(
         checkable = [s for s in checkable if s.id in entries]
         result.cached = len(checkable)
     elif cache is None:
-        with _eval_mode(job):
+        with _loading(job):
             entries = compute(checkable, settings, job, log, progress)
         result.computed = len(checkable)
     else:
@@ -103,7 +104,8 @@ def score_samples(
                 entries.update(_lookup(cache.load(run_key), missing, keys))
                 missing = [s for s in missing if s.id not in entries]
                 if missing:
-                    fresh = compute(missing, settings, job, log, progress)
+                    with _loading(job):
+                        fresh = compute(missing, settings, job, log, progress)
                     cache.append(run_key, {keys[i]: entry for i, entry in fresh.items()})
                     entries.update(fresh)
         result.computed = len(missing)
@@ -126,11 +128,15 @@ def score_samples(
 
 
 @contextmanager
-def _eval_mode(job: Job) -> Iterator[None]:
-    """A model in memory (a training run's) is scored in eval mode, then put back in the mode
-    it was in: no dropout, so its figures are those of its weights, as a saved checkpoint's."""
+def _loading(job: Job) -> Iterator[None]:
+    """A GGUF checkpoint loads with its file parsed once (`gguf_loading`: the tokenizer's
+    load and the model's would parse it three times). A model in memory (a training run's) is
+    scored in eval mode, then put back in the mode it was in: no dropout, so its figures are
+    those of its weights, as a saved checkpoint's."""
     if job.live is None:
-        yield
+        gguf = job.checkpoint.gguf_file or job.renderer.gguf_file
+        with gguf_loading() if gguf else nullcontext():
+            yield
         return
     model = job.live.model
     was_training = model.training

@@ -4,12 +4,10 @@ teacher-forced pass, then only the generation the verdicts need."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, replace
 from typing import Any
 
 from pytest_ilp.core.backends import Progress, ScoreRequest, TokenScores, live_backend, load_backend
-from pytest_ilp.core.backends.gguf_loading import gguf_loading
 from pytest_ilp.core.decoding import byte_safe_decoder
 from pytest_ilp.core.render import Rendered, render_samples
 from pytest_ilp.core.samples import Sample
@@ -48,18 +46,6 @@ def compute(
     """Entries `{"verdict": ..., "probe": ...}` or `{"problem": ...}` for each sample, by id."""
     if not samples:
         return {}
-    gguf = job.checkpoint.gguf_file or job.renderer.gguf_file
-    with gguf_loading() if gguf else nullcontext():  # tokenizer and model: one parse
-        return _compute(samples, settings, job, log, progress)
-
-
-def _compute(
-    samples: Sequence[Sample],
-    settings: ScoringSettings,
-    job: Job,
-    log: Callable[[str], None],
-    progress: Callable[[int], Progress | None],
-) -> dict[str, dict[str, Any]]:
     trust = settings.backend_options.trust_remote_code
     if job.live is not None:
         tokenizer = job.live.tokenizer
