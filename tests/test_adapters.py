@@ -118,6 +118,7 @@ def test_adapter_gives_the_verdicts_of_the_merged_model_with_hf(
 
 
 @needs_vllm
+@pytest.mark.slow
 def test_adapter_gives_the_verdicts_of_the_merged_model_with_vllm(adapted: Adapted) -> None:
     # In this process (vLLM is imported once), one engine each: LoRA on the base, merged.
     adapter = score_checkpoint(adapted.adapter, adapted.data, backend="vllm")

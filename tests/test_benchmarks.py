@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each script in a fresh process, with its own imports
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 LM_EVAL_PYTHON = BENCHMARKS / ".work" / "venv" / "bin" / "python"
 

@@ -20,7 +20,7 @@ from pytest_ilp.testing.chat_data import QUESTIONS as chat_data_questions
 from pytest_ilp.testing.chat_data import ChatData, chat_data
 
 # One worker runs this file (`ONE_WORKER` in conftest.py): its SmolLM2 report is built once.
-pytestmark = pytest.mark.real_model
+pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
 #: questions asked (each with and without a system prompt; answers that run past 200 tokens
 #: are left out). Answers the model spells through other tokens than the tokenizer's encoding

