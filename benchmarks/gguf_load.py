@@ -23,8 +23,8 @@ import time
 from typing import Any
 
 
-def load_average() -> tuple[float, float, float]:
-    return os.getloadavg()
+def load_average() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def load(gguf: Any, once: bool) -> tuple[float, Any, Any]:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         f"python {sys.version.split()[0]}, torch {torch.__version__}, "
         f"transformers {transformers.__version__}, torch threads {torch.get_num_threads()}"
     )
-    print("load average (1, 5, 15 min): {:.2f}, {:.2f}, {:.2f}".format(*load_average()))
+    print(f"load average (1, 5, 15 min): {load_average()}")
     times: dict[bool, list[float]] = {False: [], True: []}
     for round_ in range(args.rounds):
         loaded = {}
@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         f"tokenizer + model, median of {args.rounds}: plain {plain:.1f} s, "
         f"parsed once {once:.1f} s -> {once / plain:.2f}x; the same weights and vocabulary"
     )
-    figures = "{:.2f}, {:.2f}, {:.2f}".format(*load_average())
-    print(f"load average (1, 5, 15 min): {figures} (at the end)")
+    print(f"load average (1, 5, 15 min): {load_average()} (at the end)")
     return 0
 
 

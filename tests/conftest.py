@@ -15,7 +15,7 @@ from world import World, build_fake_world, build_world, greedy_generations
 
 #: imported once per test process, so that pytester's in-process runs find them imported
 #: (below): the plugin's modules that a run loads lazily (no model backend: those bring torch),
-#: and the near-duplicate search (datasketch, which brings scipy).
+#: the near-duplicate search (datasketch, which brings scipy), hypothesis, and datasets.
 PRELOADED = (
     "pytest_ilp.session",
     "pytest_ilp.shell",
@@ -25,12 +25,13 @@ PRELOADED = (
     "pytest_ilp.report.markdown",
     "datasketch",
     "hypothesis",
+    "datasets",
 )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Import `PRELOADED` and datasets once for the whole session, in each process that runs
-    tests (not in xdist's controller, which runs none).
+    """Import `PRELOADED` once for the whole session, in each process that runs tests (not in
+    xdist's controller, which runs none).
 
     pytester's in-process runs unload the modules first imported inside them, and the next
     run imports them again, and pytest rewrites the asserts of a plugin's modules on each
@@ -38,7 +39,7 @@ def pytest_configure(config: pytest.Config) -> None:
     kept). pyarrow refuses to register datasets' types a second time."""
     if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
         return  # the xdist controller
-    for module in (*PRELOADED, "datasets"):
+    for module in PRELOADED:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
 

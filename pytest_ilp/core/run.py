@@ -266,13 +266,13 @@ def _settings(
         return replace(config, **{**given, "thresholds": thresholds})
     file = config_file(config) if config is not None else None
     if "checkpoint" not in given and (file is None or file.values.get("checkpoint") is None):
-        if unnamed is not None:
-            return _settings(config, {**given, "checkpoint": unnamed}, valid)
-        raise IlpUsageError(
-            f"{file.where}: sets no `checkpoint`; set one there or pass check(checkpoint=...)"
-            if file is not None
-            else "check(): no checkpoint given: pass a checkpoint, or a config that sets one"
-        )
+        if unnamed is None:
+            raise IlpUsageError(
+                f"{file.where}: sets no `checkpoint`; set one there or pass check(checkpoint=...)"
+                if file is not None
+                else "check(): no checkpoint given: pass a checkpoint, or a config that sets one"
+            )
+        given = {**given, "checkpoint": unnamed}
     settings = settings_from([Given(given), *([file] if file is not None else [])], file)
     if file is not None and isinstance(file.values.get("thresholds"), Mapping):
         check_names(file.values["thresholds"], f"{file.where}: thresholds", valid)

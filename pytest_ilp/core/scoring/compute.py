@@ -47,12 +47,9 @@ def compute(
     if not samples:
         return {}
     trust = settings.backend_options.trust_remote_code
-    if job.live is not None:
-        tokenizer = job.live.tokenizer
-    else:
-        tokenizer = job.renderer_tokenizer
-        if tokenizer is None:
-            tokenizer = load_tokenizer(job.renderer, trust)
+    tokenizer = job.live.tokenizer if job.live is not None else job.renderer_tokenizer
+    if tokenizer is None:
+        tokenizer = load_tokenizer(job.renderer, trust)
     if not job.is_renderer:
         check_same_tokenizer(tokenizer, load_tokenizer(job.checkpoint, trust), job)
     stop_ids = frozenset({tokenizer.eos_token_id, *job.checkpoint.generation_stop_ids()} - {None})
